@@ -1,0 +1,88 @@
+"""``python -m gateway``: validate settings, then serve until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from gateway.app import create_app
+from gateway.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("gateway")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Log method, path and status; never the query string (it can carry a token)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.1fms',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time * 1000,
+        )
+
+
+def _event_loop_name() -> str:
+    try:
+        import uvloop  # optional: only where it installs
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def _announce(settings: Settings, loop_name: str) -> None:
+    log.info(
+        "Moosic Gateway on http://%s:%d (store=%s, broker=%s, loop=%s, countries=%s)",
+        settings.host,
+        settings.port,
+        settings.store,
+        "redis" if settings.redis_url else "in-process",
+        loop_name,
+        settings.countries_label,
+    )
+    if settings.dev:
+        log.warning(
+            "development run (MOOSIC_DEV=1): loopback and private addresses pass the country gate"
+        )
+    if settings.jwt_secret_generated:
+        log.warning(
+            "MOOSIC_JWT_SECRET is not set: generated a random one for this session; "
+            "tokens will not survive a restart"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(os.environ)
+    except SettingsError as exc:
+        print("Moosic Gateway cannot start; fix these settings:", file=sys.stderr)  # noqa: T201
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)  # noqa: T201
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    loop_name = _event_loop_name()
+    _announce(settings, loop_name)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log_class=AccessLogger,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

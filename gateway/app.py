@@ -1,0 +1,126 @@
+"""The application factory: small ``setup_*`` steps, one cleanup context per resource.
+
+Resources start in order (store, hub with its broker) and stop in reverse. On shutdown every
+WebSocket is told to reconnect elsewhere (close code 4000) before the hub and the store go.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway import rest
+from gateway.broker import Broker
+from gateway.broker.memory import MemoryBroker
+from gateway.broker.redis import RedisBroker
+from gateway.errors import error_middleware
+from gateway.geo import CountryGate
+from gateway.hub import Hub
+from gateway.keys import GATE, HUB, METRICS, REGISTRY, SERVICES, SETTINGS, STORE, TOKENS
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.settings import Settings
+from gateway.tokens import TokenService
+from gateway.ws import websocket
+from handlers import OPERATIONS
+from handlers.base import Limits, Services
+from handlers.passwords import ScryptHasher
+from storage.factory import build_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the gateway for ``settings``; nothing connects until the app starts."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=settings.rest_max_body_bytes
+    )
+    metrics = Metrics()
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[TOKENS] = TokenService(
+        settings.jwt_secret,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl=settings.access_token_ttl,
+    )
+    app[GATE] = CountryGate(
+        settings.allowed_countries, settings.trusted_proxies, allow_local=settings.dev
+    )
+    app[REGISTRY] = Registry(OPERATIONS, metrics)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_services_ctx)
+    app.on_shutdown.append(_close_websockets)
+    app.router.add_get("/ws", websocket)
+    app.router.add_routes(rest.routes)
+    return app
+
+
+def _broker(settings: Settings, metrics: Metrics) -> Broker:
+    if settings.redis_url:
+        return RedisBroker(settings.redis_url, prefix=settings.redis_prefix, metrics=metrics)
+    return MemoryBroker()
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = build_store(
+        settings.store, sqlite_path=settings.sqlite_path, max_pending=settings.store_max_pending
+    )
+    await store.open()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    hub = Hub(
+        _broker(settings, metrics),
+        metrics,
+        max_watchers=settings.max_longpolls,
+        close_timeout=settings.ws_close_timeout,
+    )
+    await hub.start()
+    app[HUB] = hub
+    metrics.gauges["ws_connections"] = lambda: hub.member_count
+    metrics.gauges["channels"] = lambda: hub.channel_count
+    metrics.gauges["ws_outbound_buffered_bytes"] = hub.buffered_bytes
+    yield
+    await hub.close()
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[SERVICES] = Services(
+        store=app[STORE],
+        fanout=app[HUB],
+        tokens=app[TOKENS],
+        passwords=ScryptHasher(n=settings.scrypt_n, concurrency=settings.kdf_concurrency),
+        limits=Limits(
+            max_message_bytes=settings.max_message_bytes,
+            history_max_limit=settings.history_max_limit,
+            max_subscriptions=settings.max_subscriptions,
+            max_group_members=settings.max_group_members,
+            longpoll_max_seconds=settings.longpoll_max_seconds,
+            refresh_token_ttl=settings.refresh_token_ttl,
+        ),
+    )
+    yield
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """Tell every client to reconnect elsewhere, then wait (bounded) for the sockets to end."""
+    hub = app[HUB]
+    members = hub.all_members()
+    if not members:
+        return
+    log.info("closing %d WebSocket connections for shutdown", len(members))
+    for member in members:
+        member.shutdown()
+    if not await hub.wait_no_members(app[SETTINGS].shutdown_timeout):
+        log.warning("%d connections still open after the shutdown timeout", hub.member_count)

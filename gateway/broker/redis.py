@@ -1,0 +1,192 @@
+"""Cross-node fan-out through Redis pub/sub.
+
+Each node keeps one subscriber connection and one publisher connection. The node subscribes to
+a Redis channel when its first local subscriber arrives and unsubscribes when the last leaves,
+so Redis sends each message once per interested node, never once per socket. Both connections
+reconnect by themselves with capped, jittered backoff; after a reconnect the subscriber
+resubscribes every channel the node still needs in one batch.
+
+While Redis is unreachable a publish is delivered to this node's own subscribers only and
+counted in ``moosic_broker_publish_failures_total``: cross-node fan-out degrades, nothing
+else does. Messages that Redis never carried are not replayed by the broker; clients catch up
+from the store (history, long poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from typing import Any
+
+from gateway.broker import Deliver
+from gateway.broker.resp import ConnectionLost, RedisAddress, RespConnection, RespError
+from gateway.metrics import Metrics
+from storage.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+MIN_BACKOFF = 0.05
+MAX_BACKOFF = 5.0
+SUBSCRIBE_BATCH = 1000
+
+
+def backoff_delays(low: float = MIN_BACKOFF, high: float = MAX_BACKOFF) -> Any:
+    """Yield capped exponential delays with full jitter."""
+    ceiling = low
+    while True:
+        yield random.uniform(low, ceiling)  # jitter, not security
+        ceiling = min(high, ceiling * 2)
+
+
+class RedisBroker:
+    """:class:`gateway.broker.Broker` on Redis pub/sub."""
+
+    def __init__(self, url: str, *, prefix: str, metrics: Metrics, timeout: float = 5.0) -> None:
+        self._address = RedisAddress.parse(url)
+        self._prefix = prefix
+        self._prefix_bytes = prefix.encode()
+        self._metrics = metrics
+        self._timeout = timeout
+        self._deliver: Deliver | None = None
+        self._channels: set[str] = set()
+        # Per channel, groups of futures waiting for a "subscribe" confirmation, oldest first.
+        self._confirm: dict[str, deque[list[asyncio.Future[None]]]] = {}
+        self._sub: RespConnection | None = None
+        self._pub: RespConnection | None = None
+        self._pub_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure_logged = False
+
+    def _key(self, channel: str) -> bytes:
+        return self._prefix_bytes + channel.encode()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._task = asyncio.create_task(self._subscriber_loop(), name="redis-subscriber")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for conn in (self._sub, self._pub):
+            if conn is not None:
+                conn.close()
+        self._sub = self._pub = None
+
+    async def ping(self) -> bool:
+        if self._sub is None or self._sub.closed:
+            return False
+        try:
+            conn = await self._publisher()
+            async with asyncio.timeout(self._timeout):
+                return bool(await conn.command(b"PING") == b"PONG")
+        except (OSError, TimeoutError, ConnectionLost, RespError, Unavailable):
+            return False
+
+    # -- subscriber side -------------------------------------------------------------------
+
+    async def _subscriber_loop(self) -> None:
+        delays = backoff_delays()
+        first = True
+        while not self._closing:
+            try:
+                conn = await RespConnection.open(
+                    self._address, timeout=self._timeout, on_push=self._on_push
+                )
+            except (OSError, TimeoutError, RespError) as exc:
+                log.warning("Redis subscriber cannot connect (%s); retrying", exc)
+                await asyncio.sleep(next(delays))
+                continue
+            conn.subscribed = True
+            # Everyone still waiting is satisfied by the batch below: one confirmation each.
+            self._confirm = {
+                channel: deque([[f for group in groups for f in group]])
+                for channel, groups in self._confirm.items()
+                if groups
+            }
+            names = [self._key(c) for c in self._channels]
+            for start in range(0, len(names), SUBSCRIBE_BATCH):
+                conn.send(b"SUBSCRIBE", *names[start : start + SUBSCRIBE_BATCH])
+            self._sub = conn
+            delays = backoff_delays()
+            if not first:
+                self._metrics.broker_reconnects += 1
+                log.warning("Redis subscriber reconnected; resubscribed %d channels", len(names))
+            first = False
+            await conn.wait_closed()
+            self._sub = None
+            if not self._closing:
+                log.warning("Redis subscriber connection lost; reconnecting")
+                await asyncio.sleep(next(delays))
+
+    def _on_push(self, reply: list[Any]) -> None:
+        kind = reply[0]
+        if kind == b"message":
+            name = reply[1]
+            if self._deliver is not None and name.startswith(self._prefix_bytes):
+                self._deliver(name[len(self._prefix_bytes) :].decode(), reply[2])
+        elif kind == b"subscribe":
+            channel = reply[1][len(self._prefix_bytes) :].decode()
+            groups = self._confirm.get(channel)
+            if groups:
+                for future in groups.popleft():
+                    if not future.done():
+                        future.set_result(None)
+                if not groups:
+                    del self._confirm[channel]
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, deque()).append([future])
+        if self._sub is not None:
+            self._sub.send(b"SUBSCRIBE", self._key(channel))
+        try:
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(future)
+        except TimeoutError:
+            future.cancel()
+            raise Unavailable("Redis did not confirm the subscription in time") from None
+
+    def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if self._sub is not None:
+            self._sub.send(b"UNSUBSCRIBE", self._key(channel))
+
+    # -- publisher side --------------------------------------------------------------------
+
+    async def _publisher(self) -> RespConnection:
+        conn = self._pub
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._pub_lock:
+            if self._pub is None or self._pub.closed:
+                try:
+                    self._pub = await RespConnection.open(self._address, timeout=self._timeout)
+                except (OSError, TimeoutError, RespError) as exc:
+                    raise Unavailable(f"Redis is unreachable: {exc}") from exc
+            return self._pub
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        try:
+            conn = await self._publisher()
+            async with asyncio.timeout(self._timeout):
+                await conn.command(b"PUBLISH", self._key(channel), payload)
+        except (OSError, TimeoutError, ConnectionLost, Unavailable) as exc:
+            self._metrics.broker_publish_failures += 1
+            if self._pub is not None:
+                self._pub.abort()
+                self._pub = None
+            if not self._failure_logged:
+                log.warning("Redis publish failed (%s); delivering on this node only", exc)
+                self._failure_logged = True
+            if self._deliver is not None:
+                self._deliver(channel, payload)
+            return
+        self._failure_logged = False

@@ -1,0 +1,159 @@
+"""A small Redis (RESP2) connection for the fan-out path: pipelined commands and push messages.
+
+Why not redis-py here: every PUBLISH from a publishing handler should share one connection and
+go out without waiting for the previous reply (pipelining happens by itself: replies come back
+in order and resolve futures first-in first-out), and the subscriber side wants push messages
+handed over with no per-message bookkeeping. This module does exactly that and nothing else;
+reconnecting is the broker's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+Push = Callable[[list[Any]], None]
+
+
+class RespError(Exception):
+    """The server answered a command with an error reply."""
+
+
+class ConnectionLost(ConnectionError):
+    """The connection closed before the reply arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    host: str
+    port: int
+    unix_path: str | None
+    password: str | None
+    username: str | None
+    db: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        db = 0
+        path = parts.path.lstrip("/")
+        if parts.scheme != "unix" and path:
+            db = int(path)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            unix_path=parts.path if parts.scheme == "unix" else None,
+            password=unquote(parts.password) if parts.password else None,
+            username=unquote(parts.username) if parts.username else None,
+            db=db,
+            tls=parts.scheme == "rediss",
+        )
+
+
+class RespConnection(asyncio.Protocol):
+    """One Redis connection: ``command()`` pipelines; push messages go to ``on_push``."""
+
+    def __init__(self, on_push: Push | None = None, max_inflight: int = 65536) -> None:
+        self._reader = hiredis.Reader(replyError=RespError)
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._on_push = on_push
+        self._transport: asyncio.Transport | None = None
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slots = asyncio.Semaphore(max_inflight)
+        self.subscribed = False
+        """Once SUBSCRIBE was sent, every reply is a push: confirmations included."""
+
+    @classmethod
+    async def open(
+        cls, address: RedisAddress, *, timeout: float, on_push: Push | None = None
+    ) -> RespConnection:
+        loop = asyncio.get_running_loop()
+        conn = cls(on_push)
+        async with asyncio.timeout(timeout):
+            if address.unix_path:
+                await loop.create_unix_connection(lambda: conn, address.unix_path)
+            else:
+                context = ssl.create_default_context() if address.tls else None
+                await loop.create_connection(lambda: conn, address.host, address.port, ssl=context)
+            if address.password is not None:
+                auth = (
+                    [address.username, address.password] if address.username else [address.password]
+                )
+                await conn.command(b"AUTH", *auth)
+            if address.db:
+                await conn.command(b"SELECT", str(address.db))
+        return conn
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        while (reply := reader.gets()) is not False:
+            if self.subscribed:
+                if self._on_push is not None and isinstance(reply, list):
+                    self._on_push(reply)
+                continue
+            if self._waiting:
+                future = self._waiting.popleft()
+                if not future.done():
+                    if isinstance(reply, RespError):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(ConnectionLost("the Redis connection closed"))
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    # -- API -------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._lost)
+
+    def send(self, *args: bytes | str) -> None:
+        """Write a command without waiting for its reply (subscriber mode)."""
+        if self._transport is None:
+            raise ConnectionLost("the Redis connection is closed")
+        self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    async def command(self, *args: bytes | str) -> Any:
+        """Send a command and wait for its reply; commands from many callers pipeline."""
+        async with self._slots:
+            if self._transport is None:
+                raise ConnectionLost("the Redis connection is closed")
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiting.append(future)
+            self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+            return await future
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

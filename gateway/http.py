@@ -1,0 +1,85 @@
+"""Request helpers shared by the REST routes and the WebSocket upgrade."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from gateway.keys import GATE, SERVICES, TOKENS
+from gateway.tokens import Identity
+from handlers.base import Context
+from handlers.errors import COUNTRY_NOT_ALLOWED, INVALID_JSON, INVALID_PARAMS, UNAUTHORIZED, OpError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def check_country(request: web.Request) -> None:
+    """Raise ``country_not_allowed`` unless the request comes from an allowed country."""
+    verdict = request.app[GATE].check(request.remote, request.headers)
+    if not verdict.allowed:
+        log.info(
+            "refused %s %s from %s: %s",
+            request.method,
+            request.path,
+            verdict.client_ip,
+            verdict.reason,
+        )
+        raise OpError(COUNTRY_NOT_ALLOWED, f"not available in your country ({verdict.reason})")
+
+
+def authenticate(request: web.Request, *, allow_query: bool = False) -> Identity:
+    """Verify the access token from ``Authorization: Bearer`` (or ``?token=`` when allowed)."""
+    header = request.headers.get("Authorization", "")
+    token = ""
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise OpError(UNAUTHORIZED, "the Authorization header must be 'Bearer <token>'")
+        token = value.strip()
+    elif allow_query:
+        token = request.query.get("token", "")
+    if not token:
+        raise OpError(UNAUTHORIZED, "an access token is required")
+    return request.app[TOKENS].verify(token)
+
+
+def context(request: web.Request) -> Context:
+    """Authenticate a REST request and return its handler context (no session)."""
+    return Context(authenticate(request).user_id, request.app[SERVICES])
+
+
+async def read_body(request: web.Request, kind: type[T]) -> T:
+    """Decode and validate a JSON body into ``kind``."""
+    body = await request.read()
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except UnicodeDecodeError:
+        raise OpError(INVALID_JSON, "the body is not valid UTF-8") from None
+    except msgspec.ValidationError as exc:
+        raise OpError(INVALID_PARAMS, str(exc)) from None
+    except msgspec.DecodeError:
+        raise OpError(INVALID_JSON, "the body is not valid JSON") from None
+
+
+async def read_params(request: web.Request, kind: type[T], *, body: bool = False) -> T:
+    """Build ``kind`` from the path, the query string and (optionally) a JSON object body."""
+    merged: dict[str, Any] = {**request.query, **request.match_info}
+    if body:
+        raw = await request.read()
+        try:
+            doc = orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError:
+            raise OpError(INVALID_JSON, "the body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise OpError(INVALID_PARAMS, "the body must be a JSON object")
+        merged = {**doc, **merged}
+    try:
+        return msgspec.convert(merged, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise OpError(INVALID_PARAMS, str(exc)) from None

@@ -1,0 +1,23 @@
+"""Typed application state: every ``AppKey`` the gateway uses, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.geo import CountryGate
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.settings import Settings
+from gateway.tokens import TokenService
+from handlers.base import Services
+from storage.base import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+TOKENS = web.AppKey("tokens", TokenService)
+GATE = web.AppKey("gate", CountryGate)
+REGISTRY = web.AppKey("registry", Registry)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", Hub)
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,35 @@
+"""Process counters and gauges, rendered in the Prometheus text format at ``GET /metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Counters bumped on the hot path: plain integer attributes, no locks, no labels."""
+
+    ws_connections_opened: int = 0
+    ws_frames_received: int = 0
+    ws_errors_sent: int = 0
+    ws_slow_consumer_closes: int = 0
+    events_published: int = 0
+    deliveries: int = 0
+    broker_publish_failures: int = 0
+    broker_reconnects: int = 0
+    longpolls_rejected: int = 0
+    internal_errors: int = 0
+    gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
+
+    def render(self) -> str:
+        lines = []
+        for f in fields(self):
+            if f.name == "gauges":
+                continue
+            name = f"moosic_{f.name}_total"
+            lines += [f"# TYPE {name} counter", f"{name} {getattr(self, f.name)}"]
+        for gauge, read in sorted(self.gauges.items()):
+            name = f"moosic_{gauge}"
+            lines += [f"# TYPE {name} gauge", f"{name} {read()}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,294 @@
+"""Settings from ``MOOSIC_*`` environment variables, validated once at start-up.
+
+Every bad value is reported on its own line, all at once, so an operator fixes them in one go.
+The README's configuration table lists each variable; :data:`FIELDS` is its source.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; ``problems`` has one line per bad value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    dev: bool = False
+    log_level: str = "INFO"
+    jwt_secret: str = ""
+    jwt_secret_generated: bool = False
+    jwt_issuer: str = "moosic"
+    jwt_audience: str = "moosic"
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    scrypt_n: int = 2**14
+    kdf_concurrency: int = 2
+    redis_url: str | None = None
+    redis_prefix: str = "moosic:"
+    store: str = "sqlite"
+    sqlite_path: str = "data/moosic.db"
+    store_max_pending: int = 1024
+    allowed_countries: frozenset[str] | None = frozenset({"KH"})
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_close_frame_bytes: int = 1024 * 1024
+    ws_max_backlog_bytes: int = 1024 * 1024
+    ws_heartbeat: float = 30.0
+    ws_close_timeout: float = 5.0
+    max_subscriptions: int = 100
+    max_message_bytes: int = 8192
+    history_max_limit: int = 100
+    max_group_members: int = 1024
+    longpoll_max_seconds: float = 25.0
+    max_longpolls: int = 10000
+    rest_max_body_bytes: int = 64 * 1024
+    shutdown_timeout: float = 10.0
+
+    @property
+    def countries_label(self) -> str:
+        if self.allowed_countries is None:
+            return "*"
+        return ",".join(sorted(self.allowed_countries))
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be one of 1, 0, true, false, yes, no, on, off")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _redis_url(text: str) -> str | None:
+    if not text:
+        return None
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return text
+
+
+def _countries(text: str) -> frozenset[str] | None:
+    if text.strip() == "*":
+        return None
+    codes = [c.strip().upper() for c in text.split(",") if c.strip()]
+    if not codes:
+        raise ValueError("must list ISO country codes (e.g. KH,TH) or be *")
+    bad = [c for c in codes if len(c) != 2 or not c.isalpha()]
+    if bad:
+        raise ValueError(f"not two-letter country codes: {', '.join(bad)}")
+    return frozenset(codes)
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    nets = []
+    for part in text.split(","):
+        if part.strip():
+            try:
+                nets.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{part.strip()!r} is not an IP address or CIDR block") from None
+    return tuple(nets)
+
+
+def _secret(text: str) -> str:
+    if len(text) < 32:
+        raise ValueError("must be at least 32 characters")
+    return text
+
+
+def _power_of_two(text: str) -> int:
+    value = _int(2, 2**20)(text)
+    if value < 2 or value & (value - 1) or value > 2**20:
+        raise ValueError("must be a power of two between 2 and 1048576")
+    return value
+
+
+def _log_level(text: str) -> str:
+    upper = text.upper()
+    if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return upper
+
+
+# variable suffix -> (Settings field, parser, description for the README)
+FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "HOST": ("host", _nonempty, "address to listen on"),
+    "PORT": ("port", _int(0, 65535), "TCP port (0 = any free port)"),
+    "DEV": (
+        "dev",
+        _bool,
+        (
+            "development run: loopback/private clients pass the country gate, "
+            "a JWT secret is generated when unset"
+        ),
+    ),
+    "LOG_LEVEL": ("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    "JWT_SECRET": (
+        "jwt_secret",
+        _secret,
+        "HS256 signing key, at least 32 characters; required unless MOOSIC_DEV=1",
+    ),
+    "JWT_ISSUER": ("jwt_issuer", _nonempty, "`iss` claim issued and required"),
+    "JWT_AUDIENCE": ("jwt_audience", _nonempty, "`aud` claim issued and required"),
+    "ACCESS_TOKEN_TTL": ("access_token_ttl", _int(30, 86400), "access token lifetime, seconds"),
+    "REFRESH_TOKEN_TTL": (
+        "refresh_token_ttl",
+        _int(60, 365 * 86400),
+        "refresh token lifetime, seconds",
+    ),
+    "SCRYPT_N": ("scrypt_n", _power_of_two, "scrypt cost (memory = 1 KiB x N)"),
+    "KDF_CONCURRENCY": ("kdf_concurrency", _int(1, 64), "password hashes computed at once"),
+    "REDIS_URL": ("redis_url", _redis_url, "Redis for cross-node fan-out; unset = in-process"),
+    "REDIS_PREFIX": ("redis_prefix", _nonempty, "prefix of every Redis channel name"),
+    "STORE": ("store", _choice("sqlite"), "message store backend"),
+    "SQLITE_PATH": ("sqlite_path", _nonempty, "SQLite database file"),
+    "STORE_MAX_PENDING": (
+        "store_max_pending",
+        _int(1, 1_000_000),
+        "store calls queued at once before callers wait",
+    ),
+    "ALLOWED_COUNTRIES": (
+        "allowed_countries",
+        _countries,
+        "ISO codes allowed to log in and connect, comma-separated; * = all",
+    ),
+    "TRUSTED_PROXIES": (
+        "trusted_proxies",
+        _networks,
+        "CIDRs whose CloudFront-Viewer-Country / X-Forwarded-For are believed",
+    ),
+    "WS_MAX_FRAME_BYTES": (
+        "ws_max_frame_bytes",
+        _int(256, 16 * 1024 * 1024),
+        "larger frames get a frame_too_large error",
+    ),
+    "WS_CLOSE_FRAME_BYTES": (
+        "ws_close_frame_bytes",
+        _int(1024, 64 * 1024 * 1024),
+        "larger frames close the socket with 1009",
+    ),
+    "WS_MAX_BACKLOG_BYTES": (
+        "ws_max_backlog_bytes",
+        _int(1024, 1024 * 1024 * 1024),
+        "unsent bytes per socket before it is closed as a slow consumer",
+    ),
+    "WS_HEARTBEAT": ("ws_heartbeat", _float(1, 3600), "seconds between server pings"),
+    "WS_CLOSE_TIMEOUT": (
+        "ws_close_timeout",
+        _float(0.1, 60),
+        "seconds to wait for a closing peer before dropping it",
+    ),
+    "MAX_SUBSCRIPTIONS": ("max_subscriptions", _int(1, 100_000), "subscriptions per connection"),
+    "MAX_MESSAGE_BYTES": (
+        "max_message_bytes",
+        _int(16, 1024 * 1024),
+        "size of a message's data, encoded",
+    ),
+    "HISTORY_MAX_LIMIT": ("history_max_limit", _int(1, 1000), "messages per history page"),
+    "MAX_GROUP_MEMBERS": ("max_group_members", _int(2, 100_000), "members per group"),
+    "LONGPOLL_MAX_SECONDS": ("longpoll_max_seconds", _float(0, 300), "longest long-poll wait"),
+    "MAX_LONGPOLLS": (
+        "max_longpolls",
+        _int(1, 1_000_000),
+        "long polls waiting at once on a node; more get server_busy",
+    ),
+    "REST_MAX_BODY_BYTES": (
+        "rest_max_body_bytes",
+        _int(1024, 64 * 1024 * 1024),
+        "largest REST request body",
+    ),
+    "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _float(0, 300), "seconds to drain on SIGTERM"),
+}
+
+PREFIX = "MOOSIC_"
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from an environment; raise :class:`SettingsError` on bad values."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for suffix, (name, parse, _doc) in FIELDS.items():
+        key = PREFIX + suffix
+        if key not in environ:
+            continue
+        try:
+            values[name] = parse(environ[key])
+        except ValueError as exc:
+            problems.append(f"{key}={environ[key]!r}: {exc}")
+    known = {PREFIX + suffix for suffix in FIELDS}
+    unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+    problems.extend(f"{key}: unknown setting (typo?)" for key in unknown)
+    if "jwt_secret" not in values and PREFIX + "JWT_SECRET" not in environ:
+        if values.get("dev"):
+            values["jwt_secret"] = secrets.token_urlsafe(48)
+            values["jwt_secret_generated"] = True
+        else:
+            problems.append(
+                f"{PREFIX}JWT_SECRET: required (or set {PREFIX}DEV=1 for a generated one)"
+            )
+    defaults = Settings()
+    ws_frame = values.get("ws_max_frame_bytes", defaults.ws_max_frame_bytes)
+    ws_close = values.get("ws_close_frame_bytes", defaults.ws_close_frame_bytes)
+    if ws_close < ws_frame:
+        problems.append(
+            f"{PREFIX}WS_CLOSE_FRAME_BYTES: must be at least {PREFIX}WS_MAX_FRAME_BYTES ({ws_frame})"
+        )
+    if problems:
+        raise SettingsError(problems)
+    return Settings(**values)

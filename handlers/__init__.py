@@ -1,0 +1,27 @@
+"""Business ops, one module per domain; no transport, no aiohttp.
+
+Map of the package:
+- ``base``: params base type, ``@operation``, the call ``Context`` and the service protocols.
+- ``errors``: the stable error codes shared by WebSocket and REST.
+- ``channels``: channel names and who may read or write them.
+- ``chat``: subscribe, unsubscribe, publish, history, events (long poll), ping.
+- ``groups``: group conversations and their members.
+- ``auth`` and ``passwords``: accounts, refresh-token rotation, scrypt hashing.
+
+``OPERATIONS`` lists every op a signed-in client may call by name.
+"""
+
+from handlers import chat, groups
+from handlers.base import Operation
+
+OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
+    chat.subscribe,
+    chat.unsubscribe,
+    chat.publish,
+    chat.history,
+    chat.ping,
+    groups.create_group,
+    groups.get_group,
+    groups.add_member,
+    groups.remove_member,
+)

@@ -1,0 +1,119 @@
+"""Channel names, their kinds, and who may read or write each.
+
+| name | who may subscribe / read | who may publish |
+| --- | --- | --- |
+| ``dm:{a}:{b}`` (ids sorted, a < b) | users a and b | users a and b |
+| ``group:{id}`` | members | members |
+| ``video:{id}`` | anyone signed in | nobody (server events only) |
+| ``user:{id}`` | that user | nobody (server notifications only) |
+| ``room:{name}`` | anyone signed in | anyone signed in |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from handlers.base import Context
+from handlers.errors import FORBIDDEN, INVALID_CHANNEL, OpError
+
+_ID = r"[A-Za-z0-9_-]{1,64}"
+_ID_RE = re.compile(_ID)
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_CHANNEL_LENGTH = 140
+
+
+class Kind(Enum):
+    DM = "dm"
+    GROUP = "group"
+    VIDEO = "video"
+    USER = "user"
+    ROOM = "room"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A parsed channel name: its kind and the ids in it."""
+
+    name: str
+    kind: Kind
+    key: str
+    """The id after the prefix (group id, video id, user id, room name; for DMs ``a:b``)."""
+    peers: tuple[str, str] | None = None
+
+
+def is_user_id(value: str) -> bool:
+    """Tell whether ``value`` can be a user id (the JWT ``sub``)."""
+    return _ID_RE.fullmatch(value) is not None
+
+
+def parse_channel(name: str) -> Channel:
+    """Parse and check a channel name; raise ``invalid_channel`` with the reason."""
+    if len(name) > MAX_CHANNEL_LENGTH:
+        raise OpError(INVALID_CHANNEL, f"channel names are at most {MAX_CHANNEL_LENGTH} characters")
+    prefix, sep, rest = name.partition(":")
+    try:
+        kind = Kind(prefix)
+    except ValueError:
+        kind = None
+    if not sep or kind is None:
+        raise OpError(
+            INVALID_CHANNEL,
+            "channel must be dm:{a}:{b}, group:{id}, video:{id}, user:{id} or room:{name}",
+        )
+    if kind is Kind.DM:
+        a, sep, b = rest.partition(":")
+        if not sep or not is_user_id(a) or not is_user_id(b):
+            raise OpError(INVALID_CHANNEL, "a DM channel is dm:{a}:{b} with two user ids")
+        if not a < b:
+            raise OpError(
+                INVALID_CHANNEL,
+                f"DM user ids must be two different ids in sorted order: dm:{min(a, b)}:{max(a, b)}",
+            )
+        return Channel(name, kind, rest, (a, b))
+    pattern = _NAME_RE if kind is Kind.ROOM else _ID_RE
+    if pattern.fullmatch(rest) is None:
+        allowed = (
+            "letters, digits, '_', '.', '-'" if kind is Kind.ROOM else "letters, digits, '_', '-'"
+        )
+        raise OpError(INVALID_CHANNEL, f"{kind.value} channel ids are 1-64 of {allowed}")
+    return Channel(name, kind, rest)
+
+
+def dm_channel(a: str, b: str) -> str:
+    """Return the canonical DM channel name of two users."""
+    low, high = sorted((a, b))
+    return f"dm:{low}:{high}"
+
+
+async def authorize_read(ctx: Context, channel: Channel) -> None:
+    """Raise ``forbidden`` unless the caller may subscribe to or read the channel."""
+    kind = channel.kind
+    if kind is Kind.ROOM or kind is Kind.VIDEO:
+        return
+    if kind is Kind.USER:
+        if channel.key != ctx.user_id:
+            raise OpError(FORBIDDEN, "user channels are readable only by their user")
+        return
+    await _require_member(ctx, channel)
+
+
+async def authorize_write(ctx: Context, channel: Channel) -> None:
+    """Raise ``forbidden`` unless the caller may publish to the channel."""
+    kind = channel.kind
+    if kind is Kind.ROOM:
+        return
+    if kind is Kind.VIDEO or kind is Kind.USER:
+        raise OpError(FORBIDDEN, f"{kind.value} channels carry server events only")
+    await _require_member(ctx, channel)
+
+
+async def _require_member(ctx: Context, channel: Channel) -> None:
+    if channel.kind is Kind.DM:
+        assert channel.peers is not None
+        if ctx.user_id not in channel.peers:
+            raise OpError(FORBIDDEN, "only its two users may use a DM channel")
+        return
+    if not await ctx.services.store.is_member(channel.key, ctx.user_id):
+        raise OpError(FORBIDDEN, "only members may use a group channel")

@@ -1,0 +1,11 @@
+"""Persistence behind small protocols.
+
+Map of the package:
+- ``base``: the repository protocols (messages, accounts, refresh tokens, groups) and records.
+- ``errors``: the storage errors handlers translate into client-facing codes.
+- ``ids``: time-sortable message and entity ids.
+- ``sqlite``: the embedded single-node default (one SQLite file in WAL mode).
+- ``factory``: builds the configured backend.
+
+Nothing here imports from ``gateway``, ``handlers`` or ``media``.
+"""

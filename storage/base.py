@@ -1,0 +1,155 @@
+"""Repository protocols and the records they return.
+
+Every backend (``sqlite`` now, ``dynamodb`` later) implements :class:`Store`. Handlers depend on
+these protocols only, never on a backend module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One stored chat event in a channel."""
+
+    id: str
+    channel: str
+    offset: int
+    sender: str
+    data: bytes
+    """The message body: a JSON object, encoded once by the handler and stored as given."""
+    client_msg_id: str | None
+    ts: int
+    """Server time of storage, milliseconds since the epoch."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What :meth:`MessageStore.append` did."""
+
+    message: Message
+    epoch: str
+    duplicate: bool
+    """True when ``client_msg_id`` matched an earlier message, which is returned unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPosition:
+    """The last offset in a channel and the channel's epoch ("" before its first event)."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    password_hash: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: str
+    name: str
+    owner: str
+    created_at: int
+
+
+class RefreshState(Enum):
+    """Outcome of presenting a refresh token."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REUSED = "reused"
+    """Already used or revoked: the token's whole family has been revoked."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshUse:
+    state: RefreshState
+    user_id: str | None = None
+    family_id: str | None = None
+
+
+class MessageStore(Protocol):
+    async def append(
+        self, channel: str, sender: str, data: bytes, client_msg_id: str | None
+    ) -> AppendResult:
+        """Store a message with the channel's next offset, idempotent on (channel, sender, client_msg_id)."""
+        ...
+
+    async def history(self, channel: str, *, limit: int, before: str | None) -> list[Message]:
+        """Return up to ``limit`` messages older than message id ``before``, newest first."""
+        ...
+
+    async def read_since(self, channel: str, offset: int, *, limit: int) -> list[Message]:
+        """Return up to ``limit`` messages with an offset above ``offset``, oldest first."""
+        ...
+
+    async def position(self, channel: str) -> ChannelPosition:
+        """Return the channel's last offset and epoch."""
+        ...
+
+
+class AccountStore(Protocol):
+    async def create_user(self, username: str, password_hash: str) -> User:
+        """Create an account; raise :class:`storage.errors.Conflict` when the name is taken."""
+        ...
+
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def get_user_by_username(self, username: str) -> User | None: ...
+
+
+class RefreshTokenStore(Protocol):
+    async def add_refresh_token(
+        self, token_hash: str, user_id: str, family_id: str, expires_at: int
+    ) -> None:
+        """Record a new refresh token (``expires_at`` in seconds since the epoch)."""
+        ...
+
+    async def use_refresh_token(self, token_hash: str, now: int) -> RefreshUse:
+        """Mark a token used, once; a second use revokes its family and says REUSED."""
+        ...
+
+    async def revoke_family(self, family_id: str) -> None: ...
+
+
+class GroupStore(Protocol):
+    async def create_group(self, name: str, owner: str, members: list[str]) -> Group:
+        """Create a group owned by ``owner``; the owner is always a member."""
+        ...
+
+    async def get_group(self, group_id: str) -> Group | None: ...
+
+    async def list_members(self, group_id: str, *, limit: int) -> list[str]: ...
+
+    async def count_members(self, group_id: str) -> int: ...
+
+    async def is_member(self, group_id: str, user_id: str) -> bool: ...
+
+    async def add_member(self, group_id: str, user_id: str) -> bool:
+        """Add a member; return False when already a member."""
+        ...
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        """Remove a member; return False when not a member."""
+        ...
+
+
+class Store(MessageStore, AccountStore, RefreshTokenStore, GroupStore, Protocol):
+    """Everything the gateway persists, with a lifecycle."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """Return True when the backend answers."""
+        ...

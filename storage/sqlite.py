@@ -1,0 +1,460 @@
+"""The embedded default backend: one SQLite file in WAL mode.
+
+All SQLite work runs on one dedicated thread that owns the connection, so the event loop never
+blocks on disk. Calls waiting for that thread are bounded (``max_pending``); past the bound a
+caller waits for a slot, which pushes back on the clients that cause the load. Several gateway
+processes on one machine may share the file: writes take SQLite's write lock (``BEGIN
+IMMEDIATE``), so offsets stay gap-free and unique across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from storage.base import (
+    AppendResult,
+    ChannelPosition,
+    Group,
+    Message,
+    RefreshState,
+    RefreshUse,
+    User,
+)
+from storage.errors import Conflict, NotFound, Unavailable
+from storage.ids import IdGenerator
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS channels (
+    name TEXT PRIMARY KEY,
+    last_offset INTEGER NOT NULL,
+    epoch TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    channel TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    data BLOB NOT NULL,
+    client_msg_id TEXT,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (channel, offset)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages (channel, id);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_client_id
+    ON messages (channel, sender, client_msg_id) WHERE client_msg_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    family_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family_id);
+CREATE TABLE IF NOT EXISTS revoked_families (
+    family_id TEXT PRIMARY KEY,
+    revoked_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+"""
+
+_MESSAGE_COLUMNS = "id, channel, offset, sender, data, client_msg_id, ts"
+_Row = tuple[str, str, int, str, bytes, str | None, int]
+
+
+def _message(row: _Row) -> Message:
+    return Message(
+        id=row[0],
+        channel=row[1],
+        offset=row[2],
+        sender=row[3],
+        data=bytes(row[4]),
+        client_msg_id=row[5],
+        ts=row[6],
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteStore:
+    """:class:`storage.base.Store` on one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
+        self._path = Path(path)
+        self._ids = IdGenerator()
+        self._slots = asyncio.Semaphore(max_pending)
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._path.parent != Path():
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        await self._run(self._connect)
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def ping(self) -> bool:
+        try:
+            return await self._run(lambda: self._conn().execute("SELECT 1").fetchone() == (1,))
+        except Unavailable:
+            return False
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise Unavailable("the SQLite store is not open")
+        return self._db
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise Unavailable("the SQLite store is not open")
+        async with self._slots:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"SQLite: {exc}") from exc
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def append(
+        self, channel: str, sender: str, data: bytes, client_msg_id: str | None
+    ) -> AppendResult:
+        return await self._run(lambda: self._append(channel, sender, data, client_msg_id))
+
+    def _append(
+        self, channel: str, sender: str, data: bytes, client_msg_id: str | None
+    ) -> AppendResult:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT last_offset, epoch FROM channels WHERE name = ?", (channel,)
+            ).fetchone()
+            if row is None:
+                last_offset, epoch = 0, self._ids.new()[-8:].lower()
+                db.execute(
+                    "INSERT INTO channels (name, last_offset, epoch) VALUES (?, 0, ?)",
+                    (channel, epoch),
+                )
+            else:
+                last_offset, epoch = row
+            if client_msg_id is not None:
+                found = db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                    " WHERE channel = ? AND sender = ? AND client_msg_id = ?",
+                    (channel, sender, client_msg_id),
+                ).fetchone()
+                if found is not None:
+                    db.execute("ROLLBACK")
+                    return AppendResult(_message(found), epoch, duplicate=True)
+            ts = _now_ms()
+            message = Message(
+                id=self._ids.new(ts),
+                channel=channel,
+                offset=last_offset + 1,
+                sender=sender,
+                data=data,
+                client_msg_id=client_msg_id,
+                ts=ts,
+            )
+            db.execute(
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (message.id, channel, message.offset, sender, data, client_msg_id, ts),
+            )
+            db.execute(
+                "UPDATE channels SET last_offset = ? WHERE name = ?", (message.offset, channel)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return AppendResult(message, epoch, duplicate=False)
+
+    async def history(self, channel: str, *, limit: int, before: str | None) -> list[Message]:
+        def run() -> list[Message]:
+            db = self._conn()
+            if before is None:
+                rows = db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel = ?"
+                    " ORDER BY offset DESC LIMIT ?",
+                    (channel, limit),
+                ).fetchall()
+            else:
+                anchor = db.execute(
+                    "SELECT offset FROM messages WHERE channel = ? AND id = ?", (channel, before)
+                ).fetchone()
+                if anchor is None:
+                    raise NotFound(f"no message {before} in {channel}")
+                rows = db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND offset < ?"
+                    " ORDER BY offset DESC LIMIT ?",
+                    (channel, anchor[0], limit),
+                ).fetchall()
+            return [_message(r) for r in rows]
+
+        return await self._run(run)
+
+    async def read_since(self, channel: str, offset: int, *, limit: int) -> list[Message]:
+        def run() -> list[Message]:
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND offset > ?"
+                    " ORDER BY offset LIMIT ?",
+                    (channel, offset, limit),
+                )
+                .fetchall()
+            )
+            return [_message(r) for r in rows]
+
+        return await self._run(run)
+
+    async def position(self, channel: str) -> ChannelPosition:
+        def run() -> ChannelPosition:
+            row = (
+                self._conn()
+                .execute("SELECT last_offset, epoch FROM channels WHERE name = ?", (channel,))
+                .fetchone()
+            )
+            return ChannelPosition(0, "") if row is None else ChannelPosition(row[0], row[1])
+
+        return await self._run(run)
+
+    # -- accounts --------------------------------------------------------------------------
+
+    async def create_user(self, username: str, password_hash: str) -> User:
+        def run() -> User:
+            # Ids are made on the store's thread only: IdGenerator is not thread-safe.
+            user = User(self._ids.new(), username, password_hash, int(time.time()))
+            try:
+                self._conn().execute(
+                    "INSERT INTO users (id, username, password_hash, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (user.id, user.username, user.password_hash, user.created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"username {username!r} is taken") from exc
+            return user
+
+        return await self._run(run)
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._user_where("id", user_id)
+
+    async def get_user_by_username(self, username: str) -> User | None:
+        return await self._user_where("username", username)
+
+    async def _user_where(self, column: str, value: str) -> User | None:
+        def run() -> User | None:
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT id, username, password_hash, created_at FROM users WHERE {column} = ?",
+                    (value,),
+                )
+                .fetchone()
+            )
+            return None if row is None else User(*row)
+
+        return await self._run(run)
+
+    # -- refresh tokens --------------------------------------------------------------------
+
+    async def add_refresh_token(
+        self, token_hash: str, user_id: str, family_id: str, expires_at: int
+    ) -> None:
+        await self._run(
+            lambda: self._conn().execute(
+                "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (token_hash, user_id, family_id, expires_at),
+            )
+        )
+
+    async def use_refresh_token(self, token_hash: str, now: int) -> RefreshUse:
+        def run() -> RefreshUse:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT user_id, family_id, expires_at, used FROM refresh_tokens"
+                    " WHERE token_hash = ?",
+                    (token_hash,),
+                ).fetchone()
+                if row is None:
+                    result = RefreshUse(RefreshState.UNKNOWN)
+                else:
+                    user_id, family_id, expires_at, used = row
+                    revoked = db.execute(
+                        "SELECT 1 FROM revoked_families WHERE family_id = ?", (family_id,)
+                    ).fetchone()
+                    if used or revoked:
+                        db.execute(
+                            "INSERT OR IGNORE INTO revoked_families VALUES (?, ?)",
+                            (family_id, now),
+                        )
+                        result = RefreshUse(RefreshState.REUSED, user_id, family_id)
+                    elif expires_at <= now:
+                        result = RefreshUse(RefreshState.EXPIRED, user_id, family_id)
+                    else:
+                        db.execute(
+                            "UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?",
+                            (token_hash,),
+                        )
+                        result = RefreshUse(RefreshState.OK, user_id, family_id)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(run)
+
+    async def revoke_family(self, family_id: str) -> None:
+        await self._run(
+            lambda: self._conn().execute(
+                "INSERT OR IGNORE INTO revoked_families VALUES (?, ?)",
+                (family_id, int(time.time())),
+            )
+        )
+
+    # -- groups ----------------------------------------------------------------------------
+
+    async def create_group(self, name: str, owner: str, members: list[str]) -> Group:
+        everyone = dict.fromkeys([owner, *members])
+
+        def run() -> Group:
+            group = Group(self._ids.new(), name, owner, int(time.time()))
+            db = self._conn()
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "INSERT INTO groups (id, name, owner, created_at) VALUES (?, ?, ?, ?)",
+                    (group.id, group.name, group.owner, group.created_at),
+                )
+                db.executemany(
+                    "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?)",
+                    [(group.id, user, group.created_at) for user in everyone],
+                )
+            return group
+
+        return await self._run(run)
+
+    async def get_group(self, group_id: str) -> Group | None:
+        def run() -> Group | None:
+            row = (
+                self._conn()
+                .execute("SELECT id, name, owner, created_at FROM groups WHERE id = ?", (group_id,))
+                .fetchone()
+            )
+            return None if row is None else Group(*row)
+
+        return await self._run(run)
+
+    async def list_members(self, group_id: str, *, limit: int) -> list[str]:
+        def run() -> list[str]:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT user_id FROM group_members WHERE group_id = ?"
+                    " ORDER BY joined_at, user_id LIMIT ?",
+                    (group_id, limit),
+                )
+                .fetchall()
+            )
+            return [r[0] for r in rows]
+
+        return await self._run(run)
+
+    async def count_members(self, group_id: str) -> int:
+        def run() -> int:
+            row = (
+                self._conn()
+                .execute("SELECT COUNT(*) FROM group_members WHERE group_id = ?", (group_id,))
+                .fetchone()
+            )
+            return int(row[0])
+
+        return await self._run(run)
+
+    async def is_member(self, group_id: str, user_id: str) -> bool:
+        def run() -> bool:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?",
+                    (group_id, user_id),
+                )
+                .fetchone()
+            )
+            return row is not None
+
+        return await self._run(run)
+
+    async def add_member(self, group_id: str, user_id: str) -> bool:
+        def run() -> bool:
+            cursor = self._conn().execute(
+                "INSERT OR IGNORE INTO group_members (group_id, user_id, joined_at)"
+                " VALUES (?, ?, ?)",
+                (group_id, user_id, int(time.time())),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        def run() -> bool:
+            cursor = self._conn().execute(
+                "DELETE FROM group_members WHERE group_id = ? AND user_id = ?",
+                (group_id, user_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)

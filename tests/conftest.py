@@ -1,0 +1,56 @@
+"""Shared fixtures: settings with small limits, the real app over real sockets, real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.support.servers import RedisServer
+
+JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        dev=True,
+        jwt_secret=JWT_SECRET,
+        sqlite_path=str(tmp_path / "moosic.db"),
+        scrypt_n=2**10,
+        ws_heartbeat=30.0,
+        ws_close_timeout=2.0,
+        shutdown_timeout=2.0,
+    )
+
+
+ClientFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any, settings: Settings) -> Callable[..., Any]:
+    """Start the real app with ``settings`` changed by keyword; return its test client."""
+
+    async def make(**changes: Any) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(replace(settings, **changes)))  # type: ignore[no-any-return]
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> TestClient[Any, Any]:
+    return await make_client()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
