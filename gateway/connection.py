@@ -136,15 +136,20 @@ class Connection:
         self._hub.spawn(self._close(code, reason))
 
     async def _close(self, code: CloseCode, reason: str) -> None:
+        transport = self._transport
         try:
             async with asyncio.timeout(self._hub.close_timeout):
                 await self._ws.close(code=code, message=reason.encode())
+                # The close frame sits behind whatever the peer has not read yet; give it the
+                # same bounded time to drain (the transport offers no event for that).
+                while transport.get_write_buffer_size():  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
         except TimeoutError:
             pass
         finally:
             # A peer that does not read never drains its buffer: drop it, freeing the memory.
-            if not self._transport.is_closing() or self._transport.get_write_buffer_size():
-                self._transport.abort()
+            if transport.get_write_buffer_size():
+                transport.abort()
 
     def detach(self) -> None:
         """Drop every subscription; called once when the socket's handler ends."""

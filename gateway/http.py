@@ -58,6 +58,7 @@ async def read_body(request: web.Request, kind: type[T]) -> T:
     """Decode and validate a JSON body into ``kind``."""
     body = await request.read()
     try:
+        body.decode("utf-8")  # msgspec does not check the UTF-8 of Raw values
         return msgspec.json.decode(body or b"{}", type=kind)
     except UnicodeDecodeError:
         raise OpError(INVALID_JSON, "the body is not valid UTF-8") from None

@@ -62,6 +62,9 @@ class Registry:
     def decode(self, frame: bytes) -> tuple[Operation[Any], Params]:
         """Return the op and its validated params, or raise :class:`FrameError`."""
         try:
+            # msgspec skips unknown fields and Raw values without checking their UTF-8, and a
+            # text frame we forward must be valid UTF-8 for every other client.
+            frame.decode("utf-8")
             params = self._decoder.decode(frame)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             # msgspec reports invalid UTF-8 inside strings as UnicodeDecodeError.
@@ -90,8 +93,9 @@ class Registry:
         return reply_payload(params.id, result)
 
     def _explain(self, frame: bytes, exc: msgspec.DecodeError | UnicodeDecodeError) -> FrameError:
+        bad_utf8 = isinstance(exc, UnicodeDecodeError)
         try:
-            doc = orjson.loads(frame)
+            doc = orjson.loads(frame.decode("utf-8", "replace") if bad_utf8 else frame)
         except orjson.JSONDecodeError:
             return FrameError(OpError(INVALID_JSON, "the frame is not valid UTF-8 JSON"), None)
         if not isinstance(doc, dict):
@@ -102,11 +106,11 @@ class Registry:
             return FrameError(
                 OpError(INVALID_FRAME, "id must be an integer from 0 to 2^53-1"), None
             )
+        if bad_utf8:
+            return FrameError(OpError(INVALID_JSON, "the frame is not valid UTF-8"), request_id)
         op = doc.get("op")
         if not isinstance(op, str):
             return FrameError(OpError(INVALID_FRAME, "a frame needs a string field op"), request_id)
         if op not in self._names:
             return FrameError(OpError(UNKNOWN_OP, f"unknown op {op[:64]!r}"), request_id)
-        if isinstance(exc, UnicodeDecodeError):
-            return FrameError(OpError(INVALID_JSON, "the frame is not valid UTF-8"), request_id)
         return FrameError(OpError(INVALID_PARAMS, str(exc)), request_id)

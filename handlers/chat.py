@@ -74,16 +74,15 @@ def encode_event(message: Message) -> bytes:
 
 
 def message_body(raw: msgspec.Raw, limit: int) -> bytes:
-    """Check that a message body is a JSON object of valid UTF-8 within ``limit`` bytes."""
+    """Check that a message body is a JSON object within ``limit`` bytes.
+
+    The transports have already checked that the whole frame or request body is valid UTF-8.
+    """
     body = bytes(raw)
     if len(body) > limit:
         raise OpError(MESSAGE_TOO_LARGE, f"data is {len(body)} bytes; the limit is {limit}")
     if not body.startswith(b"{"):
         raise OpError(INVALID_PARAMS, "data must be a JSON object - at `$.data`")
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise OpError(INVALID_PARAMS, "data is not valid UTF-8 - at `$.data`") from None
     return body
 
 

@@ -15,6 +15,7 @@ from the store (history, long poll).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -103,27 +104,33 @@ class RedisBroker:
                 log.warning("Redis subscriber cannot connect (%s); retrying", exc)
                 await asyncio.sleep(next(delays))
                 continue
-            conn.subscribed = True
-            # Everyone still waiting is satisfied by the batch below: one confirmation each.
-            self._confirm = {
-                channel: deque([[f for group in groups for f in group]])
-                for channel, groups in self._confirm.items()
-                if groups
-            }
-            names = [self._key(c) for c in self._channels]
-            for start in range(0, len(names), SUBSCRIBE_BATCH):
-                conn.send(b"SUBSCRIBE", *names[start : start + SUBSCRIBE_BATCH])
-            self._sub = conn
             delays = backoff_delays()
-            if not first:
-                self._metrics.broker_reconnects += 1
-                log.warning("Redis subscriber reconnected; resubscribed %d channels", len(names))
+            with contextlib.suppress(ConnectionLost):
+                await self._serve(conn, first)
             first = False
-            await conn.wait_closed()
             self._sub = None
+            conn.abort()
             if not self._closing:
                 log.warning("Redis subscriber connection lost; reconnecting")
                 await asyncio.sleep(next(delays))
+
+    async def _serve(self, conn: RespConnection, first: bool) -> None:
+        """Resubscribe everything on a fresh connection, then wait until it is lost."""
+        conn.subscribed = True
+        # Everyone still waiting is satisfied by the batch below: one confirmation each.
+        self._confirm = {
+            channel: deque([[f for group in groups for f in group]])
+            for channel, groups in self._confirm.items()
+            if groups
+        }
+        names = [self._key(c) for c in self._channels]
+        for start in range(0, len(names), SUBSCRIBE_BATCH):
+            conn.send(b"SUBSCRIBE", *names[start : start + SUBSCRIBE_BATCH])
+        self._sub = conn
+        if not first:
+            self._metrics.broker_reconnects += 1
+            log.warning("Redis subscriber reconnected; resubscribed %d channels", len(names))
+        await conn.wait_closed()
 
     def _on_push(self, reply: list[Any]) -> None:
         kind = reply[0]
