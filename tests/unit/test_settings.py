@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from gateway.settings import FIELDS, PREFIX, Settings, SettingsError, load_settings
+
+SECRET = "x" * 32
+
+
+def test_defaults_need_only_a_secret() -> None:
+    settings = load_settings({"MOOSIC_JWT_SECRET": SECRET})
+    assert settings == Settings(jwt_secret=SECRET)
+    assert (settings.host, settings.port, settings.store) == ("127.0.0.1", 8080, "sqlite")
+    assert settings.redis_url is None
+    assert settings.allowed_countries == frozenset({"KH"})
+    assert settings.dev is False
+
+
+def test_dev_run_generates_a_secret() -> None:
+    one = load_settings({"MOOSIC_DEV": "1"})
+    two = load_settings({"MOOSIC_DEV": "true"})
+    assert one.jwt_secret_generated and two.jwt_secret_generated
+    assert len(one.jwt_secret) >= 32
+    assert one.jwt_secret != two.jwt_secret
+
+
+def test_every_bad_value_is_reported_on_its_own_line() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "MOOSIC_PORT": "eighty",
+                "MOOSIC_ALLOWED_COUNTRIES": "KHM,T1",
+                "MOOSIC_REDIS_URL": "http://x",
+                "MOOSIC_TRUSTED_PROXIES": "10.0.0.0/8,nonsense",
+                "MOOSIC_STORE": "postgres",
+                "MOOSIC_DEV": "maybe",
+                "MOOSIC_WS_HEARTBEAT": "0",
+                "MOOSIC_SCRYPT_N": "1000",
+                "MOOSIC_TYPO": "1",
+            }
+        )
+    problems = caught.value.problems
+    assert sorted(problems) == sorted(
+        [
+            "MOOSIC_PORT='eighty': must be a whole number",
+            "MOOSIC_DEV='maybe': must be one of 1, 0, true, false, yes, no, on, off",
+            "MOOSIC_REDIS_URL='http://x': must start with redis://, rediss:// or unix://",
+            "MOOSIC_STORE='postgres': must be one of sqlite",
+            "MOOSIC_ALLOWED_COUNTRIES='KHM,T1': not two-letter country codes: KHM, T1",
+            "MOOSIC_TRUSTED_PROXIES='10.0.0.0/8,nonsense': 'nonsense' is not an IP address or CIDR block",
+            "MOOSIC_WS_HEARTBEAT='0': must be between 1 and 3600",
+            "MOOSIC_SCRYPT_N='1000': must be a power of two between 2 and 1048576",
+            "MOOSIC_TYPO: unknown setting (typo?)",
+            "MOOSIC_JWT_SECRET: required (or set MOOSIC_DEV=1 for a generated one)",
+        ]
+    )
+
+
+def test_short_secret_and_frame_limits_are_checked() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "MOOSIC_JWT_SECRET": "short",
+                "MOOSIC_WS_MAX_FRAME_BYTES": "9000",
+                "MOOSIC_WS_CLOSE_FRAME_BYTES": "4096",
+            }
+        )
+    assert caught.value.problems == [
+        "MOOSIC_JWT_SECRET='short': must be at least 32 characters",
+        "MOOSIC_WS_CLOSE_FRAME_BYTES: must be at least MOOSIC_WS_MAX_FRAME_BYTES (9000)",
+    ]
+
+
+def test_parsed_values() -> None:
+    settings = load_settings(
+        {
+            "MOOSIC_JWT_SECRET": SECRET,
+            "MOOSIC_ALLOWED_COUNTRIES": " kh, th ",
+            "MOOSIC_TRUSTED_PROXIES": "10.0.0.0/8, 2600:9000::/28",
+            "MOOSIC_REDIS_URL": "redis://127.0.0.1:6390/1",
+            "MOOSIC_PORT": "0",
+        }
+    )
+    assert settings.allowed_countries == frozenset({"KH", "TH"})
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("2600:9000::/28"),
+    )
+    assert settings.redis_url == "redis://127.0.0.1:6390/1"
+    assert (
+        load_settings(
+            {"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_ALLOWED_COUNTRIES": "*"}
+        ).allowed_countries
+        is None
+    )
+
+
+def test_every_field_is_a_settings_attribute() -> None:
+    names = {name for name, _parse, _doc in FIELDS.values()}
+    assert names <= set(Settings.__dataclass_fields__)
+    assert all(doc for _name, _parse, doc in FIELDS.values())
+    assert PREFIX == "MOOSIC_"
