@@ -21,7 +21,8 @@ def test_defaults_need_only_a_secret() -> None:
 def test_dev_run_generates_a_secret() -> None:
     one = load_settings({"MOOSIC_DEV": "1"})
     two = load_settings({"MOOSIC_DEV": "true"})
-    assert one.jwt_secret_generated and two.jwt_secret_generated
+    assert one.jwt_secret_generated
+    assert two.jwt_secret_generated
     assert len(one.jwt_secret) >= 32
     assert one.jwt_secret != two.jwt_secret
 
