@@ -22,13 +22,10 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
     SHUTDOWN = 4000
     """The node is going away (deploy, scale-in): reconnect, to any node, after jitter."""
     SLOW_CONSUMER = 4001
     """The client fell behind by more than the backlog bound: reconnect and catch up."""
-    UNAUTHORIZED = 4500
-    """The session's token is no longer valid: get a new token before reconnecting."""
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -1,0 +1,48 @@
+"""What is documented exists and what exists is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from gateway.app import create_app
+from gateway.protocol import CloseCode
+from gateway.settings import FIELDS, PREFIX, Settings
+from handlers import OPERATIONS
+from handlers.errors import ALL_KINDS
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    documented = set(re.findall(r"^\| `(MOOSIC_[A-Z_]+)` \|", README, re.MULTILINE))
+    assert documented == {PREFIX + suffix for suffix in FIELDS}
+
+
+def test_every_error_code_is_documented_with_its_status() -> None:
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", PROTOCOL, re.MULTILINE))
+    assert {kind.code: str(kind.status) for kind in ALL_KINDS} == rows
+
+
+def test_every_op_is_documented() -> None:
+    for op in OPERATIONS:
+        assert f"`{op.name}`" in PROTOCOL, op.name
+
+
+def test_every_own_close_code_is_documented() -> None:
+    for code in CloseCode:
+        assert f"| {code.value} |" in PROTOCOL, code
+
+
+def test_every_route_is_documented() -> None:
+    app = create_app(Settings(jwt_secret="x" * 32))
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    documented = set(re.findall(r"^\| `(GET|POST|DELETE|PUT) (/[^`? ]*)", PROTOCOL, re.MULTILINE))
+    assert routes - {("GET", "/ws")} == documented
+    assert "GET /ws" in PROTOCOL
