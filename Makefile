@@ -11,7 +11,11 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# Debian ships venv without ensurepip until python3-venv is installed.
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		echo "installing python3-venv (apt-get)"; rm -rf $(VENV); \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+		&& $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

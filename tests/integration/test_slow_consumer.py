@@ -110,3 +110,18 @@ async def test_a_peer_that_never_reads_again_is_dropped(make_client: Any) -> Non
             await asyncio.sleep(0.1)
     assert await metric(client, "moosic_ws_outbound_buffered_bytes") == 0
     slow.close()
+
+
+async def test_heartbeat_drops_a_peer_that_never_answers_pings(make_client: Any) -> None:
+    client = await make_client(ws_heartbeat=1.0)
+    server = client.server
+    loop = asyncio.get_running_loop()
+    silent = await loop.run_in_executor(
+        None, lambda: RawWebSocket(server.host, server.port, "/ws?token=" + token_for("ghost"))
+    )
+    assert await metric(client, "moosic_ws_connections") == 1
+    # The raw client never answers the server's pings: the server gives up on it by itself.
+    async with asyncio.timeout(30):
+        while await metric(client, "moosic_ws_connections") != 0:
+            await asyncio.sleep(0.1)
+    silent.close()
