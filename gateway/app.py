@@ -15,10 +15,11 @@ from gateway import rest
 from gateway.broker import Broker
 from gateway.broker.memory import MemoryBroker
 from gateway.broker.redis import RedisBroker
+from gateway.connection import WsNode
 from gateway.errors import error_middleware
 from gateway.geo import CountryGate
 from gateway.hub import Hub
-from gateway.keys import GATE, HUB, METRICS, REGISTRY, SERVICES, SETTINGS, STORE, TOKENS
+from gateway.keys import GATE, HUB, METRICS, REGISTRY, SERVICES, SETTINGS, STORE, TOKENS, WS_NODE
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.settings import Settings
@@ -83,7 +84,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         _broker(settings, metrics),
         metrics,
         max_watchers=settings.max_longpolls,
-        close_timeout=settings.ws_close_timeout,
+        heartbeat=settings.ws_heartbeat,
     )
     await hub.start()
     app[HUB] = hub
@@ -109,6 +110,17 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             longpoll_max_seconds=settings.longpoll_max_seconds,
             refresh_token_ttl=settings.refresh_token_ttl,
         ),
+    )
+    app[WS_NODE] = WsNode(
+        hub=app[HUB],
+        registry=app[REGISTRY],
+        services=app[SERVICES],
+        metrics=app[METRICS],
+        max_frame=settings.ws_max_frame_bytes,
+        hard_frame=settings.ws_close_frame_bytes,
+        max_backlog=settings.ws_max_backlog_bytes,
+        close_timeout=settings.ws_close_timeout,
+        max_inbound=settings.ws_close_frame_bytes + settings.ws_max_frame_bytes,
     )
     yield
 

@@ -1,80 +1,277 @@
-"""One client's WebSocket connection as the hub and the handlers see it.
+"""One client's WebSocket, owned by the gateway from the 101 response on.
 
-Outbound frames are written straight to the socket's transport: no queue object, no writer
-task, no await per delivery. The transport's own buffer is the backlog, and its size is checked
-before each write; a connection whose unsent bytes would pass ``max_backlog`` stops receiving
-and is closed with :attr:`CloseCode.SLOW_CONSUMER`, so one stalled phone costs at most its
-bound in memory and nobody else notices.
+After aiohttp has parsed the upgrade request and the gateway has checked the token and the
+country, the socket's transport is handed to a :class:`Connection`, an ``asyncio.Protocol`` of
+ours: one slotted object per socket, no aiohttp request, response, reader, writer or handler
+task kept alive for it. That is what keeps an idle connection small.
+
+Outbound frames are written straight to the transport: no queue object, no writer task, no
+await per delivery. The transport's own buffer is the backlog, and its size is checked before
+each write; a connection whose unsent bytes would pass ``max_backlog`` stops receiving and is
+closed with :attr:`CloseCode.SLOW_CONSUMER`, so one stalled phone costs at most its bound.
+
+Inbound frames are parsed here (RFC 6455: masking, fragmentation, control frames). Complete
+messages are handled one at a time, in order, by a task that exists only while there is work;
+when more than ``max_inbound`` bytes wait, reading pauses until they are handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import orjson
-from aiohttp import web
+from aiohttp._websocket.helpers import websocket_mask  # C-accelerated, aiohttp is pinned
 
 from gateway.metrics import Metrics
-from gateway.protocol import CloseCode, error_payload, text_frame
+from gateway.protocol import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    PING_FRAME,
+    CloseCode,
+    close_frame,
+    error_payload,
+    frame,
+    text_frame,
+)
 from handlers.base import Context, Services
-from handlers.errors import OpError
+from handlers.errors import BINARY_NOT_SUPPORTED, FRAME_TOO_LARGE, OpError
 
 if TYPE_CHECKING:
     from gateway.hub import Hub
+    from gateway.registry import Registry
 
 log = logging.getLogger(__name__)
 
+_OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
-class Connection:
-    """A signed-in WebSocket: its subscriptions, its outbound path, and how it ends."""
+
+@dataclass(frozen=True, slots=True)
+class WsNode:
+    """What every connection of a node shares (one object, one reference per socket)."""
+
+    hub: Hub
+    registry: Registry
+    services: Services
+    metrics: Metrics
+    max_frame: int
+    """Messages over this many bytes get a ``frame_too_large`` error."""
+    hard_frame: int
+    """Messages over this many bytes close the socket with 1009 before being read."""
+    max_backlog: int
+    close_timeout: float
+    max_inbound: int
+    """Bytes of received, unhandled messages before reading pauses."""
+
+
+class Connection(asyncio.Protocol):
+    """A signed-in WebSocket: its subscriptions, its frames in and out, and how it ends."""
 
     __slots__ = (
         "__weakref__",
+        "_buffer",
         "_channels",
-        "_closing",
-        "_hub",
-        "_max_backlog",
-        "_metrics",
+        "_close_timer",
+        "_fragments",
+        "_inbound",
+        "_inbound_bytes",
+        "_node",
+        "_pinged",
+        "_seen",
+        "_state",
+        "_task",
         "_transport",
-        "_ws",
         "context",
         "user_id",
     )
 
-    def __init__(
-        self,
-        user_id: str,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        hub: Hub,
-        services: Services,
-        metrics: Metrics,
-        *,
-        max_backlog: int,
-    ) -> None:
+    def __init__(self, user_id: str, node: WsNode) -> None:
         self.user_id = user_id
-        self._ws = ws
-        self._transport = transport
-        self._hub = hub
-        self._metrics = metrics
-        self._max_backlog = max_backlog
+        self._node = node
+        self.context = Context(user_id, node.services, self)
+        self._transport: asyncio.Transport | None = None
+        self._state = _OPEN
+        self._buffer: bytearray | None = None  # partial frame bytes
+        self._fragments: bytearray | None = None  # a fragmented message being reassembled
+        self._inbound: deque[tuple[int, bytes]] | None = None  # messages waiting to be handled
+        self._inbound_bytes = 0
+        self._task: asyncio.Task[None] | None = None
         self._channels: set[str] | None = None  # made on first subscribe: most sockets idle
-        self._closing = False
-        self.context = Context(user_id, services, self)
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._seen = True
+        self._pinged = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but they implement it.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._seen = True
+        if self._state == _CLOSED:
+            return
+        buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = bytearray(data)
+        else:
+            buffer += data
+        self._parse(buffer)
+        if self._buffer is not None and not self._buffer:
+            self._buffer = None
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _CLOSED
+        self._transport = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._inbound = None
+        self._buffer = self._fragments = None
+        hub = self._node.hub
+        if self._channels:
+            for channel in self._channels:
+                hub.unsubscribe(channel, self)
+            self._channels = None
+        hub.remove_member(self)
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def _parse(self, buffer: bytearray) -> None:
+        """Take every complete frame off the front of ``buffer``."""
+        node = self._node
+        while self._state != _CLOSED:
+            size = len(buffer)
+            if size < 2:
+                return
+            first, second = buffer[0], buffer[1]
+            opcode = first & 0x0F
+            length = second & 0x7F
+            start = 2
+            if length == 126:
+                if size < 4:
+                    return
+                length = int.from_bytes(buffer[2:4], "big")
+                start = 4
+            elif length == 127:
+                if size < 10:
+                    return
+                length = int.from_bytes(buffer[2:10], "big")
+                start = 10
+            if first & 0x70 or not second & 0x80:
+                self._fail(CloseCode.PROTOCOL_ERROR, "reserved bits set or frame not masked")
+                return
+            if opcode >= OP_CLOSE and (length > 125 or not first & 0x80):
+                self._fail(CloseCode.PROTOCOL_ERROR, "bad control frame")
+                return
+            pending = len(self._fragments) if self._fragments is not None else 0
+            if length + pending > node.hard_frame:
+                # Refused on its header: the payload is never read into memory.
+                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            end = start + 4 + length
+            if size < end:
+                return
+            mask = bytes(buffer[start : start + 4])
+            payload = buffer[start + 4 : end]
+            del buffer[:end]
+            if length:
+                websocket_mask(mask, payload)
+            self._frame(opcode, bool(first & 0x80), payload)
+
+    def _frame(self, opcode: int, fin: bool, payload: bytearray) -> None:
+        if opcode in (OP_TEXT, OP_BINARY):
+            if self._fragments is not None:
+                self._fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+            elif fin:
+                self._received(opcode, bytes(payload))
+            else:
+                self._fragments = payload
+                self._fragments.insert(0, opcode)  # remember the opcode in front
+        elif opcode == OP_CONTINUATION:
+            fragments = self._fragments
+            if fragments is None:
+                self._fail(CloseCode.PROTOCOL_ERROR, "continuation without a message")
+                return
+            fragments += payload
+            if fin:
+                self._fragments = None
+                self._received(fragments[0], bytes(fragments[1:]))
+        elif opcode == OP_PING:
+            self._write_control(frame(OP_PONG, bytes(payload)))
+        elif opcode == OP_PONG:
+            pass  # _seen is already set: any bytes prove the peer is alive
+        elif opcode == OP_CLOSE:
+            self._closed_by_peer(bytes(payload))
+        else:
+            self._fail(CloseCode.PROTOCOL_ERROR, "unknown opcode")
+
+    def _received(self, opcode: int, message: bytes) -> None:
+        node = self._node
+        node.metrics.ws_frames_received += 1
+        if self._state != _OPEN:
+            return
+        inbound = self._inbound
+        if inbound is None:
+            inbound = self._inbound = deque()
+        inbound.append((opcode, message))
+        self._inbound_bytes += len(message)
+        transport = self._transport
+        if self._inbound_bytes > node.max_inbound and transport is not None:
+            transport.pause_reading()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._handle_inbound())
+
+    async def _handle_inbound(self) -> None:
+        node = self._node
+        inbound = self._inbound
+        try:
+            while inbound and self._state == _OPEN:
+                opcode, message = inbound.popleft()
+                self._inbound_bytes -= len(message)
+                transport = self._transport
+                if (
+                    transport is not None
+                    and self._inbound_bytes <= node.max_inbound // 2
+                    and not transport.is_reading()
+                    and self._state == _OPEN
+                ):
+                    transport.resume_reading()
+                if opcode == OP_BINARY:
+                    self.error(None, OpError(BINARY_NOT_SUPPORTED, "send JSON in text frames"))
+                elif len(message) > node.max_frame:
+                    self.error(
+                        None, OpError(FRAME_TOO_LARGE, f"frames are at most {node.max_frame} bytes")
+                    )
+                else:
+                    self.send_payload(await node.registry.handle(self.context, message))
+        finally:
+            self._task = None
 
     # -- outbound --------------------------------------------------------------------------
 
     def deliver(self, frame: bytes) -> None:
         """Write one encoded frame now, or close the connection if it is too far behind."""
-        if self._closing:
+        if self._state != _OPEN:
             return
         transport = self._transport
-        if transport.is_closing():
+        if transport is None:
             return
-        if transport.get_write_buffer_size() + len(frame) > self._max_backlog:
-            self._metrics.ws_slow_consumer_closes += 1
+        if transport.get_write_buffer_size() + len(frame) > self._node.max_backlog:
+            self._node.metrics.ws_slow_consumer_closes += 1
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return
         transport.write(frame)
@@ -83,11 +280,17 @@ class Connection:
         self.deliver(text_frame(payload))
 
     def error(self, request_id: int | None, error: OpError) -> None:
-        self._metrics.ws_errors_sent += 1
+        self._node.metrics.ws_errors_sent += 1
         self.deliver(text_frame(error_payload(request_id, error)))
 
+    def _write_control(self, data: bytes) -> None:
+        # Control frames are tiny and bypass the backlog check: a pong must not close anyone.
+        if self._transport is not None and self._state != _CLOSED:
+            self._transport.write(data)
+
     def buffered_bytes(self) -> int:
-        return self._transport.get_write_buffer_size()
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     # -- session (handlers.base.Session) ---------------------------------------------------
 
@@ -99,12 +302,13 @@ class Connection:
         return self._channels is not None and channel in self._channels
 
     async def subscribe(self, channel: str) -> None:
-        if self._closing:
+        if self._state != _OPEN:
             return
-        await self._hub.subscribe(channel, self)
-        if self._closing:
-            # Closed while the node was subscribing: the cleanup already ran, undo ours.
-            self._hub.unsubscribe(channel, self)
+        hub = self._node.hub
+        await hub.subscribe(channel, self)
+        if self._state == _CLOSED:
+            # Gone while the node was subscribing: the cleanup already ran, undo ours.
+            hub.unsubscribe(channel, self)
             return
         if self._channels is None:
             self._channels = set()
@@ -114,7 +318,7 @@ class Connection:
         if self._channels is None or channel not in self._channels:
             return False
         self._channels.discard(channel)
-        self._hub.unsubscribe(channel, self)
+        self._node.hub.unsubscribe(channel, self)
         return True
 
     def kicked(self, channel: str, reason: str) -> None:
@@ -123,38 +327,67 @@ class Connection:
                 orjson.dumps({"op": "unsubscribed", "channel": channel, "reason": reason})
             )
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- liveness and closing --------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Called by the hub every heartbeat interval: ping a quiet peer, drop a silent one."""
+        if self._seen:
+            self._seen = False
+            self._pinged = False
+        elif not self._pinged:
+            self._pinged = True
+            self._write_control(PING_FRAME)
+        else:
+            self.abort()  # nothing at all for a whole interval after a ping: the peer is gone
 
     def shutdown(self) -> None:
         self.close(CloseCode.SHUTDOWN, "server shutting down, reconnect")
 
     def close(self, code: CloseCode, reason: str) -> None:
-        """Start closing with ``code``; never blocks the caller (delivery may be calling)."""
-        if self._closing:
+        """Send a close frame and give the peer ``close_timeout`` to answer; never blocks."""
+        if self._state != _OPEN or self._transport is None:
             return
-        self._closing = True
-        self._hub.spawn(self._close(code, reason))
+        self._state = _CLOSING
+        self._inbound = None
+        # The close frame queues behind whatever the peer has not read yet; a peer that does
+        # not read it in time is dropped, which frees its buffer.
+        self._transport.write(close_frame(code, reason))
+        self._close_timer = asyncio.get_running_loop().call_later(
+            self._node.close_timeout, self.abort
+        )
 
-    async def _close(self, code: CloseCode, reason: str) -> None:
+    def _closed_by_peer(self, payload: bytes) -> None:
         transport = self._transport
-        try:
-            async with asyncio.timeout(self._hub.close_timeout):
-                await self._ws.close(code=code, message=reason.encode())
-                # The close frame sits behind whatever the peer has not read yet; give it the
-                # same bounded time to drain (the transport offers no event for that).
-                while transport.get_write_buffer_size():  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            pass
-        finally:
-            # A peer that does not read never drains its buffer: drop it, freeing the memory.
-            if transport.get_write_buffer_size():
-                transport.abort()
+        if transport is None:
+            return
+        if self._state == _OPEN:
+            # Echo the peer's code, as RFC 6455 asks, then let the transport flush and close.
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL
+            transport.write(close_frame(code if 1000 <= code < 5000 else CloseCode.NORMAL))
+        self._state = _CLOSED
+        self._inbound = None
+        transport.close()
+        if self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                self._node.close_timeout, self.abort
+            )
 
-    def detach(self) -> None:
-        """Drop every subscription; called once when the socket's handler ends."""
-        self._closing = True
-        if self._channels:
-            for channel in self._channels:
-                self._hub.unsubscribe(channel, self)
-            self._channels = None
+    def _fail(self, code: CloseCode, reason: str) -> None:
+        """Close after a protocol violation: no more frames are read from this peer."""
+        transport = self._transport
+        if transport is None:
+            return
+        log.info("closing a WebSocket of %s: %s", self.user_id, reason)
+        if self._state == _OPEN:
+            transport.write(close_frame(code, reason))
+        self._state = _CLOSED
+        self._inbound = None
+        transport.close()
+        if self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                self._node.close_timeout, self.abort
+            )
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

@@ -54,6 +54,14 @@ class Member(Subscriber, Protocol):
         """Bytes written but not yet sent to the peer."""
         ...
 
+    def heartbeat(self) -> None:
+        """One liveness round: ping if quiet, drop if silent since the last ping."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        ...
+
 
 class _Watch:
     """A long-poll waiter: wakes on the channel's next event."""
@@ -79,11 +87,10 @@ class Hub:
     """Local subscriptions of one node, on top of a broker shared by all nodes."""
 
     def __init__(
-        self, broker: Broker, metrics: Metrics, *, max_watchers: int, close_timeout: float
+        self, broker: Broker, metrics: Metrics, *, max_watchers: int, heartbeat: float
     ) -> None:
         self._broker = broker
-        self.close_timeout = close_timeout
-        """Seconds a closing socket gets for the close handshake before it is dropped."""
+        self._heartbeat = heartbeat
         self._metrics = metrics
         self._channels: dict[str, set[Subscriber]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
@@ -97,12 +104,22 @@ class Hub:
     async def start(self) -> None:
         await self._broker.start(self._on_broker_message)
         await self._broker.subscribe(CONTROL_CHANNEL)
+        self.spawn(self._heartbeats())
 
     async def close(self) -> None:
+        for member in self.all_members():
+            member.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._broker.close()
+
+    async def _heartbeats(self) -> None:
+        """One timer per node instead of one per socket: every interval, visit every member."""
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            for member in self.all_members():
+                member.heartbeat()
 
     async def broker_ready(self) -> bool:
         return await self._broker.ping()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.connection import WsNode
 from gateway.geo import CountryGate
 from gateway.hub import Hub
 from gateway.metrics import Metrics
@@ -21,3 +22,4 @@ REGISTRY = web.AppKey("registry", Registry)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 SERVICES = web.AppKey("services", Services)
+WS_NODE = web.AppKey("ws_node", WsNode)

@@ -1,72 +1,101 @@
-"""``GET /ws``: the country gate and token check before the upgrade, then one frame at a time.
+"""``GET /ws``: the country gate, the token and the handshake, then the socket is ours.
 
-Frames from one connection are handled in order, each to completion, so a client sees replies
-in the order it sent requests. A frame the gateway cannot use gets an error reply and the
-connection stays open; only frames over the hard size limit close it (1009), because their
-bytes were never read into memory.
+aiohttp parses the upgrade request and the gateway checks the country and the token before
+anything is upgraded, so refusals are plain HTTP answers with a JSON body. The gateway then
+writes the ``101`` response itself and hands the transport to a
+:class:`gateway.connection.Connection`; aiohttp's request handler lets go of it (see
+:func:`_detach`). From then on the connection costs one small object, not a request, a response,
+a reader, a writer and a task.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from gateway.connection import Connection
+from gateway.connection import Connection, WsNode
 from gateway.http import authenticate, check_country
-from gateway.keys import HUB, METRICS, REGISTRY, SERVICES, SETTINGS
-from handlers.errors import BINARY_NOT_SUPPORTED, FRAME_TOO_LARGE, INVALID_FRAME, OpError
+from gateway.keys import WS_NODE
+from gateway.protocol import upgrade_response
+from handlers.errors import INVALID_FRAME, OpError
 
 log = logging.getLogger(__name__)
 
 
+class _Detached(web.StreamResponse):
+    """The answer aiohttp sees once the socket has been handed over: it writes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(status=101)
+        self.force_close()
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def _handshake_key(request: web.Request) -> str:
+    """Check the upgrade headers (RFC 6455 section 4.2.1) and return the client's key."""
+    headers = request.headers
+    upgrade = headers.get("Upgrade", "").lower()
+    connection = {token.strip().lower() for token in headers.get("Connection", "").split(",")}
+    if upgrade != "websocket" or "upgrade" not in connection:
+        raise OpError(INVALID_FRAME, "GET /ws expects a WebSocket upgrade")
+    if headers.get("Sec-WebSocket-Version") != "13":
+        raise web.HTTPUpgradeRequired(
+            headers={"Sec-WebSocket-Version": "13"}, reason="WebSocket version 13 is required"
+        )
+    key = headers.get("Sec-WebSocket-Key", "")
+    try:
+        nonce = base64.b64decode(key, validate=True)
+    except binascii.Error:
+        nonce = b""
+    if len(nonce) != 16:
+        raise OpError(INVALID_FRAME, "Sec-WebSocket-Key is not 16 bytes in base64")
+    return key
+
+
+def _detach(request: web.Request) -> bytes:
+    """Make aiohttp's request handler forget the socket; return bytes it read past the request.
+
+    This reaches into aiohttp's ``RequestHandler`` (hence the pinned aiohttp version and the
+    tests over real sockets): it must neither parse the rest of the stream as HTTP, nor close
+    the transport when the handler returns, nor keep counting the connection as its own.
+    """
+    handler = request.protocol
+    assert isinstance(handler, RequestHandler)
+    tail = bytes(handler._message_tail)  # noqa: SLF001
+    handler._message_tail = b""  # noqa: SLF001
+    handler._upgraded = False  # noqa: SLF001
+    manager = handler._manager  # noqa: SLF001
+    if manager is not None:
+        manager.connection_lost(handler, None)
+    handler.transport = None
+    return tail
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    settings = app[SETTINGS]
     check_country(request)
     identity = authenticate(request, allow_query=True)
-    ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat,
-        max_msg_size=settings.ws_close_frame_bytes,
-        compress=False,
-        decode_text=False,
-        timeout=settings.ws_close_timeout,
-    )
-    if not ws.can_prepare(request).ok:
-        raise OpError(INVALID_FRAME, "GET /ws expects a WebSocket upgrade")
-    await ws.prepare(request)
+    key = _handshake_key(request)
     transport = request.transport
-    if transport is None:  # the peer left during the upgrade
-        return ws
-    hub = app[HUB]
-    metrics = app[METRICS]
-    registry = app[REGISTRY]
-    max_frame = settings.ws_max_frame_bytes
-    conn = Connection(
-        identity.user_id,
-        ws,
-        transport,
-        hub,
-        app[SERVICES],
-        metrics,
-        max_backlog=settings.ws_max_backlog_bytes,
-    )
-    metrics.ws_connections_opened += 1
-    hub.add_member(conn)
-    try:
-        async for message in ws:
-            metrics.ws_frames_received += 1
-            if message.type is WSMsgType.TEXT:
-                data: bytes = message.data
-                if len(data) > max_frame:
-                    conn.error(
-                        None, OpError(FRAME_TOO_LARGE, f"frames are at most {max_frame} bytes")
-                    )
-                    continue
-                conn.send_payload(await registry.handle(conn.context, data))
-            elif message.type is WSMsgType.BINARY:
-                conn.error(None, OpError(BINARY_NOT_SUPPORTED, "send JSON in text frames"))
-    finally:
-        conn.detach()
-        hub.remove_member(conn)
-    return ws
+    if transport is None or transport.is_closing():  # the peer left meanwhile
+        raise web.HTTPBadRequest(reason="connection closed")
+    node: WsNode = request.app[WS_NODE]
+    conn = Connection(identity.user_id, node)
+    transport.write(upgrade_response(key))
+    tail = _detach(request)
+    transport.set_protocol(conn)
+    conn.connection_made(transport)
+    transport.resume_reading()  # aiohttp may have paused it while the request was handled
+    node.metrics.ws_connections_opened += 1
+    node.hub.add_member(conn)
+    if tail:
+        conn.data_received(tail)
+    return _Detached()

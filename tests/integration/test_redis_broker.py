@@ -70,7 +70,7 @@ async def test_hub_resubscribes_after_redis_restarts(own_redis: RedisServer) -> 
         RedisBroker(own_redis.url, prefix="p:", metrics=metrics, timeout=2.0),
         metrics,
         max_watchers=10,
-        close_timeout=1.0,
+        heartbeat=30.0,
     )
     await hub.start()
     try:
@@ -106,7 +106,7 @@ async def test_subscribe_waits_for_redis_when_it_is_down(tmp_path: Path) -> None
     server = RedisServer(tmp_path / "late")
     metrics = Metrics()
     broker = RedisBroker(server.url, prefix="q:", metrics=metrics, timeout=1.0)
-    hub = Hub(broker, metrics, max_watchers=10, close_timeout=1.0)
+    hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0)
     start = asyncio.create_task(hub.start())
     # Nothing listens yet: the control subscription cannot be confirmed.
     from storage.errors import Unavailable

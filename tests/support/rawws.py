@@ -11,7 +11,16 @@ import struct
 class RawWebSocket:
     """Blocking client: handshake, masked text frames out, frames in; reading is up to the test."""
 
-    def __init__(self, host: str, port: int, path: str, *, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        *,
+        rcvbuf: int | None = None,
+        extra: bytes = b"",
+        version: str = "13",
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             # Before connect, so the advertised window stays small and the server's buffer fills.
@@ -21,9 +30,11 @@ class RawWebSocket:
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: {version}\r\n\r\n"
         )
-        self.sock.sendall(request.encode())
+        # ``extra`` goes in the same write as the request: bytes the server reads past it.
+        self.sock.sendall(request.encode() + extra)
         self._buffer = b""
         while b"\r\n\r\n" not in self._buffer:
             chunk = self.sock.recv(4096)
@@ -31,21 +42,35 @@ class RawWebSocket:
                 raise ConnectionError("closed during the handshake")
             self._buffer += chunk
         head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        self.response_head = head.decode(errors="replace")
         if not head.startswith(b"HTTP/1.1 101"):
-            raise ConnectionError(head.decode(errors="replace"))
+            self.sock.close()
+            raise ConnectionError(self.response_head)
 
     def send_text(self, text: str) -> None:
-        payload = text.encode()
-        mask = os.urandom(4)
+        self.send_frame(0x1, text.encode())
+
+    @staticmethod
+    def encode(
+        opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0
+    ) -> bytes:
+        """Return one client frame; the knobs let tests break the protocol on purpose."""
+        first = (0x80 if fin else 0) | rsv | opcode
         size = len(payload)
+        mask_bit = 0x80 if masked else 0
         if size < 126:
-            header = struct.pack("!BB", 0x81, 0x80 | size)
+            header = struct.pack("!BB", first, mask_bit | size)
         elif size < 65536:
-            header = struct.pack("!BBH", 0x81, 0x80 | 126, size)
+            header = struct.pack("!BBH", first, mask_bit | 126, size)
         else:
-            header = struct.pack("!BBQ", 0x81, 0x80 | 127, size)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+            header = struct.pack("!BBQ", first, mask_bit | 127, size)
+        if not masked:
+            return header + payload
+        mask = os.urandom(4)
+        return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    def send_frame(self, opcode: int, payload: bytes, **knobs: bool | int) -> None:
+        self.sock.sendall(self.encode(opcode, payload, **knobs))  # type: ignore[arg-type]
 
     def _read(self, count: int) -> bytes:
         while len(self._buffer) < count:
