@@ -5,6 +5,7 @@ Map of the package:
 - ``errors``: the storage errors handlers translate into client-facing codes.
 - ``ids``: time-sortable message and entity ids.
 - ``sqlite``: the embedded single-node default (one SQLite file in WAL mode).
+- ``dynamodb``: the AWS backend (DynamoDB tables, optional DAX reads); see ``docs/storage.md``.
 - ``factory``: builds the configured backend.
 
 Nothing here imports from ``gateway``, ``handlers`` or ``media``.

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from storage.base import Store
+from storage.dynamodb import DynamoDBConfig, DynamoDBStore
 from storage.sqlite import SQLiteStore
 
 
-def build_store(kind: str, *, sqlite_path: str, max_pending: int) -> Store:
-    """Return an unopened store of ``kind``."""
+def build_store(
+    kind: str,
+    *,
+    sqlite_path: str,
+    max_pending: int,
+    dynamodb: DynamoDBConfig | None = None,
+) -> Store:
+    """Return an unopened store of ``kind`` ("sqlite" or "dynamodb").
+
+    ``dynamodb`` configures the DynamoDB backend; its defaults apply when it is None.
+    """
     if kind == "sqlite":
         return SQLiteStore(sqlite_path, max_pending=max_pending)
+    if kind == "dynamodb":
+        return DynamoDBStore(dynamodb or DynamoDBConfig())
     raise ValueError(f"unknown store {kind!r}")

@@ -309,13 +309,17 @@ class SQLiteStore:
     async def add_refresh_token(
         self, token_hash: str, user_id: str, family_id: str, expires_at: int
     ) -> None:
-        await self._run(
-            lambda: self._conn().execute(
-                "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (token_hash, user_id, family_id, expires_at),
-            )
-        )
+        def run() -> None:
+            try:
+                self._conn().execute(
+                    "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (token_hash, user_id, family_id, expires_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("the refresh token already exists") from exc
+
+        await self._run(run)
 
     async def use_refresh_token(self, token_hash: str, now: int) -> RefreshUse:
         def run() -> RefreshUse:

@@ -1,0 +1,150 @@
+"""Table names, key layouts and attribute codecs: the one place that knows how items are keyed.
+
+Every partition key starts with a one-letter kind and ``#``, so items of different kinds never
+collide, and user-controlled parts sit where each key decodes one way only:
+- ``m#{channel}#{bucket}``: a message; sort key = its id (a ULID). ``bucket`` is the id's
+  millisecond timestamp divided by :attr:`Layout.bucket_ms` (a UTC day); digits end the key,
+  so the channel is everything before the last ``#``.
+- ``o#{channel}#{block}``: the offset index; sort key = the offset zero-padded to 16 digits, the
+  item holds the message id; ``block`` = offset // :attr:`Layout.offset_block`.
+- ``c#{len}:{channel}#{len}:{sender}#{client_msg_id}``: the idempotency record of one client
+  message id (length prefixes keep a ``#`` inside a name unambiguous).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from storage import ids
+
+Item = dict[str, Any]
+"""An item in DynamoDB's wire format (``{"name": {"S": "value"}}``)."""
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+"""Crockford base32, the alphabet of :mod:`storage.ids`; in ASCII order, so text order is id order."""
+OFFSET_DIGITS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How messages spread over partition keys; part of the stored format, not a tuning knob.
+
+    Changing either number for tables that hold data orphans what was written before. Tests use
+    small values to cross partitions with a handful of messages.
+    """
+
+    bucket_ms: int = 86_400_000
+    """Messages of one channel and one UTC day share a partition key."""
+    offset_block: int = 1000
+    """Offset-index entries of one channel per partition key."""
+
+    def message_pk(self, channel: str, message_id: str) -> str:
+        return f"m#{channel}#{ids.timestamp_ms(message_id) // self.bucket_ms}"
+
+    def message_key(self, channel: str, message_id: str) -> Item:
+        return {"pk": {"S": self.message_pk(channel, message_id)}, "sk": {"S": message_id}}
+
+    def offset_pk(self, channel: str, offset: int) -> str:
+        return f"o#{channel}#{offset // self.offset_block}"
+
+    def block_end(self, offset: int) -> int:
+        """Return the last offset sharing a partition key with ``offset``."""
+        return (offset // self.offset_block + 1) * self.offset_block - 1
+
+
+def next_id(identifier: str) -> str:
+    """Return the id right after ``identifier`` (same length, one more in base 32)."""
+    digits = [ALPHABET.index(c) for c in identifier]
+    position = len(digits) - 1
+    while position >= 0 and digits[position] == len(ALPHABET) - 1:
+        digits[position] = 0
+        position -= 1
+    if position < 0:
+        raise ValueError(f"no id after {identifier}")
+    digits[position] += 1
+    return "".join(ALPHABET[d] for d in digits)
+
+
+MESSAGES = "messages"
+CHANNELS = "channels"
+ACCOUNTS = "accounts"
+REFRESH_TOKENS = "refresh_tokens"
+GROUPS = "groups"
+TABLES = (MESSAGES, CHANNELS, ACCOUNTS, REFRESH_TOKENS, GROUPS)
+GROUP_MEMBERS_BY_JOINED = "by_joined"
+"""Local secondary index of the groups table: members in join order."""
+PURGE_ATTRIBUTE = "purge_at"
+"""TTL attribute of the refresh-token table (seconds since the epoch)."""
+
+
+def offset_sk(offset: int) -> str:
+    return f"{offset:0{OFFSET_DIGITS}d}"
+
+
+def client_pk(channel: str, sender: str, client_msg_id: str) -> str:
+    return f"c#{len(channel)}:{channel}#{len(sender)}:{sender}#{client_msg_id}"
+
+
+def user_pk(user_id: str) -> str:
+    return f"u#{user_id}"
+
+
+def username_pk(username: str) -> str:
+    return f"n#{username}"
+
+
+def token_pk(token_hash: str) -> str:
+    return f"t#{token_hash}"
+
+
+def family_pk(family_id: str) -> str:
+    return f"f#{family_id}"
+
+
+GROUP_SK = "group"
+COUNT_SK = "count"
+
+
+def member_sk(user_id: str) -> str:
+    return f"m#{user_id}"
+
+
+def joined_key(joined_at: int, user_id: str) -> str:
+    """Sort key of the join-order index: fixed-width time first, then the user id."""
+    return f"{joined_at:012d}#{user_id}"
+
+
+# -- attribute codecs ------------------------------------------------------------------------
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def b(value: bytes) -> dict[str, bytes]:
+    return {"B": value}
+
+
+def boolean(value: bool) -> dict[str, bool]:
+    return {"BOOL": value}
+
+
+def get_s(item: Item, name: str) -> str:
+    return str(item[name]["S"])
+
+
+def get_n(item: Item, name: str) -> int:
+    return int(item[name]["N"])
+
+
+def get_b(item: Item, name: str) -> bytes:
+    return bytes(item[name]["B"])
+
+
+def opt_s(item: Item, name: str) -> str | None:
+    return get_s(item, name) if name in item else None

@@ -1,0 +1,393 @@
+"""The contract of :class:`storage.base.Store`, run against every backend.
+
+Each test runs twice, on SQLite (a temporary file) and on DynamoDB (DynamoDB Local, fresh tables,
+index partitions of 5 offsets). ``make_store`` opens a second store on the same data where a
+test needs two gateway nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from storage import ids
+from storage.base import Message, RefreshState, Store
+from storage.errors import Conflict, NotFound
+from tests.storage.conftest import MakeStore
+
+
+async def publish(store: Store, channel: str, count: int, sender: str = "u1") -> list[Message]:
+    """Append ``count`` messages one after another; return them in offset order."""
+    stored = []
+    for i in range(count):
+        result = await store.append(channel, sender, b'{"n":%d}' % i, None)
+        stored.append(result.message)
+    return stored
+
+
+# -- append and position -----------------------------------------------------------------------
+
+
+async def test_first_append_starts_the_channel_at_offset_1(store: Store) -> None:
+    before = await store.position("room:a")
+    assert (before.offset, before.epoch) == (0, "")
+
+    result = await store.append("room:a", "u1", b'{"text":"hi"}', "c1")
+
+    message = result.message
+    assert not result.duplicate
+    assert result.epoch
+    assert (message.channel, message.offset, message.sender) == ("room:a", 1, "u1")
+    assert (message.data, message.client_msg_id) == (b'{"text":"hi"}', "c1")
+    assert ids.is_valid(message.id)
+    assert abs(message.ts - time.time() * 1000) < 60_000
+    after = await store.position("room:a")
+    assert (after.offset, after.epoch) == (1, result.epoch)
+
+
+async def test_offsets_are_gap_free_per_channel_and_the_epoch_stays(store: Store) -> None:
+    results = []
+    for channel in ["room:a", "room:b", "room:a", "room:a", "room:b"]:
+        results.append((channel, await store.append(channel, "u1", b"{}", None)))
+
+    offsets = {c: [r.message.offset for ch, r in results if ch == c] for c in ("room:a", "room:b")}
+    assert offsets == {"room:a": [1, 2, 3], "room:b": [1, 2]}
+    epochs = {c: {r.epoch for ch, r in results if ch == c} for c in ("room:a", "room:b")}
+    assert all(len(e) == 1 for e in epochs.values())
+    assert (await store.position("room:a")).offset == 3
+    assert (await store.position("room:b")).epoch == next(iter(epochs["room:b"]))
+
+
+async def test_ids_grow_with_offsets(store: Store) -> None:
+    messages = await publish(store, "room:a", 12)
+
+    assert [m.offset for m in messages] == list(range(1, 13))
+    assert [m.id for m in messages] == sorted(m.id for m in messages)
+    assert len({m.id for m in messages}) == 12
+
+
+async def test_a_repeated_client_msg_id_returns_the_first_message(store: Store) -> None:
+    first = await store.append("room:a", "u1", b'{"v":1}', "c1")
+    await store.append("room:a", "u2", b'{"v":2}', None)
+
+    again = await store.append("room:a", "u1", b'{"v":"changed"}', "c1")
+
+    assert again.duplicate
+    assert again.message == first.message
+    assert again.epoch == first.epoch
+    assert (await store.position("room:a")).offset == 2
+
+
+async def test_client_msg_ids_are_scoped_to_channel_and_sender(store: Store) -> None:
+    first = await store.append("room:a", "u1", b"{}", "c1")
+
+    other_sender = await store.append("room:a", "u2", b"{}", "c1")
+    other_channel = await store.append("room:b", "u1", b"{}", "c1")
+    no_id = [await store.append("room:a", "u1", b"{}", None) for _ in range(2)]
+
+    assert (other_sender.duplicate, other_sender.message.offset) == (False, 2)
+    assert (other_channel.duplicate, other_channel.message.offset) == (False, 1)
+    assert [r.duplicate for r in no_id] == [False, False]
+    assert [r.message.offset for r in no_id] == [3, 4]
+    assert first.message.offset == 1
+
+
+async def test_concurrent_appends_get_distinct_offsets_and_one_copy_per_client_id(
+    store: Store,
+) -> None:
+    # 40 appends at once: 10 client ids sent twice each, 20 without a client id.
+    calls = [
+        store.append("room:a", "u1", b'{"k":"%d"}' % (i % 10), f"c{i % 10}") for i in range(20)
+    ]
+    calls += [store.append("room:a", "u2", b"{}", None) for _ in range(20)]
+
+    results = await asyncio.gather(*calls)
+
+    fresh = [r for r in results if not r.duplicate]
+    assert sorted(r.message.offset for r in fresh) == list(range(1, 31))
+    by_client_id: dict[str | None, set[str]] = {}
+    for r in results[:20]:
+        by_client_id.setdefault(r.message.client_msg_id, set()).add(r.message.id)
+    assert all(len(found) == 1 for found in by_client_id.values())
+    assert sum(r.duplicate for r in results) == 10
+    assert (await store.position("room:a")).offset == 30
+    stored = await store.read_since("room:a", 0, limit=100)
+    assert [m.offset for m in stored] == list(range(1, 31))
+    assert [m.id for m in stored] == sorted(m.id for m in stored)
+
+
+async def test_two_nodes_appending_to_one_channel_share_one_sequence(
+    make_store: MakeStore,
+) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    first = await node_a.append("room:a", "u1", b"{}", None)
+    await node_b.append("room:a", "u2", b"{}", None)  # node A's view of the channel is now stale
+
+    results = await asyncio.gather(
+        *(
+            node.append("room:a", "u1", b"{}", f"c{i}")
+            for i in range(10)
+            for node in (node_a, node_b)
+        )
+    )
+
+    assert max(r.message.offset for r in results if not r.duplicate) == 12
+    offsets = [m.offset for m in await node_b.read_since("room:a", 0, limit=100)]
+    assert offsets == list(range(1, 13))
+    assert sum(r.duplicate for r in results) == 10
+    assert {r.epoch for r in results} == {first.epoch}
+    # A retry that lands on the other node is still recognised.
+    retried = await node_b.append("room:a", "u1", b"{}", "c3")
+    assert (retried.duplicate, retried.message.client_msg_id) == (True, "c3")
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+async def test_history_pages_newest_first_back_to_the_start(store: Store) -> None:
+    messages = await publish(store, "room:a", 12)
+    await publish(store, "room:b", 3)
+
+    pages = []
+    before = None
+    while True:
+        page = await store.history("room:a", limit=5, before=before)
+        if not page:
+            break
+        pages.append([m.offset for m in page])
+        before = page[-1].id
+
+    assert pages == [[12, 11, 10, 9, 8], [7, 6, 5, 4, 3], [2, 1]]
+    newest = await store.history("room:a", limit=3, before=None)
+    assert newest == list(reversed(messages))[:3]
+
+
+async def test_history_of_an_empty_channel_is_empty(store: Store) -> None:
+    assert await store.history("room:none", limit=10, before=None) == []
+
+
+async def test_history_before_an_unknown_message_is_not_found(store: Store) -> None:
+    [message] = await publish(store, "room:a", 1)
+    await publish(store, "room:b", 1)
+
+    with pytest.raises(NotFound):
+        await store.history("room:a", limit=5, before=ids.IdGenerator().new())
+    with pytest.raises(NotFound):
+        await store.history("room:b", limit=5, before=message.id)  # exists, but elsewhere
+    with pytest.raises(NotFound):
+        await store.history("room:a", limit=5, before="not-an-id")
+    assert await store.history("room:a", limit=5, before=message.id) == []
+
+
+async def test_history_returns_whole_messages(store: Store) -> None:
+    await store.append("room:a", "u1", b'{"a":1}', "c1")
+    second = await store.append("room:a", "u2", b'{"b":"\xc3\xa9"}', None)
+
+    page = await store.history("room:a", limit=10, before=None)
+
+    assert page[0] == second.message
+    assert (page[1].sender, page[1].data, page[1].client_msg_id) == ("u1", b'{"a":1}', "c1")
+
+
+# -- read_since --------------------------------------------------------------------------------
+
+
+async def test_read_since_returns_what_follows_an_offset_oldest_first(store: Store) -> None:
+    messages = await publish(store, "room:a", 13)
+
+    assert await store.read_since("room:a", 0, limit=100) == messages
+    assert await store.read_since("room:a", 3, limit=4) == messages[3:7]
+    assert await store.read_since("room:a", 9, limit=100) == messages[9:]
+    assert await store.read_since("room:a", 13, limit=100) == []
+    assert await store.read_since("room:a", 50, limit=100) == []
+    assert await store.read_since("room:a", -5, limit=2) == messages[:2]
+    assert await store.read_since("room:none", 0, limit=10) == []
+
+
+async def test_read_since_sees_an_append_of_another_node_at_once(make_store: MakeStore) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    await publish(node_a, "room:a", 4)
+
+    written = await node_b.append("room:a", "u2", b"{}", None)
+
+    assert await node_a.read_since("room:a", 4, limit=10) == [written.message]
+    assert (await node_a.position("room:a")).offset == 5
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+
+async def test_users_are_found_by_id_and_by_name(store: Store) -> None:
+    user = await store.create_user("alice", "hash-a")
+
+    assert ids.is_valid(user.id)
+    assert (user.username, user.password_hash) == ("alice", "hash-a")
+    assert abs(user.created_at - time.time()) < 60
+    assert await store.get_user(user.id) == user
+    assert await store.get_user_by_username("alice") == user
+    assert await store.get_user("nobody") is None
+    assert await store.get_user_by_username("Alice") is None
+
+
+async def test_a_username_is_taken_once_even_under_concurrency(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.create_user("bob", f"hash-{i}") for i in range(5)), return_exceptions=True
+    )
+
+    created = [r for r in results if not isinstance(r, BaseException)]
+    assert len(created) == 1
+    assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))
+    assert await store.get_user_by_username("bob") == created[0]
+    with pytest.raises(Conflict):
+        await store.create_user("bob", "again")
+
+
+# -- refresh tokens ----------------------------------------------------------------------------
+
+
+async def test_a_refresh_token_is_used_once(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("t1", "u1", "f1", now + 60)
+
+    first = await store.use_refresh_token("t1", now)
+    second = await store.use_refresh_token("t1", now)
+
+    assert (first.state, first.user_id, first.family_id) == (RefreshState.OK, "u1", "f1")
+    assert (second.state, second.user_id, second.family_id) == (RefreshState.REUSED, "u1", "f1")
+
+
+async def test_reuse_revokes_the_whole_family(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("t1", "u1", "f1", now + 60)
+    await store.add_refresh_token("t2", "u1", "f1", now + 60)
+    await store.add_refresh_token("t3", "u1", "f2", now + 60)
+    await store.use_refresh_token("t1", now)
+
+    assert (await store.use_refresh_token("t1", now)).state is RefreshState.REUSED
+
+    assert (await store.use_refresh_token("t2", now)).state is RefreshState.REUSED
+    assert (await store.use_refresh_token("t3", now)).state is RefreshState.OK
+
+
+async def test_unknown_expired_and_revoked_tokens(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("old", "u1", "f1", now)
+    await store.add_refresh_token("gone", "u1", "f2", now + 60)
+    await store.revoke_family("f2")
+    await store.revoke_family("f2")  # twice is fine
+
+    assert (await store.use_refresh_token("nope", now)).state is RefreshState.UNKNOWN
+    expired = await store.use_refresh_token("old", now)
+    assert (expired.state, expired.user_id, expired.family_id) == (RefreshState.EXPIRED, "u1", "f1")
+    assert (await store.use_refresh_token("old", now - 1)).state is RefreshState.OK
+    assert (await store.use_refresh_token("gone", now)).state is RefreshState.REUSED
+
+
+async def test_an_expired_token_that_was_used_is_reuse(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("t1", "u1", "f1", now + 10)
+    await store.add_refresh_token("t2", "u1", "f1", now + 60)
+    await store.use_refresh_token("t1", now)
+
+    assert (await store.use_refresh_token("t1", now + 20)).state is RefreshState.REUSED
+    assert (await store.use_refresh_token("t2", now)).state is RefreshState.REUSED
+
+
+async def test_concurrent_uses_of_one_token_let_one_through(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("t1", "u1", "f1", now + 60)
+
+    uses = await asyncio.gather(*(store.use_refresh_token("t1", now) for _ in range(6)))
+
+    states = sorted(u.state.value for u in uses)
+    assert states == ["ok"] + ["reused"] * 5
+
+
+async def test_a_token_hash_is_stored_once(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("t1", "u1", "f1", now + 60)
+
+    with pytest.raises(Conflict):
+        await store.add_refresh_token("t1", "u2", "f9", now + 60)
+    assert (await store.use_refresh_token("t1", now)).user_id == "u1"
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+async def test_a_group_is_created_with_its_owner_as_member(store: Store) -> None:
+    group = await store.create_group("friends", "u5", ["u2", "u9", "u2", "u5", "u1"])
+
+    assert (group.name, group.owner) == ("friends", "u5")
+    assert ids.is_valid(group.id)
+    assert await store.get_group(group.id) == group
+    assert await store.get_group("missing") is None
+    # Members who joined together are listed by id.
+    assert await store.list_members(group.id, limit=10) == ["u1", "u2", "u5", "u9"]
+    assert await store.list_members(group.id, limit=2) == ["u1", "u2"]
+    assert await store.count_members(group.id) == 4
+    assert await store.is_member(group.id, "u9")
+    assert not await store.is_member(group.id, "u3")
+    assert await store.count_members("missing") == 0
+    assert await store.list_members("missing", limit=5) == []
+
+
+async def test_members_are_added_and_removed_once(store: Store) -> None:
+    group = await store.create_group("g", "owner", [])
+
+    assert await store.add_member(group.id, "u1")
+    assert not await store.add_member(group.id, "u1")
+    assert await store.is_member(group.id, "u1")
+    assert await store.count_members(group.id) == 2
+    assert await store.remove_member(group.id, "u1")
+    assert not await store.remove_member(group.id, "u1")
+    assert not await store.is_member(group.id, "u1")
+    assert await store.count_members(group.id) == 1
+    assert await store.list_members(group.id, limit=10) == ["owner"]
+
+
+async def test_concurrent_adds_of_one_member_count_once(store: Store) -> None:
+    group = await store.create_group("g", "owner", [])
+
+    added = await asyncio.gather(*(store.add_member(group.id, "u1") for _ in range(5)))
+
+    assert sorted(added) == [False] * 4 + [True]
+    assert await store.count_members(group.id) == 2
+
+
+async def test_a_large_group_is_listed_whole(store: Store) -> None:
+    members = [f"user{i:03d}" for i in range(120)]
+
+    group = await store.create_group("big", "owner", members)
+
+    assert await store.count_members(group.id) == 121
+    listed = await store.list_members(group.id, limit=1000)
+    assert listed == sorted([*members, "owner"])
+    assert await store.list_members(group.id, limit=50) == listed[:50]
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+async def test_ping_answers_while_open(make_store: MakeStore) -> None:
+    store = await make_store()
+    assert await store.ping()
+
+    await store.close()
+
+    assert not await store.ping()
+
+
+async def test_data_outlives_the_store_that_wrote_it(make_store: MakeStore) -> None:
+    writer = await make_store()
+    written = await publish(writer, "room:a", 3)
+    user = await writer.create_user("carol", "h")
+    await writer.close()
+
+    reader = await make_store()
+
+    assert await reader.read_since("room:a", 0, limit=10) == written
+    assert await reader.get_user_by_username("carol") == user
+    assert (await reader.append("room:a", "u1", b"{}", None)).message.offset == 4
