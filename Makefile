@@ -26,6 +26,7 @@ services:
 		echo "installing redis-server (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
+	@bash tests/support/install-dynamodb-local.sh
 
 # A development run on the embedded defaults: SQLite file, in-process broker, no external service.
 run: venv

@@ -28,6 +28,7 @@ from gateway.ws import websocket
 from handlers import OPERATIONS
 from handlers.base import Limits, Services
 from handlers.passwords import ScryptHasher
+from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,15 @@ def _broker(settings: Settings, metrics: Metrics) -> Broker:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = build_store(
-        settings.store, sqlite_path=settings.sqlite_path, max_pending=settings.store_max_pending
+        settings.store,
+        sqlite_path=settings.sqlite_path,
+        max_pending=settings.store_max_pending,
+        dynamodb=DynamoDBConfig(
+            region=settings.dynamodb_region,
+            endpoint_url=settings.dynamodb_endpoint,
+            table_prefix=settings.dynamodb_table_prefix,
+            dax_endpoint=settings.dax_endpoint,
+        ),
     )
     await store.open()
     app[STORE] = store

@@ -7,10 +7,13 @@ The README's configuration table lists each variable; :data:`FIELDS` is its sour
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from storage.dynamodb import MAX_DATA_BYTES as DYNAMODB_MAX_DATA_BYTES
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,6 +44,10 @@ class Settings:
     redis_prefix: str = "moosic:"
     store: str = "sqlite"
     sqlite_path: str = "data/moosic.db"
+    dynamodb_region: str = "us-east-1"
+    dynamodb_endpoint: str | None = None
+    dynamodb_table_prefix: str = "moosic-"
+    dax_endpoint: str | None = None
     store_max_pending: int = 1024
     allowed_countries: frozenset[str] | None = frozenset({"KH"})
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -146,6 +153,28 @@ def _networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
+def _url(text: str) -> str | None:
+    if not text:
+        return None
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return text
+
+
+def _dax_url(text: str) -> str | None:
+    if not text:
+        return None
+    if not text.startswith(("dax://", "daxs://")):
+        raise ValueError("must start with dax:// or daxs://")
+    return text
+
+
+def _table_prefix(text: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_.-]{0,200}", text) is None:
+        raise ValueError("may hold only letters, digits, '_', '-' and '.'")
+    return text
+
+
 def _secret(text: str) -> str:
     if len(text) < 32:
         raise ValueError("must be at least 32 characters")
@@ -196,8 +225,16 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "KDF_CONCURRENCY": ("kdf_concurrency", _int(1, 64), "password hashes computed at once"),
     "REDIS_URL": ("redis_url", _redis_url, "Redis for cross-node fan-out; unset = in-process"),
     "REDIS_PREFIX": ("redis_prefix", _nonempty, "prefix of every Redis channel name"),
-    "STORE": ("store", _choice("sqlite"), "message store backend"),
+    "STORE": ("store", _choice("sqlite", "dynamodb"), "message store backend"),
     "SQLITE_PATH": ("sqlite_path", _nonempty, "SQLite database file"),
+    "DYNAMODB_REGION": ("dynamodb_region", _nonempty, "AWS region of the DynamoDB tables"),
+    "DYNAMODB_ENDPOINT": ("dynamodb_endpoint", _url, "DynamoDB endpoint; unset = AWS's own"),
+    "DYNAMODB_TABLE_PREFIX": ("dynamodb_table_prefix", _table_prefix, "prefix of every table name"),
+    "DAX_ENDPOINT": (
+        "dax_endpoint",
+        _dax_url,
+        "DAX cluster endpoint for cached reads; unset = none",
+    ),
     "STORE_MAX_PENDING": (
         "store_max_pending",
         _int(1, 1_000_000),
@@ -288,6 +325,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if ws_close < ws_frame:
         problems.append(
             f"{PREFIX}WS_CLOSE_FRAME_BYTES: must be at least {PREFIX}WS_MAX_FRAME_BYTES ({ws_frame})"
+        )
+    store = values.get("store", defaults.store)
+    message_bytes = values.get("max_message_bytes", defaults.max_message_bytes)
+    if store == "dynamodb" and message_bytes > DYNAMODB_MAX_DATA_BYTES:
+        problems.append(
+            f"{PREFIX}MAX_MESSAGE_BYTES: at most {DYNAMODB_MAX_DATA_BYTES} with the DynamoDB store"
         )
     if problems:
         raise SettingsError(problems)

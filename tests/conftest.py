@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.servers import RedisServer
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -49,6 +50,16 @@ async def make_client(aiohttp_client: Any, settings: Settings) -> Callable[..., 
 @pytest.fixture
 async def client(make_client: Callable[..., Any]) -> TestClient[Any, Any]:
     return await make_client()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoDBLocal]:
+    """One DynamoDB Local for the whole run, started on first use and always stopped."""
+    server = DynamoDBLocal.start(tmp_path_factory.mktemp("dynamodb-local"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ offset block, so a handful of messages crosses index partitions.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +23,6 @@ from tests.support.dynamodb_local import ACCESS_KEY, REGION, DynamoDBLocal
 MakeStore = Callable[..., Awaitable[Store]]
 TEST_LAYOUT = Layout(offset_block=5)
 _prefixes = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def dynamodb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoDBLocal]:
-    """One DynamoDB Local for the whole run, started on first use and always stopped."""
-    server = DynamoDBLocal.start(tmp_path_factory.mktemp("dynamodb-local"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

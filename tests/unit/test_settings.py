@@ -48,7 +48,7 @@ def test_every_bad_value_is_reported_on_its_own_line() -> None:
             "MOOSIC_PORT='eighty': must be a whole number",
             "MOOSIC_DEV='maybe': must be one of 1, 0, true, false, yes, no, on, off",
             "MOOSIC_REDIS_URL='http://x': must start with redis://, rediss:// or unix://",
-            "MOOSIC_STORE='postgres': must be one of sqlite",
+            "MOOSIC_STORE='postgres': must be one of sqlite, dynamodb",
             "MOOSIC_ALLOWED_COUNTRIES='KHM,T1': not two-letter country codes: KHM, T1",
             "MOOSIC_TRUSTED_PROXIES='10.0.0.0/8,nonsense': 'nonsense' is not an IP address or CIDR block",
             "MOOSIC_WS_HEARTBEAT='0': must be between 1 and 3600",
@@ -103,3 +103,37 @@ def test_every_field_is_a_settings_attribute() -> None:
     assert names <= set(Settings.__dataclass_fields__)
     assert all(doc for _name, _parse, doc in FIELDS.values())
     assert PREFIX == "MOOSIC_"
+
+
+def test_dynamodb_settings() -> None:
+    settings = load_settings(
+        {
+            "MOOSIC_JWT_SECRET": SECRET,
+            "MOOSIC_STORE": "dynamodb",
+            "MOOSIC_DYNAMODB_ENDPOINT": "http://127.0.0.1:8000",
+            "MOOSIC_DYNAMODB_TABLE_PREFIX": "stage-",
+            "MOOSIC_DAX_ENDPOINT": "daxs://cluster.example:9111",
+        }
+    )
+    assert (settings.store, settings.dynamodb_endpoint) == ("dynamodb", "http://127.0.0.1:8000")
+    assert (settings.dynamodb_table_prefix, settings.dax_endpoint) == (
+        "stage-",
+        "daxs://cluster.example:9111",
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "MOOSIC_JWT_SECRET": SECRET,
+                "MOOSIC_STORE": "dynamodb",
+                "MOOSIC_MAX_MESSAGE_BYTES": "500000",
+                "MOOSIC_DYNAMODB_ENDPOINT": "localhost:8000",
+                "MOOSIC_DYNAMODB_TABLE_PREFIX": "bad prefix",
+                "MOOSIC_DAX_ENDPOINT": "http://dax",
+            }
+        )
+    assert sorted(caught.value.problems) == [
+        "MOOSIC_DAX_ENDPOINT='http://dax': must start with dax:// or daxs://",
+        "MOOSIC_DYNAMODB_ENDPOINT='localhost:8000': must start with http:// or https://",
+        "MOOSIC_DYNAMODB_TABLE_PREFIX='bad prefix': may hold only letters, digits, '_', '-' and '.'",
+        "MOOSIC_MAX_MESSAGE_BYTES: at most 393216 with the DynamoDB store",
+    ]
