@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
 from aiohttp import web
 
@@ -25,7 +26,7 @@ from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.tokens import TokenService
 from gateway.ws import websocket
-from handlers import OPERATIONS
+from handlers import OPERATIONS, chat
 from handlers.base import Limits, Services
 from handlers.passwords import ScryptHasher
 from storage.dynamodb import DynamoDBConfig
@@ -63,8 +64,17 @@ def create_app(settings: Settings) -> web.Application:
 
 def _broker(settings: Settings, metrics: Metrics) -> Broker:
     if settings.redis_url:
-        return RedisBroker(settings.redis_url, prefix=settings.redis_prefix, metrics=metrics)
-    return MemoryBroker()
+        return RedisBroker(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            metrics=metrics,
+            window=settings.recovery_window,
+            window_ttl=settings.recovery_ttl,
+        )
+    return MemoryBroker(
+        recent_per_channel=settings.recovery_window,
+        recent_channels=settings.recovery_memory_channels,
+    )
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -118,8 +128,14 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             max_group_members=settings.max_group_members,
             longpoll_max_seconds=settings.longpoll_max_seconds,
             refresh_token_ttl=settings.refresh_token_ttl,
+            max_replay=settings.recovery_max_events,
         ),
     )
+    app[HUB].backfill = partial(chat.backfill, app[SERVICES])
+    counters = app[SERVICES].counters
+    metrics = app[METRICS]
+    metrics.counters["recoveries_from_window"] = lambda: counters.recovery_from_window
+    metrics.counters["recoveries_from_store"] = lambda: counters.recovery_from_store
     app[WS_NODE] = WsNode(
         hub=app[HUB],
         registry=app[REGISTRY],

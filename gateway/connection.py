@@ -76,6 +76,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "__weakref__",
+        "_after_reply",
         "_buffer",
         "_channels",
         "_close_timer",
@@ -107,6 +108,7 @@ class Connection(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._seen = True
         self._pinged = False
+        self._after_reply: tuple[str, list[bytes], int, str] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -258,6 +260,8 @@ class Connection(asyncio.Protocol):
                     )
                 else:
                     self.send_payload(await node.registry.handle(self.context, message))
+                    if self._after_reply is not None:
+                        self._activate(*self._after_reply)
         finally:
             self._task = None
 
@@ -305,7 +309,7 @@ class Connection(asyncio.Protocol):
         if self._state != _OPEN:
             return
         hub = self._node.hub
-        await hub.subscribe(channel, self)
+        await hub.subscribe(channel, self, pending=True)
         if self._state == _CLOSED:
             # Gone while the node was subscribing: the cleanup already ran, undo ours.
             hub.unsubscribe(channel, self)
@@ -313,6 +317,22 @@ class Connection(asyncio.Protocol):
         if self._channels is None:
             self._channels = set()
         self._channels.add(channel)
+
+    def activate(self, channel: str, replay: list[bytes], after: int, epoch: str) -> None:
+        # The reply to the subscribe op must go out first; _handle_inbound calls _activate.
+        self._after_reply = (channel, replay, after, epoch)
+
+    def _activate(self, channel: str, replay: list[bytes], after: int, epoch: str) -> None:
+        self._after_reply = None
+        if not self.is_subscribed(channel):
+            return
+        for payload in replay:
+            self.deliver(text_frame(payload))
+        self._node.hub.activate(channel, self, after, epoch)
+
+    def lagged(self) -> None:
+        self._node.metrics.ws_slow_consumer_closes += 1
+        self.close(CloseCode.SLOW_CONSUMER, "too many events while recovering")
 
     def unsubscribe(self, channel: str) -> bool:
         if self._channels is None or channel not in self._channels:

@@ -13,19 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import orjson
 
-from gateway.broker import Broker
+from gateway.broker import Broker, Recent
 from gateway.metrics import Metrics
 from gateway.protocol import text_frame
 from handlers.errors import SERVER_BUSY, OpError
 from storage.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+Backfill = Callable[[str, int, int], Awaitable[tuple[str, list[tuple[int, bytes]]]]]
+"""(channel, after offset, limit) -> (epoch, [(offset, payload)...]) from the window or store."""
+
+MAX_HELD = 10_000
+"""Events held per channel while a gap fills, or per subscriber while it recovers."""
+GAP_WAIT = 0.05
+"""Seconds an out-of-order event waits for the missing ones before they are fetched."""
 
 CONTROL_CHANNEL = "__control"
 """Node-to-node commands; no client channel can have this name (no kind prefix)."""
@@ -48,6 +56,10 @@ class Member(Subscriber, Protocol):
 
     def shutdown(self) -> None:
         """Close for a node shutdown, telling the client to reconnect elsewhere."""
+        ...
+
+    def lagged(self) -> None:
+        """Too many events arrived while it was recovering: close it as a slow consumer."""
         ...
 
     def buffered_bytes(self) -> int:
@@ -83,6 +95,32 @@ class _Watch:
         return True
 
 
+class _Channel:
+    """What this node knows of one channel it has subscribers for."""
+
+    __slots__ = ("epoch", "filling", "held", "last", "pending", "starting", "subscribers")
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.pending: dict[Member, list[tuple[int, bytes]] | None] | None = None
+        """Subscribers still recovering, with the frames held for them (None: too many)."""
+        self.starting: asyncio.Future[None] | None = None
+        self.epoch = ""
+        self.last = 0
+        """The last offset delivered here, in order (0: none yet)."""
+        self.held: dict[int, bytes] | None = None
+        """Events that arrived after a gap, by offset, waiting for the gap to fill."""
+        self.filling = False
+
+    def add(self, subscriber: Subscriber, *, pending: bool) -> None:
+        if pending:
+            if self.pending is None:
+                self.pending = {}
+            self.pending[subscriber] = []  # type: ignore[index]
+        else:
+            self.subscribers.add(subscriber)
+
+
 class Hub:
     """Local subscriptions of one node, on top of a broker shared by all nodes."""
 
@@ -92,8 +130,9 @@ class Hub:
         self._broker = broker
         self._heartbeat = heartbeat
         self._metrics = metrics
-        self._channels: dict[str, set[Subscriber]] = {}
-        self._starting: dict[str, asyncio.Future[None]] = {}
+        self._channels: dict[str, _Channel] = {}
+        self.backfill: Backfill | None = None
+        """Where missing events come from (set once the services exist)."""
         self._members: dict[str, set[Member]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers = 0
@@ -102,7 +141,7 @@ class Hub:
         self._max_watchers = max_watchers
 
     async def start(self) -> None:
-        await self._broker.start(self._on_broker_message)
+        await self._broker.start(self._on_broker_message, self._on_reconnected)
         await self._broker.subscribe(CONTROL_CHANNEL)
         self.spawn(self._heartbeats())
 
@@ -172,41 +211,72 @@ class Hub:
         return len(self._channels)
 
     def subscriber_count(self, channel: str) -> int:
-        return len(self._channels.get(channel, ()))
+        state = self._channels.get(channel)
+        return 0 if state is None else len(state.subscribers) + len(state.pending or ())
 
-    async def subscribe(self, channel: str, subscriber: Subscriber) -> None:
-        """Add a local subscriber; the first one subscribes the node through the broker."""
-        subscribers = self._channels.get(channel)
-        if subscribers is not None:
-            subscribers.add(subscriber)
-            starting = self._starting.get(channel)
-            if starting is not None:
-                await asyncio.shield(starting)
+    async def subscribe(
+        self, channel: str, subscriber: Subscriber, *, pending: bool = False
+    ) -> None:
+        """Add a local subscriber; the first one subscribes the node through the broker.
+
+        A ``pending`` subscriber gets nothing yet: its events are held until :meth:`activate`,
+        so that a reply and a replay can go out first, in order.
+        """
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+            state.add(subscriber, pending=pending)
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            state.starting = started
+            try:
+                await self._broker.subscribe(channel)
+            except BaseException:
+                # Nobody on this node gets the channel: undo for every waiter, then tell them.
+                self._channels.pop(channel, None)
+                self._broker.unsubscribe(channel)
+                started.set_exception(Unavailable(f"could not subscribe the node to {channel}"))
+                started.exception()  # mark retrieved: waiters, if any, raise it themselves
+                raise
+            else:
+                started.set_result(None)
+            finally:
+                state.starting = None
             return
-        self._channels[channel] = {subscriber}
-        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._starting[channel] = started
-        try:
-            await self._broker.subscribe(channel)
-        except BaseException:
-            # Nobody on this node gets the channel: undo for every waiter, then tell them.
-            self._channels.pop(channel, None)
-            self._broker.unsubscribe(channel)
-            started.set_exception(Unavailable(f"could not subscribe the node to {channel}"))
-            started.exception()  # mark retrieved: waiters, if any, raise it themselves
-            raise
-        else:
-            started.set_result(None)
-        finally:
-            del self._starting[channel]
+        state.add(subscriber, pending=pending)
+        if state.starting is not None:
+            await asyncio.shield(state.starting)
+
+    def activate(self, channel: str, member: Member, after: int, epoch: str) -> None:
+        """Make a pending subscriber live: write what was held for it past offset ``after``."""
+        state = self._channels.get(channel)
+        if state is None or state.pending is None or member not in state.pending:
+            return
+        held = state.pending.pop(member)
+        if not state.pending:
+            state.pending = None
+        if held is None:
+            member.lagged()
+            return
+        for offset, frame in held:
+            if offset == 0 or offset > after:
+                member.deliver(frame)
+        state.subscribers.add(member)
+        if not state.epoch and epoch:
+            # No event seen on this node yet: the subscriber's position is the baseline for
+            # gap detection.
+            state.epoch, state.last = epoch, after
 
     def unsubscribe(self, channel: str, subscriber: Subscriber) -> None:
         """Remove a local subscriber; the last one unsubscribes the node."""
-        subscribers = self._channels.get(channel)
-        if subscribers is None:
+        state = self._channels.get(channel)
+        if state is None:
             return
-        subscribers.discard(subscriber)
-        if not subscribers and channel not in self._starting:
+        state.subscribers.discard(subscriber)
+        if state.pending is not None:
+            state.pending.pop(subscriber, None)  # type: ignore[call-overload]
+            if not state.pending:
+                state.pending = None
+        if not state.subscribers and state.pending is None and state.starting is None:
             del self._channels[channel]
             self._broker.unsubscribe(channel)
 
@@ -227,25 +297,117 @@ class Hub:
 
     # -- publishing and delivery -----------------------------------------------------------
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
         self._metrics.events_published += 1
-        await self._broker.publish(channel, payload)
+        await self._broker.publish(channel, payload, offset, epoch)
+
+    async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
+        return await self._broker.recent(channel, since, limit)
 
     async def kick(self, user_id: str, channel: str, reason: str) -> None:
         command = orjson.dumps({"kick": user_id, "channel": channel, "reason": reason})
         await self._broker.publish(CONTROL_CHANNEL, command)
 
-    def _on_broker_message(self, channel: str, payload: bytes) -> None:
+    def _on_broker_message(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
         if channel == CONTROL_CHANNEL:
             self._on_control(payload)
             return
-        subscribers = self._channels.get(channel)
-        if not subscribers:
+        state = self._channels.get(channel)
+        if state is None:
             return
+        if offset == 0:  # ephemeral: no order to keep
+            self._fan_out(state, 0, payload)
+            return
+        if epoch != state.epoch:
+            # First event on this node, or the channel's history was reset: start from here.
+            state.epoch, state.last, state.held = epoch, offset - 1, None
+        if offset <= state.last:
+            self._metrics.duplicates_dropped += 1
+            return
+        if offset == state.last + 1:
+            self._fan_out(state, offset, payload)
+            state.last = offset
+            if state.held:
+                self._release_held(state)
+            return
+        # A gap: hold this event until the missing ones arrive or are fetched.
+        if state.held is None:
+            state.held = {}
+        state.held[offset] = payload
+        if len(state.held) > MAX_HELD:
+            self._skip_gap(channel, state)
+        elif not state.filling:
+            state.filling = True
+            self.spawn(self._fill_gap(channel, state, wait=GAP_WAIT))
+
+    def _fan_out(self, state: _Channel, offset: int, payload: bytes) -> None:
         frame = text_frame(payload)
+        subscribers = state.subscribers
         for subscriber in subscribers:
             subscriber.deliver(frame)
         self._metrics.deliveries += len(subscribers)
+        if state.pending:
+            for member, held in state.pending.items():
+                if held is not None:
+                    if len(held) < MAX_HELD:
+                        held.append((offset, frame))
+                    else:
+                        state.pending[member] = None  # too much while recovering: it lags
+
+    def _release_held(self, state: _Channel) -> None:
+        held = state.held
+        assert held is not None
+        while state.last + 1 in held:
+            state.last += 1
+            self._fan_out(state, state.last, held.pop(state.last))
+        if not held:
+            state.held = None
+
+    def _skip_gap(self, channel: str, state: _Channel) -> None:
+        """Give up on missing events: deliver what is held, in order, and move on."""
+        held = state.held or {}
+        missing = max(held, default=state.last) - state.last - len(held)
+        log.warning("channel %s: %d events could not be found; skipping them", channel, missing)
+        self._metrics.gap_events_skipped += missing
+        for offset in sorted(held):
+            self._fan_out(state, offset, held[offset])
+            state.last = offset
+        state.held = None
+
+    async def _fill_gap(self, channel: str, state: _Channel, *, wait: float) -> None:
+        """Fetch missing events (recent window, then store) and deliver them in order."""
+        try:
+            if wait:
+                await asyncio.sleep(wait)  # the missing event may simply be late
+            while self._channels.get(channel) is state and (state.held or not wait):
+                if self.backfill is None:
+                    break
+                epoch, events = await self.backfill(channel, state.last, MAX_HELD)
+                if epoch != state.epoch:
+                    break
+                before = state.last
+                for offset, payload in events:
+                    if offset == state.last + 1:
+                        self._fan_out(state, offset, payload)
+                        state.last = offset
+                        self._metrics.gap_events_filled += 1
+                if state.held:
+                    self._release_held(state)
+                if state.last == before:
+                    break
+        except (Unavailable, OSError, TimeoutError) as exc:
+            log.warning("channel %s: could not fetch missing events (%s)", channel, exc)
+        finally:
+            state.filling = False
+            if state.held and self._channels.get(channel) is state:
+                self._skip_gap(channel, state)
+
+    def _on_reconnected(self) -> None:
+        """After a broker outage, look for events every live channel may have missed."""
+        for channel, state in self._channels.items():
+            if state.last and not state.filling:
+                state.filling = True
+                self.spawn(self._fill_gap(channel, state, wait=0.0))
 
     def _on_control(self, payload: bytes) -> None:
         try:

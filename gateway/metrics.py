@@ -18,17 +18,25 @@ class Metrics:
     deliveries: int = 0
     broker_publish_failures: int = 0
     broker_reconnects: int = 0
+    duplicates_dropped: int = 0
+    gap_events_filled: int = 0
+    gap_events_skipped: int = 0
     longpolls_rejected: int = 0
     internal_errors: int = 0
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
+    counters: dict[str, Callable[[], float]] = field(default_factory=dict)
+    """Counters kept elsewhere (handlers), read when scraped."""
 
     def render(self) -> str:
         lines = []
         for f in fields(self):
-            if f.name == "gauges":
+            if f.name in ("gauges", "counters"):
                 continue
             name = f"moosic_{f.name}_total"
             lines += [f"# TYPE {name} counter", f"{name} {getattr(self, f.name)}"]
+        for counter, read in sorted(self.counters.items()):
+            name = f"moosic_{counter}_total"
+            lines += [f"# TYPE {name} counter", f"{name} {read()}"]
         for gauge, read in sorted(self.gauges.items()):
             name = f"moosic_{gauge}"
             lines += [f"# TYPE {name} gauge", f"{name} {read()}"]

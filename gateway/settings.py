@@ -64,6 +64,10 @@ class Settings:
     max_longpolls: int = 10000
     rest_max_body_bytes: int = 64 * 1024
     shutdown_timeout: float = 10.0
+    recovery_window: int = 500
+    recovery_ttl: float = 300.0
+    recovery_max_events: int = 1000
+    recovery_memory_channels: int = 2000
 
     @property
     def countries_label(self) -> str:
@@ -291,6 +295,26 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "largest REST request body",
     ),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _float(0, 300), "seconds to drain on SIGTERM"),
+    "RECOVERY_WINDOW": (
+        "recovery_window",
+        _int(1, 100_000),
+        "recent events remembered per channel for reconnecting clients",
+    ),
+    "RECOVERY_TTL": (
+        "recovery_ttl",
+        _float(1, 86400),
+        "seconds a channel's recent events are remembered after its last event",
+    ),
+    "RECOVERY_MAX_EVENTS": (
+        "recovery_max_events",
+        _int(1, 100_000),
+        "events one subscribe may replay; a client further behind refetches history",
+    ),
+    "RECOVERY_MEMORY_CHANNELS": (
+        "recovery_memory_channels",
+        _int(1, 10_000_000),
+        "channels whose recent events the in-process broker remembers (least recent dropped)",
+    ),
 }
 
 PREFIX = "MOOSIC_"

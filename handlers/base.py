@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -65,12 +65,37 @@ class Session(Protocol):
     def is_subscribed(self, channel: str) -> bool: ...
 
     async def subscribe(self, channel: str) -> None:
-        """Start receiving the channel's events; returns once the node is subscribed."""
+        """Join the channel, pending: its events are held until :meth:`activate`.
+
+        Returns once the node is subscribed, so every event from now on is either held or,
+        having happened before, readable from the window or the store.
+        """
+        ...
+
+    def activate(self, channel: str, replay: list[bytes], after: int, epoch: str) -> None:
+        """After the current reply: send ``replay``, then held events past ``after``, then live."""
         ...
 
     def unsubscribe(self, channel: str) -> bool:
         """Stop receiving the channel's events; False when it was not subscribed."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """A channel's remembered window of recent events (kept by the broker, bounded)."""
+
+    epoch: str
+    last: int
+    """The highest offset remembered."""
+    first: int
+    """The lowest offset remembered."""
+    events: list[tuple[int, bytes]]
+    """(offset, encoded event) after the asked-for offset, oldest first, up to the limit."""
+
+    def covers(self, since: int) -> bool:
+        """Tell whether every event after ``since`` up to ``last`` is in the window."""
+        return since >= self.last or self.first <= since + 1
 
 
 class Watcher(Protocol):
@@ -82,8 +107,16 @@ class Watcher(Protocol):
 class Fanout(Protocol):
     """The hub as handlers see it."""
 
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """Deliver an already encoded event to every subscriber on every node."""
+    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+        """Deliver an encoded event to every subscriber on every node.
+
+        With an ``offset`` the event is a stored message: it is delivered in offset order and
+        remembered in the channel's recent window. Without one it is an ephemeral push.
+        """
+        ...
+
+    async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
+        """Return the channel's remembered events after ``since`` (None: nothing remembered)."""
         ...
 
     async def kick(self, user_id: str, channel: str, reason: str) -> None:
@@ -120,6 +153,16 @@ class Limits:
     longpoll_max_seconds: float = 25.0
     longpoll_max_events: int = 100
     refresh_token_ttl: int = 30 * 24 * 3600
+    max_replay: int = 1000
+    """Events a reconnecting client may recover; past that it refetches history."""
+
+
+@dataclass(slots=True)
+class Counters:
+    """What handlers count, for the gateway's metrics."""
+
+    recovery_from_window: int = 0
+    recovery_from_store: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +174,7 @@ class Services:
     tokens: TokenIssuer
     passwords: PasswordHasher
     limits: Limits
+    counters: Counters = field(default_factory=Counters)
 
 
 @dataclass(frozen=True, slots=True)

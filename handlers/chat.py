@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 import orjson
 
-from handlers.base import Context, Params, Result, operation
+from handlers.base import Context, Params, Result, Services, operation
 from handlers.channels import authorize_read, authorize_write, parse_channel
 from handlers.errors import (
     INVALID_PARAMS,
@@ -23,8 +24,15 @@ Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
+class Since(msgspec.Struct, forbid_unknown_fields=False):
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
 class SubscribeParams(Params, tag="subscribe"):
     channel: Channel
+    since: Since | None = None
+    """The last offset (and the epoch) the client saw: recover what it missed."""
 
 
 class UnsubscribeParams(Params, tag="unsubscribe"):
@@ -86,20 +94,89 @@ def message_body(raw: msgspec.Raw, limit: int) -> bytes:
     return body
 
 
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Events after an offset, and the channel's position when they were read."""
+
+    epoch: str
+    last: int
+    events: list[tuple[int, bytes]]
+    complete: bool
+    """False when more events were missed than were returned."""
+
+
+async def catch_up(services: Services, channel: str, since: int, limit: int) -> CatchUp:
+    """Return the events after ``since``: from the recent window, else from the store.
+
+    The window (kept by the broker, shared by all nodes) answers a reconnect storm without
+    touching the database; only a client further behind than the window costs store reads.
+    """
+    window = await services.fanout.recent(channel, since, limit)
+    if window is not None and window.covers(since):
+        services.counters.recovery_from_window += 1
+        missed = max(0, window.last - since)
+        return CatchUp(window.epoch, window.last, window.events, len(window.events) >= missed)
+    services.counters.recovery_from_store += 1
+    store = services.store
+    position = await store.position(channel)
+    if since >= position.offset:
+        return CatchUp(position.epoch, position.offset, [], True)
+    messages = await store.read_since(channel, since, limit=limit)
+    events = [(m.offset, encode_event(m)) for m in messages]
+    last = max(position.offset, messages[-1].offset if messages else 0)
+    return CatchUp(position.epoch, last, events, since + len(events) >= last)
+
+
+async def backfill(
+    services: Services, channel: str, since: int, limit: int
+) -> tuple[str, list[tuple[int, bytes]]]:
+    """Missing events for the hub's gap filling (same source as client recovery)."""
+    found = await catch_up(services, channel, since, limit)
+    return found.epoch, found.events
+
+
 @operation(SubscribeParams, needs_session=True)
 async def subscribe(ctx: Context, params: SubscribeParams) -> Result:
+    """Subscribe; with ``since``, replay what the client missed, then go live, in order."""
     session = ctx.require_session()
     channel = parse_channel(params.channel)
     await authorize_read(ctx, channel)
-    if not session.is_subscribed(channel.name):
-        limit = ctx.services.limits.max_subscriptions
-        if session.subscription_count >= limit:
-            raise OpError(
-                TOO_MANY_SUBSCRIPTIONS, f"a connection holds at most {limit} subscriptions"
-            )
-        await session.subscribe(channel.name)
-    position = await ctx.services.store.position(channel.name)
-    return {"channel": channel.name, "offset": position.offset, "epoch": position.epoch}
+    if session.is_subscribed(channel.name):
+        position = await ctx.services.store.position(channel.name)
+        return {"channel": channel.name, "offset": position.offset, "epoch": position.epoch}
+    limits = ctx.services.limits
+    if session.subscription_count >= limits.max_subscriptions:
+        raise OpError(
+            TOO_MANY_SUBSCRIPTIONS,
+            f"a connection holds at most {limits.max_subscriptions} subscriptions",
+        )
+    # Join first (events are held), then read the position: nothing falls between the two.
+    await session.subscribe(channel.name)
+    try:
+        since = params.since
+        found = await catch_up(
+            ctx.services,
+            channel.name,
+            since.offset if since else 0,
+            limits.max_replay if since else 0,
+        )
+    except BaseException:
+        session.unsubscribe(channel.name)
+        raise
+    result: Result = {"channel": channel.name, "offset": found.last, "epoch": found.epoch}
+    replay: list[bytes] = []
+    if since is not None:
+        if since.epoch and found.epoch and since.epoch != found.epoch:
+            result.update(recovered=False, reason="epoch_changed")
+        elif since.offset > found.last:
+            result.update(recovered=False, reason="offset_ahead")
+        elif not found.complete:
+            result.update(recovered=False, reason="too_old")
+        else:
+            replay = [payload for _offset, payload in found.events]
+            result.update(recovered=True, missed=len(replay))
+    session.activate(channel.name, replay, found.last, found.epoch)
+    return result
 
 
 @operation(UnsubscribeParams, needs_session=True)
@@ -119,7 +196,9 @@ async def publish(ctx: Context, params: PublishParams) -> Result:
     message = stored.message
     if not stored.duplicate:
         # Acknowledged only after the store accepted it; fan-out follows the write.
-        await services.fanout.publish(channel.name, encode_event(message))
+        await services.fanout.publish(
+            channel.name, encode_event(message), message.offset, stored.epoch
+        )
     return {
         "channel": channel.name,
         "message_id": message.id,
@@ -153,22 +232,24 @@ async def events(ctx: Context, params: EventsParams) -> Result:
     channel = parse_channel(params.channel)
     await authorize_read(ctx, channel)
     services = ctx.services
-    store = services.store
     limits = services.limits
     timeout = min(params.timeout, limits.longpoll_max_seconds)
     # Watch before reading, so that an event stored between the read and the wait still wakes us.
     async with services.fanout.watch(channel.name) as watcher:
-        position = await store.position(channel.name)
-        since = position.offset if params.since is None else params.since
-        found = await store.read_since(channel.name, since, limit=limits.longpoll_max_events)
-        if not found and timeout > 0 and await watcher.wait(timeout):
-            found = await store.read_since(channel.name, since, limit=limits.longpoll_max_events)
-            position = await store.position(channel.name)
+        if params.since is None:  # from now on: only the position is needed
+            found = await catch_up(services, channel.name, 0, 0)
+            found = CatchUp(found.epoch, found.last, [], True)
+        else:
+            found = await catch_up(services, channel.name, params.since, limits.longpoll_max_events)
+        since = found.last if params.since is None else params.since
+        if not found.events and timeout > 0 and await watcher.wait(timeout):
+            found = await catch_up(services, channel.name, since, limits.longpoll_max_events)
+    events_json = [orjson.Fragment(payload) for _offset, payload in found.events]
     return {
         "channel": channel.name,
-        "events": [message_fields(m) for m in found],
-        "next_since": found[-1].offset if found else since,
-        "epoch": position.epoch,
+        "events": events_json,
+        "next_since": found.events[-1][0] if found.events else since,
+        "epoch": found.epoch,
     }
 
 

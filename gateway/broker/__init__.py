@@ -1,9 +1,13 @@
-"""Brokers carry encoded events between nodes.
+"""Brokers carry encoded events between nodes, and keep each channel's recent events.
 
-A broker only publishes and listens; the hub decides who on this node gets what. ``memory``
-serves a single node in-process; ``redis`` shares events between nodes through Redis pub/sub,
-with one subscriber connection per node and one Redis subscription per channel that has local
-subscribers.
+A broker only publishes, listens and remembers a bounded window of recent events per channel;
+the hub decides who on this node gets what. ``memory`` serves a single node in-process;
+``redis`` shares events between nodes through Redis pub/sub (one subscriber connection per node,
+one Redis subscription per channel that has local subscribers) and keeps the recent window in
+Redis, so any node can replay it.
+
+Every event carries its channel offset and epoch; offset 0 marks an ephemeral push (typing,
+receipts, presence) that is neither ordered nor remembered.
 """
 
 from __future__ import annotations
@@ -11,12 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-Deliver = Callable[[str, bytes], None]
-"""Called with (channel, payload) for each message the node receives; must not block."""
+from handlers.base import Recent
+
+Deliver = Callable[[str, int, str, bytes], None]
+"""Called with (channel, offset, epoch, payload) for each event the node receives; must not block."""
+
+
+__all__ = ["Broker", "Deliver", "Recent", "envelope", "open_envelope"]
 
 
 class Broker(Protocol):
-    async def start(self, deliver: Deliver) -> None: ...
+    async def start(self, deliver: Deliver, reconnected: Callable[[], None]) -> None:
+        """Start listening; ``reconnected`` is called after a lost connection is back."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -28,6 +39,26 @@ class Broker(Protocol):
         """Stop receiving ``channel``; ordered after every earlier subscribe call."""
         ...
 
-    async def publish(self, channel: str, payload: bytes) -> None: ...
+    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+        """Send an event to every node; remember it in the channel's window when ``offset`` > 0."""
+        ...
+
+    async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
+        """Return the remembered window after ``since``; None when nothing is remembered."""
+        ...
 
     async def ping(self) -> bool: ...
+
+
+def envelope(offset: int, epoch: str, payload: bytes) -> bytes:
+    """Prefix a payload with ``"{offset} {epoch}\\n"`` for the trip between nodes."""
+    return b"%d %s\n%s" % (offset, epoch.encode(), payload)
+
+
+def open_envelope(data: bytes) -> tuple[int, str, bytes]:
+    """Return (offset, epoch, payload) of :func:`envelope` bytes; raise ValueError if malformed."""
+    head, sep, payload = data.partition(b"\n")
+    offset, _, epoch = head.partition(b" ")
+    if not sep:
+        raise ValueError("no envelope")
+    return int(offset), epoch.decode(), payload

@@ -1,4 +1,4 @@
-"""Cross-node fan-out through Redis pub/sub.
+"""Cross-node fan-out through Redis pub/sub, and each channel's recent events in Redis.
 
 Each node keeps one subscriber connection and one publisher connection. The node subscribes to
 a Redis channel when its first local subscriber arrives and unsubscribes when the last leaves,
@@ -6,22 +6,26 @@ so Redis sends each message once per interested node, never once per socket. Bot
 reconnect by themselves with capped, jittered backoff; after a reconnect the subscriber
 resubscribes every channel the node still needs in one batch.
 
-While Redis is unreachable a publish is delivered to this node's own subscribers only and
-counted in ``moosic_broker_publish_failures_total``: cross-node fan-out degrades, nothing
-else does. Messages that Redis never carried are not replayed by the broker; clients catch up
-from the store (history, long poll).
+A publish is one Lua script call: it adds the event to the channel's window (a sorted set by
+offset, trimmed to ``window`` events, expiring ``ttl`` after the channel's last event) and
+publishes it, atomically, so a node that notices a gap can always find the missing event in the
+window. While Redis is unreachable a publish is delivered to this node's own subscribers only and
+counted in ``moosic_broker_publish_failures_total``: cross-node fan-out degrades, nothing else
+does; other nodes' clients catch up from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from gateway.broker import Deliver
+from gateway.broker import Deliver, Recent, envelope, open_envelope
 from gateway.broker.resp import ConnectionLost, RedisAddress, RespConnection, RespError
 from gateway.metrics import Metrics
 from storage.errors import Unavailable
@@ -31,6 +35,35 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 1000
+
+PUBLISH_SCRIPT = b"""
+local offset = tonumber(ARGV[3])
+if offset > 0 then
+  if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[4] then
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[2], 'epoch', ARGV[4])
+  end
+  redis.call('ZADD', KEYS[1], offset, ARGV[5])
+  local size = tonumber(ARGV[6])
+  if redis.call('ZCARD', KEYS[1]) > size then
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -size - 1)
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+
+RECENT_SCRIPT = b"""
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then return false end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return false end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local events = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+                          'LIMIT', 0, ARGV[2])
+return {epoch, first[2], last[2], events}
+"""
 
 
 def backoff_delays(low: float = MIN_BACKOFF, high: float = MAX_BACKOFF) -> Any:
@@ -44,8 +77,21 @@ def backoff_delays(low: float = MIN_BACKOFF, high: float = MAX_BACKOFF) -> Any:
 class RedisBroker:
     """:class:`gateway.broker.Broker` on Redis pub/sub."""
 
-    def __init__(self, url: str, *, prefix: str, metrics: Metrics, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        metrics: Metrics,
+        timeout: float = 5.0,
+        window: int = 500,
+        window_ttl: float = 300.0,
+    ) -> None:
         self._address = RedisAddress.parse(url)
+        self._window = str(window).encode()
+        self._window_ttl = str(int(window_ttl * 1000)).encode()
+        self._scripts: dict[bytes, bytes] = {}
+        self._reconnected: Callable[[], None] | None = None
         self._prefix = prefix
         self._prefix_bytes = prefix.encode()
         self._metrics = metrics
@@ -64,10 +110,16 @@ class RedisBroker:
     def _key(self, channel: str) -> bytes:
         return self._prefix_bytes + channel.encode()
 
+    def _window_keys(self, channel: str) -> tuple[bytes, bytes]:
+        # One hash tag per channel, so both keys live in one Redis Cluster slot.
+        tag = b"%s{%s}" % (self._prefix_bytes, channel.encode())
+        return tag + b":w", tag + b":m"
+
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, reconnected: Callable[[], None]) -> None:
         self._deliver = deliver
+        self._reconnected = reconnected
         self._task = asyncio.create_task(self._subscriber_loop(), name="redis-subscriber")
 
     async def close(self) -> None:
@@ -130,6 +182,9 @@ class RedisBroker:
         if not first:
             self._metrics.broker_reconnects += 1
             log.warning("Redis subscriber reconnected; resubscribed %d channels", len(names))
+            if self._reconnected is not None:
+                # Pub/sub drops what it carried while we were away: let the hub look for gaps.
+                self._reconnected()
         await conn.wait_closed()
 
     def _on_push(self, reply: list[Any]) -> None:
@@ -137,7 +192,12 @@ class RedisBroker:
         if kind == b"message":
             name = reply[1]
             if self._deliver is not None and name.startswith(self._prefix_bytes):
-                self._deliver(name[len(self._prefix_bytes) :].decode(), reply[2])
+                try:
+                    offset, epoch, payload = open_envelope(reply[2])
+                except ValueError:
+                    log.warning("ignoring a malformed message on %r", name[:200])
+                    return
+                self._deliver(name[len(self._prefix_bytes) :].decode(), offset, epoch, payload)
         elif kind == b"subscribe":
             channel = reply[1][len(self._prefix_bytes) :].decode()
             groups = self._confirm.get(channel)
@@ -180,12 +240,35 @@ class RedisBroker:
                     raise Unavailable(f"Redis is unreachable: {exc}") from exc
             return self._pub
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def _script(self, script: bytes, keys: list[bytes], args: list[bytes]) -> object:
+        """Run a Lua script by its SHA1, loading it on first use (or after a Redis restart)."""
+        conn = await self._publisher()
+        sha = self._scripts.get(script)
+        if sha is None:
+            sha = self._scripts[script] = hashlib.sha1(script).hexdigest().encode()
+        number = str(len(keys)).encode()
         try:
-            conn = await self._publisher()
+            return await conn.command(b"EVALSHA", sha, number, *keys, *args)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await conn.command(b"EVAL", script, number, *keys, *args)
+
+    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+        window, meta = self._window_keys(channel)
+        args = [
+            self._key(channel),
+            envelope(offset, epoch, payload),
+            str(offset).encode(),
+            epoch.encode(),
+            payload,
+            self._window,
+            self._window_ttl,
+        ]
+        try:
             async with asyncio.timeout(self._timeout):
-                await conn.command(b"PUBLISH", self._key(channel), payload)
-        except (OSError, TimeoutError, ConnectionLost, Unavailable) as exc:
+                await self._script(PUBLISH_SCRIPT, [window, meta], args)
+        except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
             self._metrics.broker_publish_failures += 1
             if self._pub is not None:
                 self._pub.abort()
@@ -194,6 +277,24 @@ class RedisBroker:
                 log.warning("Redis publish failed (%s); delivering on this node only", exc)
                 self._failure_logged = True
             if self._deliver is not None:
-                self._deliver(channel, payload)
+                self._deliver(channel, offset, epoch, payload)
             return
         self._failure_logged = False
+
+    async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
+        window, meta = self._window_keys(channel)
+        try:
+            async with asyncio.timeout(self._timeout):
+                found = await self._script(
+                    RECENT_SCRIPT, [window, meta], [str(since).encode(), str(limit).encode()]
+                )
+        except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
+            log.warning("Redis window read failed (%s); falling back to the store", exc)
+            return None
+        if not isinstance(found, list):
+            return None
+        epoch, first, last, flat = found
+        events = [(int(float(flat[i + 1])), bytes(flat[i])) for i in range(0, len(flat), 2)]
+        return Recent(
+            epoch=epoch.decode(), first=int(float(first)), last=int(float(last)), events=events
+        )

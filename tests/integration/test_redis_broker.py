@@ -40,7 +40,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def publish_directly(port: int, channel: str, payload: str) -> None:
-    """PUBLISH from a separate plain connection, as another node would."""
+    """PUBLISH from a separate plain connection, as another node would (with the envelope)."""
     parts = [b"PUBLISH", channel.encode(), payload.encode()]
     command = b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -95,7 +95,7 @@ async def test_hub_resubscribes_after_redis_restarts(own_redis: RedisServer) -> 
         # The node resubscribed by itself: another node's publish (here: a raw client) arrives.
         async with asyncio.timeout(20):
             while len(inbox.frames) < 3:
-                publish_directly(own_redis.port, "p:room:r", '{"n":3}')
+                publish_directly(own_redis.port, "p:room:r", '0 \n{"n":3}')
                 await asyncio.sleep(0.2)
         assert inbox.frames[2].endswith(b'{"n":3}')
     finally:

@@ -1,0 +1,109 @@
+"""The hub's per-channel ordering: duplicates dropped, gaps held, filled, or skipped."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.broker.memory import MemoryBroker, RecentWindows
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def deliver(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def payloads(self) -> list[bytes]:
+        return [f[2:] for f in self.frames]  # small frames: 2-byte header
+
+
+async def started_hub(
+    backfill_events: dict[int, bytes] | None = None,
+) -> tuple[Hub, MemoryBroker, Metrics]:
+    metrics = Metrics()
+    broker = MemoryBroker()
+    hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0)
+    calls: list[int] = []
+
+    async def backfill(channel: str, since: int, limit: int) -> tuple[str, list[tuple[int, bytes]]]:
+        calls.append(since)
+        found = sorted((o, p) for o, p in (backfill_events or {}).items() if o > since)
+        return "e1", found[:limit]
+
+    hub.backfill = backfill
+    await hub.start()
+    return hub, broker, metrics
+
+
+async def test_out_of_order_events_are_delivered_in_order_and_duplicates_dropped() -> None:
+    hub, broker, metrics = await started_hub()
+    inbox = Inbox()
+    await hub.subscribe("room:a", inbox)
+    for offset in (1, 3, 2, 2, 4, 1):
+        await broker.publish("room:a", b"e%d" % offset, offset, "e1")
+    assert inbox.payloads() == [b"e1", b"e2", b"e3", b"e4"]
+    assert metrics.duplicates_dropped == 2
+    await hub.close()
+
+
+async def test_a_gap_is_filled_from_the_backfill() -> None:
+    hub, broker, metrics = await started_hub({2: b"e2", 3: b"e3"})
+    inbox = Inbox()
+    await hub.subscribe("room:a", inbox)
+    await broker.publish("room:a", b"e1", 1, "e1")
+    await broker.publish("room:a", b"e4", 4, "e1")  # 2 and 3 never come by pub/sub
+    async with asyncio.timeout(5):
+        while len(inbox.frames) < 4:
+            await asyncio.sleep(0.01)
+    assert inbox.payloads() == [b"e1", b"e2", b"e3", b"e4"]
+    assert metrics.gap_events_filled == 2
+    await hub.close()
+
+
+async def test_an_unfillable_gap_is_skipped_after_trying() -> None:
+    hub, broker, metrics = await started_hub({})
+    inbox = Inbox()
+    await hub.subscribe("room:a", inbox)
+    await broker.publish("room:a", b"e1", 1, "e1")
+    await broker.publish("room:a", b"e5", 5, "e1")
+    async with asyncio.timeout(5):
+        while len(inbox.frames) < 2:
+            await asyncio.sleep(0.01)
+    assert inbox.payloads() == [b"e1", b"e5"]
+    assert metrics.gap_events_skipped == 3
+    await broker.publish("room:a", b"e6", 6, "e1")
+    assert inbox.payloads()[-1] == b"e6"
+    await hub.close()
+
+
+async def test_a_new_epoch_starts_over() -> None:
+    hub, broker, _metrics = await started_hub()
+    inbox = Inbox()
+    await hub.subscribe("room:a", inbox)
+    await broker.publish("room:a", b"old", 7, "e1")
+    await broker.publish("room:a", b"new", 1, "e2")
+    assert inbox.payloads() == [b"old", b"new"]
+    await hub.close()
+
+
+def test_recent_windows_are_bounded_sorted_and_per_epoch() -> None:
+    windows = RecentWindows(per_channel=3, channels=2)
+    for offset in (2, 1, 4, 3):
+        windows.add("a", offset, "e1", b"p%d" % offset)
+    recent = windows.get("a", 0, 10)
+    assert recent is not None
+    assert (recent.first, recent.last) == (2, 4)
+    assert recent.events == [(2, b"p2"), (3, b"p3"), (4, b"p4")]
+    assert not recent.covers(0)
+    assert recent.covers(1)
+    assert recent.covers(9)
+    windows.add("a", 1, "e2", b"fresh")  # history reset: the old window goes
+    fresh = windows.get("a", 0, 10)
+    assert fresh is not None
+    assert (fresh.epoch, fresh.events) == ("e2", [(1, b"fresh")])
+    windows.add("b", 1, "e", b"x")
+    windows.add("c", 1, "e", b"y")  # a third channel: the least recent ("a") is forgotten
+    assert windows.get("a", 0, 10) is None
