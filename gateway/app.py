@@ -22,6 +22,7 @@ from gateway.geo import CountryGate
 from gateway.hub import Hub
 from gateway.keys import GATE, HUB, METRICS, REGISTRY, SERVICES, SETTINGS, STORE, TOKENS, WS_NODE
 from gateway.metrics import Metrics
+from gateway.presence import LocalPresence, PresenceTracker, RedisPresence
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.tokens import TokenService
@@ -116,6 +117,16 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    hub = app[HUB]
+    presence: LocalPresence | RedisPresence = LocalPresence()
+    if isinstance(hub.broker, RedisBroker):
+        presence = RedisPresence(
+            hub.broker, prefix=settings.redis_prefix, ttl=settings.presence_ttl
+        )
+    hub.presence = PresenceTracker(
+        presence, hub.publish, hub.spawn, refresh=settings.presence_ttl / 3
+    )
+    hub.spawn(hub.presence.run())
     app[SERVICES] = Services(
         store=app[STORE],
         fanout=app[HUB],
@@ -129,7 +140,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             longpoll_max_seconds=settings.longpoll_max_seconds,
             refresh_token_ttl=settings.refresh_token_ttl,
             max_replay=settings.recovery_max_events,
+            max_watched_users=settings.max_watched_users,
         ),
+        presence=presence,
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
     counters = app[SERVICES].counters

@@ -108,7 +108,7 @@ class Connection(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._seen = True
         self._pinged = False
-        self._after_reply: tuple[str, list[bytes], int, str] | None = None
+        self._after_reply: list[tuple[str, list[bytes], int, str]] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -260,8 +260,9 @@ class Connection(asyncio.Protocol):
                     )
                 else:
                     self.send_payload(await node.registry.handle(self.context, message))
-                    if self._after_reply is not None:
-                        self._activate(*self._after_reply)
+                    after, self._after_reply = self._after_reply, None
+                    for activation in after or ():
+                        self._activate(*activation)
         finally:
             self._task = None
 
@@ -318,12 +319,16 @@ class Connection(asyncio.Protocol):
             self._channels = set()
         self._channels.add(channel)
 
+    def subscribed(self, prefix: str) -> int:
+        return sum(1 for c in self._channels or () if c.startswith(prefix))
+
     def activate(self, channel: str, replay: list[bytes], after: int, epoch: str) -> None:
         # The reply to the subscribe op must go out first; _handle_inbound calls _activate.
-        self._after_reply = (channel, replay, after, epoch)
+        if self._after_reply is None:
+            self._after_reply = []
+        self._after_reply.append((channel, replay, after, epoch))
 
     def _activate(self, channel: str, replay: list[bytes], after: int, epoch: str) -> None:
-        self._after_reply = None
         if not self.is_subscribed(channel):
             return
         for payload in replay:

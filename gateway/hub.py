@@ -21,6 +21,7 @@ import orjson
 
 from gateway.broker import Broker, Recent
 from gateway.metrics import Metrics
+from gateway.presence import PresenceTracker
 from gateway.protocol import text_frame
 from handlers.errors import SERVER_BUSY, OpError
 from storage.errors import Unavailable
@@ -37,6 +38,8 @@ GAP_WAIT = 0.05
 
 CONTROL_CHANNEL = "__control"
 """Node-to-node commands; no client channel can have this name (no kind prefix)."""
+INTERNAL_PREFIXES = ("__", "~")
+"""Channels of the gateway's own, never counted for presence."""
 
 
 class Subscriber(Protocol):
@@ -98,7 +101,16 @@ class _Watch:
 class _Channel:
     """What this node knows of one channel it has subscribers for."""
 
-    __slots__ = ("epoch", "filling", "held", "last", "pending", "starting", "subscribers")
+    __slots__ = (
+        "epoch",
+        "filling",
+        "held",
+        "last",
+        "pending",
+        "starting",
+        "subscribers",
+        "users",
+    )
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
@@ -111,6 +123,8 @@ class _Channel:
         self.held: dict[int, bytes] | None = None
         """Events that arrived after a gap, by offset, waiting for the gap to fill."""
         self.filling = False
+        self.users: dict[str, int] | None = None
+        """Local subscriptions per user, for channel presence (client channels only)."""
 
     def add(self, subscriber: Subscriber, *, pending: bool) -> None:
         if pending:
@@ -127,12 +141,14 @@ class Hub:
     def __init__(
         self, broker: Broker, metrics: Metrics, *, max_watchers: int, heartbeat: float
     ) -> None:
-        self._broker = broker
+        self.broker = broker
         self._heartbeat = heartbeat
         self._metrics = metrics
         self._channels: dict[str, _Channel] = {}
         self.backfill: Backfill | None = None
         """Where missing events come from (set once the services exist)."""
+        self.presence: PresenceTracker | None = None
+        """Told about local joins and leaves (set once the services exist)."""
         self._members: dict[str, set[Member]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers = 0
@@ -141,8 +157,8 @@ class Hub:
         self._max_watchers = max_watchers
 
     async def start(self) -> None:
-        await self._broker.start(self._on_broker_message, self._on_reconnected)
-        await self._broker.subscribe(CONTROL_CHANNEL)
+        await self.broker.start(self._on_broker_message, self._on_reconnected)
+        await self.broker.subscribe(CONTROL_CHANNEL)
         self.spawn(self._heartbeats())
 
     async def close(self) -> None:
@@ -151,7 +167,7 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._broker.close()
+        await self.broker.close()
 
     async def _heartbeats(self) -> None:
         """One timer per node instead of one per socket: every interval, visit every member."""
@@ -161,7 +177,7 @@ class Hub:
                 member.heartbeat()
 
     async def broker_ready(self) -> bool:
-        return await self._broker.ping()
+        return await self.broker.ping()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a background job owned by the hub (cancelled at close)."""
@@ -173,7 +189,12 @@ class Hub:
 
     def add_member(self, member: Member) -> None:
         self._no_members.clear()
-        self._members.setdefault(member.user_id, set()).add(member)
+        members = self._members.get(member.user_id)
+        if members is None:
+            members = self._members[member.user_id] = set()
+            if self.presence is not None:
+                self.presence.user_up(member.user_id)
+        members.add(member)
 
     def remove_member(self, member: Member) -> None:
         members = self._members.get(member.user_id)
@@ -181,8 +202,31 @@ class Hub:
             members.discard(member)
             if not members:
                 del self._members[member.user_id]
+                if self.presence is not None:
+                    self.presence.user_down(member.user_id)
                 if not self._members:
                     self._no_members.set()
+
+    def _count_user(
+        self, channel: str, state: _Channel, subscriber: Subscriber, delta: int
+    ) -> None:
+        """Keep per-user subscription counts of client channels; report first and last ones."""
+        user = getattr(subscriber, "user_id", None)
+        if user is None or channel.startswith(INTERNAL_PREFIXES):
+            return
+        users = state.users
+        if users is None:
+            users = state.users = {}
+        count = users.get(user, 0) + delta
+        if count > 0:
+            users[user] = count
+        else:
+            users.pop(user, None)
+        if self.presence is not None:
+            if delta > 0 and count == 1:
+                self.presence.joined(channel, user)
+            elif delta < 0 and count == 0:
+                self.presence.left(channel, user)
 
     @property
     def member_count(self) -> int:
@@ -229,11 +273,11 @@ class Hub:
             started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             state.starting = started
             try:
-                await self._broker.subscribe(channel)
+                await self.broker.subscribe(channel)
             except BaseException:
                 # Nobody on this node gets the channel: undo for every waiter, then tell them.
                 self._channels.pop(channel, None)
-                self._broker.unsubscribe(channel)
+                self.broker.unsubscribe(channel)
                 started.set_exception(Unavailable(f"could not subscribe the node to {channel}"))
                 started.exception()  # mark retrieved: waiters, if any, raise it themselves
                 raise
@@ -241,10 +285,12 @@ class Hub:
                 started.set_result(None)
             finally:
                 state.starting = None
+            self._count_user(channel, state, subscriber, +1)
             return
         state.add(subscriber, pending=pending)
         if state.starting is not None:
             await asyncio.shield(state.starting)
+        self._count_user(channel, state, subscriber, +1)
 
     def activate(self, channel: str, member: Member, after: int, epoch: str) -> None:
         """Make a pending subscriber live: write what was held for it past offset ``after``."""
@@ -271,6 +317,8 @@ class Hub:
         state = self._channels.get(channel)
         if state is None:
             return
+        if subscriber in state.subscribers or (state.pending and subscriber in state.pending):
+            self._count_user(channel, state, subscriber, -1)
         state.subscribers.discard(subscriber)
         if state.pending is not None:
             state.pending.pop(subscriber, None)  # type: ignore[call-overload]
@@ -278,7 +326,7 @@ class Hub:
                 state.pending = None
         if not state.subscribers and state.pending is None and state.starting is None:
             del self._channels[channel]
-            self._broker.unsubscribe(channel)
+            self.broker.unsubscribe(channel)
 
     @asynccontextmanager
     async def watch(self, channel: str) -> AsyncIterator[_Watch]:
@@ -299,14 +347,14 @@ class Hub:
 
     async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
         self._metrics.events_published += 1
-        await self._broker.publish(channel, payload, offset, epoch)
+        await self.broker.publish(channel, payload, offset, epoch)
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
-        return await self._broker.recent(channel, since, limit)
+        return await self.broker.recent(channel, since, limit)
 
     async def kick(self, user_id: str, channel: str, reason: str) -> None:
         command = orjson.dumps({"kick": user_id, "channel": channel, "reason": reason})
-        await self._broker.publish(CONTROL_CHANNEL, command)
+        await self.broker.publish(CONTROL_CHANNEL, command)
 
     def _on_broker_message(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
         if channel == CONTROL_CHANNEL:
@@ -408,6 +456,13 @@ class Hub:
             if state.last and not state.filling:
                 state.filling = True
                 self.spawn(self._fill_gap(channel, state, wait=0.0))
+        if self.presence is not None:
+            pairs = [
+                (channel, user)
+                for channel, state in self._channels.items()
+                for user in (state.users or ())
+            ]
+            self.spawn(self.presence.resync(list(self._members), pairs))
 
     def _on_control(self, payload: bytes) -> None:
         try:

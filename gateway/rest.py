@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.errors import json_response
 from gateway.http import authenticate, check_country, context, read_body, read_params
 from gateway.keys import HUB, METRICS, SERVICES, STORE
-from handlers import auth, chat, groups
+from handlers import auth, chat, groups, receipts
 from handlers.errors import NOT_FOUND, OpError
 
 routes = web.RouteTableDef()
@@ -110,6 +110,20 @@ async def get_messages(request: web.Request) -> web.Response:
 async def get_events(request: web.Request) -> web.Response:
     ctx = context(request)
     return json_response(await chat.events(ctx, await read_params(request, chat.EventsParams)))
+
+
+@routes.post("/v1/channels/{channel}/read")
+async def post_read(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, receipts.ReadParams, body=True)
+    return json_response(await receipts.read(ctx, params))
+
+
+@routes.get("/v1/conversations")
+async def get_conversations(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, receipts.ConversationsParams)
+    return json_response(await receipts.conversations(ctx, params))
 
 
 # -- groups --------------------------------------------------------------------------------

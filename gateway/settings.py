@@ -68,6 +68,8 @@ class Settings:
     recovery_ttl: float = 300.0
     recovery_max_events: int = 1000
     recovery_memory_channels: int = 2000
+    presence_ttl: float = 30.0
+    max_watched_users: int = 500
 
     @property
     def countries_label(self) -> str:
@@ -295,6 +297,16 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "largest REST request body",
     ),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _float(0, 300), "seconds to drain on SIGTERM"),
+    "PRESENCE_TTL": (
+        "presence_ttl",
+        _float(3, 3600),
+        "seconds after which a crashed node's users count as offline (nodes refresh every third)",
+    ),
+    "MAX_WATCHED_USERS": (
+        "max_watched_users",
+        _int(1, 100_000),
+        "users one connection may watch with watch_presence",
+    ),
     "RECOVERY_WINDOW": (
         "recovery_window",
         _int(1, 100_000),

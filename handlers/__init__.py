@@ -6,12 +6,13 @@ Map of the package:
 - ``channels``: channel names and who may read or write them.
 - ``chat``: subscribe, unsubscribe, publish, history, events (long poll), ping.
 - ``groups``: group conversations and their members.
+- ``receipts``: read positions with their pushes, and the conversation list with unread counts.
 - ``auth`` and ``passwords``: accounts, refresh-token rotation, scrypt hashing.
 
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
 
-from handlers import chat, groups
+from handlers import chat, groups, presence, receipts
 from handlers.base import Operation
 
 OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
@@ -24,4 +25,10 @@ OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
     groups.get_group,
     groups.add_member,
     groups.remove_member,
+    presence.presence,
+    presence.watch_presence,
+    presence.unwatch_presence,
+    presence.typing,
+    receipts.read,
+    receipts.conversations,
 )

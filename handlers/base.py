@@ -7,6 +7,8 @@ the params struct, calls the handler, and encodes the result or the :class:`OpEr
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -72,6 +74,10 @@ class Session(Protocol):
         """
         ...
 
+    def subscribed(self, prefix: str) -> int:
+        """Count this connection's subscriptions whose channel starts with ``prefix``."""
+        ...
+
     def activate(self, channel: str, replay: list[bytes], after: int, epoch: str) -> None:
         """After the current reply: send ``replay``, then held events past ``after``, then live."""
         ...
@@ -96,6 +102,23 @@ class Recent:
     def covers(self, since: int) -> bool:
         """Tell whether every event after ``since`` up to ``last`` is in the window."""
         return since >= self.last or self.first <= since + 1
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatus:
+    online: bool
+    last_seen: int | None
+    """Milliseconds since the epoch when the user was last connected; None while online."""
+
+
+class PresenceView(Protocol):
+    """Who is online and who is in a channel, across all nodes."""
+
+    async def statuses(self, users: list[str]) -> dict[str, UserStatus]: ...
+
+    async def here(self, channel: str, limit: int) -> tuple[list[str], int]:
+        """Return up to ``limit`` users subscribed to the channel now, and how many in all."""
+        ...
 
 
 class Watcher(Protocol):
@@ -155,6 +178,28 @@ class Limits:
     refresh_token_ttl: int = 30 * 24 * 3600
     max_replay: int = 1000
     """Events a reconnecting client may recover; past that it refetches history."""
+    max_watched_users: int = 500
+    typing_interval: float = 2.0
+    """Seconds between two typing pushes of one user in one channel."""
+
+
+class Throttle:
+    """At most one event per key per ``interval``; remembers at most ``size`` keys (LRU)."""
+
+    def __init__(self, *, size: int = 100_000) -> None:
+        self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._size = size
+
+    def allow(self, key: tuple[str, str], interval: float) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < interval:
+            return False
+        self._last[key] = now
+        self._last.move_to_end(key)
+        if len(self._last) > self._size:
+            self._last.popitem(last=False)
+        return True
 
 
 @dataclass(slots=True)
@@ -174,7 +219,9 @@ class Services:
     tokens: TokenIssuer
     passwords: PasswordHasher
     limits: Limits
+    presence: PresenceView
     counters: Counters = field(default_factory=Counters)
+    typing: Throttle = field(default_factory=Throttle)
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,7 +240,7 @@ class RedisBroker:
                     raise Unavailable(f"Redis is unreachable: {exc}") from exc
             return self._pub
 
-    async def _script(self, script: bytes, keys: list[bytes], args: list[bytes]) -> object:
+    async def script(self, script: bytes, keys: list[bytes], args: list[bytes]) -> Any:
         """Run a Lua script by its SHA1, loading it on first use (or after a Redis restart)."""
         conn = await self._publisher()
         sha = self._scripts.get(script)
@@ -253,6 +253,12 @@ class RedisBroker:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             return await conn.command(b"EVAL", script, number, *keys, *args)
+
+    async def call(self, *args: bytes | str) -> Any:
+        """Run one command on the shared, pipelined publisher connection."""
+        conn = await self._publisher()
+        async with asyncio.timeout(self._timeout):
+            return await conn.command(*args)
 
     async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
         window, meta = self._window_keys(channel)
@@ -267,7 +273,7 @@ class RedisBroker:
         ]
         try:
             async with asyncio.timeout(self._timeout):
-                await self._script(PUBLISH_SCRIPT, [window, meta], args)
+                await self.script(PUBLISH_SCRIPT, [window, meta], args)
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
             self._metrics.broker_publish_failures += 1
             if self._pub is not None:
@@ -285,7 +291,7 @@ class RedisBroker:
         window, meta = self._window_keys(channel)
         try:
             async with asyncio.timeout(self._timeout):
-                found = await self._script(
+                found = await self.script(
                     RECENT_SCRIPT, [window, meta], [str(since).encode(), str(limit).encode()]
                 )
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:

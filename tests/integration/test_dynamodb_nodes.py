@@ -90,7 +90,7 @@ async def test_history_survives_restarts_without_duplicates(
                 assert again["duplicate"] is True
                 assert again["message_id"] == first["message_id"]
             assert first["offset"] == n + 1
-        live = [await listener.next_push() for _ in range(MESSAGES)]
+        live = [await listener.next_event() for _ in range(MESSAGES)]
         assert [e["data"]["n"] for e in live] == list(range(MESSAGES))
         await listener.close()
         await sender.close()

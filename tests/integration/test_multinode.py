@@ -59,7 +59,7 @@ async def connect(http: aiohttp.ClientSession, node: GatewayNode, token: str) ->
 
 
 async def collect_events(conn: WsClient, count: int) -> list[dict[str, Any]]:
-    return [await conn.next_push() for _ in range(count)]
+    return [await conn.next_event() for _ in range(count)]
 
 
 async def test_messages_cross_nodes_exactly_once_in_order(
@@ -102,7 +102,7 @@ async def test_dm_and_rest_publish_across_nodes(
         headers=bearer(alice),
     ) as r:
         assert r.status == 201
-    event = await bob_ws.next_push()
+    event = await bob_ws.next_event()
     assert (event["channel"], event["data"]) == (dm, {"text": "via REST on A"})
     # A long poll on node B wakes for a message published on node A.
     poll = asyncio.create_task(
@@ -159,5 +159,5 @@ async def test_group_removal_ends_subscriptions_on_every_node(
         f"{a.base_url}/v1/groups/{gid}/members/{member['user_id']}", headers=bearer(owner)
     ) as r:
         assert (await r.json())["removed"] is True
-    push = await member_on_b.next_push()
+    push = await member_on_b.next_push(op="unsubscribed")
     assert push == {"op": "unsubscribed", "channel": f"group:{gid}", "reason": "removed_from_group"}

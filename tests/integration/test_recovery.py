@@ -20,7 +20,7 @@ async def test_subscribe_since_replays_the_missed_events_then_goes_live(client: 
     first = await phone.result("subscribe", channel="room:r")
     assert (first["offset"], first["epoch"]) == (0, "")
     await publish_many(talker, "room:r", range(3))
-    seen = [await phone.next_push() for _ in range(3)]
+    seen = [await phone.next_event() for _ in range(3)]
     last = seen[-1]["offset"]
     await phone.close()  # the phone drops off the network
     replies = await publish_many(talker, "room:r", range(3, 8))
@@ -35,11 +35,11 @@ async def test_subscribe_since_replays_the_missed_events_then_goes_live(client: 
         "recovered": True,
         "missed": 5,
     }
-    replayed = [await phone.next_push() for _ in range(5)]
+    replayed = [await phone.next_event() for _ in range(5)]
     assert [e["data"]["n"] for e in replayed] == [3, 4, 5, 6, 7]
     assert [e["offset"] for e in replayed] == [4, 5, 6, 7, 8]
     await publish_many(talker, "room:r", range(8, 10))
-    live = [await phone.next_push() for _ in range(2)]
+    live = [await phone.next_event() for _ in range(2)]
     assert [e["offset"] for e in live] == [9, 10]
     async with client.get("/metrics") as r:
         text = await r.text()
@@ -60,7 +60,7 @@ async def test_events_published_during_recovery_are_neither_lost_nor_doubled(cli
     offsets = []
     async with asyncio.timeout(20):
         while not offsets or offsets[-1] < 120:
-            offsets.append((await phone.next_push())["offset"])
+            offsets.append((await phone.next_event())["offset"])
     assert offsets == list(range(11, 121))
 
 
@@ -81,7 +81,7 @@ async def test_recovery_refused_when_the_epoch_changed_or_too_far_behind(make_cl
     # Behind the window but within the replay limit: the store fills in.
     near = await phone.result("subscribe", channel="room:old", since={"offset": 22, "epoch": epoch})
     assert (near["recovered"], near["missed"]) == (True, 8)
-    assert [(await phone.next_push())["offset"] for _ in range(8)] == list(range(23, 31))
+    assert [(await phone.next_event())["offset"] for _ in range(8)] == list(range(23, 31))
     assert await metric(client, "moosic_recoveries_from_store_total") == 3
 
 

@@ -251,7 +251,7 @@ async def test_groups_lifecycle(client: Any) -> None:
     await ben_ws.result("subscribe", channel=f"group:{gid}")
     ann_ws = await WsClient.connect(client, ann["access_token"])
     await ann_ws.result("publish", channel=f"group:{gid}", data={"text": "welcome ben"})
-    assert (await ben_ws.next_push())["data"] == {"text": "welcome ben"}
+    assert (await ben_ws.next_event())["data"] == {"text": "welcome ben"}
     out = await WsClient.connect(client, outsider["access_token"])
     assert (await out.call("subscribe", channel=f"group:{gid}"))["code"] == "forbidden"
 
@@ -259,7 +259,7 @@ async def test_groups_lifecycle(client: Any) -> None:
         f"/v1/groups/{gid}/members/{ben['user_id']}", headers=bearer(owner)
     ) as r:
         assert (await r.json())["removed"] is True
-    assert await ben_ws.next_push() == {
+    assert await ben_ws.next_push(op="unsubscribed") == {
         "op": "unsubscribed",
         "channel": f"group:{gid}",
         "reason": "removed_from_group",

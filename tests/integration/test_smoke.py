@@ -14,7 +14,7 @@ async def test_publish_reaches_subscriber(client: Any) -> None:
     assert sub == {"channel": "room:lobby", "offset": 0, "epoch": ""}
     reply = await a.result("publish", channel="room:lobby", data={"text": "hi"})
     assert reply["offset"] == 1
-    event = await b.next_push()
+    event = await b.next_event()
     assert event["op"] == "event"
     assert event["data"] == {"text": "hi"}
     assert event["from"] == alice["user_id"]

@@ -87,7 +87,7 @@ async def test_chat_between_two_users_in_a_dm(client: Any) -> None:
     assert first["duplicate"] is False
     assert first["message_id"] < second["message_id"]
     for conn in (a, b):
-        got = [await conn.next_push(), await conn.next_push()]
+        got = [await conn.next_event(), await conn.next_event()]
         assert [e["data"]["text"] for e in got] == ["hello", "hi!"]
         assert [e["offset"] for e in got] == [1, 2]
         assert got[0]["client_msg_id"] == "m1"
@@ -107,7 +107,7 @@ async def test_retried_publish_with_client_msg_id_is_stored_once(client: Any) ->
     again = await a.result("publish", channel="room:r", data={"n": 2}, client_msg_id="same")
     assert again["duplicate"] is True
     assert (again["message_id"], again["offset"]) == (first["message_id"], first["offset"])
-    assert (await a.next_push())["data"] == {"n": 1}
+    assert (await a.next_event())["data"] == {"n": 1}
     history = await a.result("history", channel="room:r")
     assert [m["data"] for m in history["messages"]] == [{"n": 1}]
     with pytest.raises(TimeoutError):
@@ -228,7 +228,7 @@ async def test_bad_client_does_not_disturb_a_bystander(client: Any) -> None:
     publisher = await WsClient.connect(client, token_for("talker"))
     for n in range(20):
         await publisher.result("publish", channel="room:shared", data={"n": n})
-    got = [(await bystander.next_push())["data"]["n"] for _ in range(20)]
+    got = [(await bystander.next_event())["data"]["n"] for _ in range(20)]
     assert got == list(range(20))
 
 

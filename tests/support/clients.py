@@ -35,6 +35,8 @@ class WsClient:
         self.ws = ws
         self._ids = itertools.count(1)
         self.pushes: deque[dict[str, Any]] = deque()
+        self.other: list[dict[str, Any]] = []
+        """Pushes skipped while waiting for another kind."""
 
     @classmethod
     async def connect(cls, http: Any, token: str, url: str = "/ws") -> WsClient:
@@ -70,10 +72,22 @@ class WsClient:
         assert frame["op"] == "reply", frame
         return frame["result"]  # type: ignore[no-any-return]
 
-    async def next_push(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        if self.pushes:
-            return self.pushes.popleft()
-        return await self.receive(timeout)
+    async def next_push(self, timeout: float = TIMEOUT, *, op: str | None = None) -> dict[str, Any]:
+        """Return the next push; with ``op``, the next of that kind (others are set aside)."""
+        for frame in list(self.pushes):
+            if op is None or frame.get("op") == op:
+                self.pushes.remove(frame)
+                return frame
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.receive(timeout)
+                if op is None or frame.get("op") == op:
+                    return frame
+                self.other.append(frame)
+
+    async def next_event(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """Return the next ``event`` push (presence, typing, join/leave pushes are set aside)."""
+        return await self.next_push(timeout, op="event")
 
     async def close(self) -> None:
         await self.ws.close()

@@ -23,19 +23,14 @@ def test_decodes_known_ops(registry: Registry) -> None:
 
 
 def test_every_op_is_listed(registry: Registry) -> None:
-    assert registry.names == sorted(
-        [
-            "subscribe",
-            "unsubscribe",
-            "publish",
-            "history",
-            "ping",
-            "create_group",
-            "get_group",
-            "add_member",
-            "remove_member",
-        ]
-    )
+    names = registry.names
+    assert names == sorted(names)
+    assert len(names) == len(OPERATIONS)
+    expected = {
+        "subscribe", "unsubscribe", "publish", "history", "ping", "create_group", "get_group",
+        "add_member", "remove_member", "presence", "watch_presence", "unwatch_presence", "typing",
+    }  # fmt: skip
+    assert expected <= set(names)
 
 
 def test_duplicate_registration_is_refused() -> None:
