@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
+SHUTDOWN_RETRY_MS = (500, 5000)
+"""Range of the reconnect delay suggested to each client of a node that shuts down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,7 @@ class Connection(asyncio.Protocol):
         "_node",
         "_pinged",
         "_seen",
+        "_shutting_down",
         "_state",
         "_task",
         "_transport",
@@ -109,6 +113,7 @@ class Connection(asyncio.Protocol):
         self._seen = True
         self._pinged = False
         self._after_reply: list[tuple[str, list[bytes], int, str]] | None = None
+        self._shutting_down = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -241,7 +246,7 @@ class Connection(asyncio.Protocol):
         node = self._node
         inbound = self._inbound
         try:
-            while inbound and self._state == _OPEN:
+            while inbound and self._state == _OPEN and not self._shutting_down:
                 opcode, message = inbound.popleft()
                 self._inbound_bytes -= len(message)
                 transport = self._transport
@@ -265,6 +270,8 @@ class Connection(asyncio.Protocol):
                         self._activate(*activation)
         finally:
             self._task = None
+            if self._shutting_down:
+                self._close_for_shutdown()
 
     # -- outbound --------------------------------------------------------------------------
 
@@ -366,7 +373,23 @@ class Connection(asyncio.Protocol):
             self.abort()  # nothing at all for a whole interval after a ping: the peer is gone
 
     def shutdown(self) -> None:
-        self.close(CloseCode.SHUTDOWN, "server shutting down, reconnect")
+        """Stop reading, let the op in progress finish and answer, then close with 4000.
+
+        The close reason carries a random reconnect delay, so the clients of a node that goes
+        away do not all land on the remaining nodes in the same instant.
+        """
+        if self._state != _OPEN or self._transport is None:
+            return
+        self._transport.pause_reading()
+        self._inbound = None  # frames read but not started are not answered: clients retry
+        if self._task is None:
+            self._close_for_shutdown()
+        else:
+            self._shutting_down = True
+
+    def _close_for_shutdown(self) -> None:
+        retry_ms = random.randint(*SHUTDOWN_RETRY_MS)  # jitter, not security
+        self.close(CloseCode.SHUTDOWN, f'{{"retry_ms":{retry_ms}}}')
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Send a close frame and give the peer ``close_timeout`` to answer; never blocks."""

@@ -405,6 +405,9 @@ class Hub:
     def _release_held(self, state: _Channel) -> None:
         held = state.held
         assert held is not None
+        for offset in [o for o in held if o <= state.last]:
+            del held[offset]  # already delivered by a gap fill
+            self._metrics.duplicates_dropped += 1
         while state.last + 1 in held:
             state.last += 1
             self._fan_out(state, state.last, held.pop(state.last))
@@ -418,8 +421,9 @@ class Hub:
         log.warning("channel %s: %d events could not be found; skipping them", channel, missing)
         self._metrics.gap_events_skipped += missing
         for offset in sorted(held):
-            self._fan_out(state, offset, held[offset])
-            state.last = offset
+            if offset > state.last:
+                self._fan_out(state, offset, held[offset])
+                state.last = offset
         state.held = None
 
     async def _fill_gap(self, channel: str, state: _Channel, *, wait: float) -> None:

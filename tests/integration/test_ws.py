@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+import orjson
 import pytest
 
 from tests.conftest import JWT_SECRET
@@ -268,5 +269,7 @@ async def test_shutdown_tells_clients_to_reconnect(aiohttp_server: Any, settings
         message = await ws.receive(timeout=10)
         assert message.type is aiohttp.WSMsgType.CLOSE
         assert message.data == 4000
+        hint = orjson.loads(message.extra)
+        assert 500 <= hint["retry_ms"] <= 5000
         await ws.close()
         await closer

@@ -63,6 +63,20 @@ async def test_a_gap_is_filled_from_the_backfill() -> None:
     await hub.close()
 
 
+async def test_held_events_that_a_fill_delivered_are_not_delivered_again() -> None:
+    hub, broker, _metrics = await started_hub({2: b"e2", 3: b"e3", 4: b"e4"})
+    inbox = Inbox()
+    await hub.subscribe("room:a", inbox)
+    await broker.publish("room:a", b"e1", 1, "e1")
+    await broker.publish("room:a", b"e4", 4, "e1")  # held; the fill brings 2, 3 and 4
+    async with asyncio.timeout(5):
+        while len(inbox.frames) < 4:
+            await asyncio.sleep(0.01)
+    await broker.publish("room:a", b"e5", 5, "e1")
+    assert inbox.payloads() == [b"e1", b"e2", b"e3", b"e4", b"e5"]
+    await hub.close()
+
+
 async def test_an_unfillable_gap_is_skipped_after_trying() -> None:
     hub, broker, metrics = await started_hub({})
     inbox = Inbox()
