@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test venv services lint typecheck check clean
 
+# Head-to-head benchmarks against python-socketio and Node socket.io: `make bench`, `make bench-quick`.
+include loadtest/bench/bench.mk
+
 # The virtual environment, rebuilt when pyproject.toml changes.
 venv: $(STAMP)
 $(STAMP): pyproject.toml
