@@ -1,7 +1,18 @@
 """Repository protocols and the records they return.
 
-Every backend (``sqlite`` now, ``dynamodb`` later) implements :class:`Store`. Handlers depend on
-these protocols only, never on a backend module.
+Every backend (``sqlite``, ``dynamodb``) implements :class:`Store`. Handlers depend on these
+protocols only, never on a backend module.
+
+Conversation lists and read positions (:class:`ConversationStore`) follow from what the other
+methods store, in the same write, so they never drift from it:
+
+- a ``dm:{a}:{b}`` channel enters the lists of ``a`` and ``b`` with its first message
+  (:meth:`MessageStore.append` that creates the channel);
+- a ``group:{id}`` channel enters a member's list when the group is created with them or they are
+  added, and leaves it when they are removed (:class:`GroupStore`); a member added later starts
+  with everything already in the channel read;
+- appending to a ``dm:`` or ``group:`` channel moves the sender's read position to the message
+  (their own messages are never unread).
 """
 
 from __future__ import annotations
@@ -42,6 +53,35 @@ class ChannelPosition:
 
     offset: int
     epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMark:
+    """What :meth:`ConversationStore.mark_read` did."""
+
+    last_read: int
+    """The user's read position in the channel after the call."""
+    last_offset: int
+    """The channel's last offset, as seen by the call (``last_read`` never exceeds it)."""
+    moved: bool
+    """True when this call raised ``last_read``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One entry of a user's conversation list, with its channel head and read position."""
+
+    channel: str
+    last_offset: int
+    epoch: str
+    """The channel's epoch ("" before its first message)."""
+    last_ts: int | None
+    """Time of the channel's last message in milliseconds (from its id); None when empty."""
+    last_read: int
+    name: str | None
+    """The group's name for ``group:`` channels (None when the group is gone); None for DMs."""
+    cursor: str
+    """Opaque position in the list: pass it as ``before`` to get the entries after this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +136,10 @@ class MessageStore(Protocol):
         """Return the channel's last offset and epoch."""
         ...
 
+    async def positions(self, channels: list[str]) -> dict[str, ChannelPosition]:
+        """Return :meth:`position` of every channel given (``(0, "")`` for unknown ones)."""
+        ...
+
 
 class AccountStore(Protocol):
     async def create_user(self, username: str, password_hash: str) -> User:
@@ -143,7 +187,37 @@ class GroupStore(Protocol):
         ...
 
 
-class Store(MessageStore, AccountStore, RefreshTokenStore, GroupStore, Protocol):
+class ConversationStore(Protocol):
+    """Read positions per (user, channel) and each user's list of DM and group conversations.
+
+    A read position is the offset up to which the user has read the channel (0 at first); it
+    only ever grows and never exceeds the channel's last offset. List entries are made and
+    removed by the writes described in this module's docstring, never directly.
+    """
+
+    async def mark_read(self, user_id: str, channel: str, offset: int) -> ReadMark:
+        """Raise the user's read position to ``offset``, clamped to the channel's last offset.
+
+        A lower offset (or one at or below 0) leaves the position where it is.
+        """
+        ...
+
+    async def read_positions(self, user_id: str, channels: list[str]) -> dict[str, int]:
+        """Return the user's read position in every channel given (0 where there is none)."""
+        ...
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int, before: str | None
+    ) -> list[Conversation]:
+        """Return up to ``limit`` of the user's conversations, newest entry in the list first.
+
+        The order is the order in which conversations entered the list (stable: messages do not
+        reorder it); ``before`` is the ``cursor`` of the last entry of the previous page.
+        """
+        ...
+
+
+class Store(MessageStore, AccountStore, RefreshTokenStore, GroupStore, ConversationStore, Protocol):
     """Everything the gateway persists, with a lifecycle."""
 
     async def open(self) -> None: ...

@@ -13,20 +13,25 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from storage import ids
 from storage.base import (
     AppendResult,
     ChannelPosition,
+    Conversation,
     Group,
     Message,
+    ReadMark,
     RefreshState,
     RefreshUse,
     User,
 )
+from storage.conversations import dm_users, group_channel, is_conversation, list_key
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import IdGenerator
 
@@ -81,7 +86,21 @@ CREATE TABLE IF NOT EXISTS group_members (
     joined_at INTEGER NOT NULL,
     PRIMARY KEY (group_id, user_id)
 ) WITHOUT ROWID;
+-- One row per (user, DM or group channel): the read position, and list_key while the channel
+-- is in the user's conversation list (NULL once they left a group).
+CREATE TABLE IF NOT EXISTS conversations (
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    last_read INTEGER NOT NULL DEFAULT 0,
+    list_key TEXT,
+    PRIMARY KEY (user_id, channel)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_by_list_key
+    ON conversations (user_id, list_key) WHERE list_key IS NOT NULL;
 """
+
+_IN_CHUNK = 500
+"""Values per ``IN (...)`` list, well below SQLite's limit on bound parameters."""
 
 _MESSAGE_COLUMNS = "id, channel, offset, sender, data, client_msg_id, ts"
 _Row = tuple[str, str, int, str, bytes, str | None, int]
@@ -103,6 +122,45 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """Run the block as one write transaction, taken at once (``BEGIN IMMEDIATE``)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), _IN_CHUNK):
+        yield unique[start : start + _IN_CHUNK]
+
+
+def _note_append(
+    db: sqlite3.Connection, channel: str, sender: str, offset: int, *, created: bool, ts: int
+) -> None:
+    """Keep conversation lists and the sender's read position in step with an append."""
+    users = dm_users(channel)
+    if created and users is not None:
+        db.executemany(
+            "INSERT INTO conversations (user_id, channel, last_read, list_key) VALUES (?, ?, 0, ?)"
+            " ON CONFLICT (user_id, channel) DO UPDATE SET list_key = COALESCE(list_key,"
+            " excluded.list_key)",
+            [(user, channel, list_key(ts, channel)) for user in users],
+        )
+    db.execute(
+        "INSERT INTO conversations (user_id, channel, last_read) VALUES (?, ?, ?)"
+        " ON CONFLICT (user_id, channel) DO UPDATE SET last_read = MAX(last_read,"
+        " excluded.last_read)",
+        (sender, channel, offset),
+    )
+
+
 class SQLiteStore:
     """:class:`storage.base.Store` on one SQLite file."""
 
@@ -112,6 +170,10 @@ class SQLiteStore:
         self._slots = asyncio.Semaphore(max_pending)
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._appends: list[
+            tuple[tuple[str, str, bytes, str | None], asyncio.Future[AppendResult]]
+        ] = []
+        self._appending = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,56 +226,121 @@ class SQLiteStore:
     async def append(
         self, channel: str, sender: str, data: bytes, client_msg_id: str | None
     ) -> AppendResult:
-        return await self._run(lambda: self._append(channel, sender, data, client_msg_id))
+        """Queue the append; queued appends are written together, in order, in one transaction.
 
-    def _append(
-        self, channel: str, sender: str, data: bytes, client_msg_id: str | None
-    ) -> AppendResult:
+        Group commit: while the store's thread writes one batch, new appends queue up and go
+        into the next, so under load one thread hop and one commit serve many messages.
+        """
+        if self._executor is None:
+            raise Unavailable("the SQLite store is not open")
+        async with self._slots:
+            future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+            self._appends.append(((channel, sender, data, client_msg_id), future))
+            if not self._appending:
+                self._write_appends()
+            return await future
+
+    def _write_appends(self) -> None:
+        """Hand every queued append to the store's thread as one batch (on the event loop)."""
+        batch, self._appends = self._appends, []
+        executor = self._executor
+        if not batch or executor is None:
+            return
+        self._appending = True
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(executor, self._append_batch, [item for item, _ in batch])
+
+        def finished(results: asyncio.Future[list[AppendResult | BaseException]]) -> None:
+            self._appending = False
+            error = results.exception()
+            for index, (_item, future) in enumerate(batch):
+                if future.done():
+                    continue
+                if error is not None:
+                    failure = error
+                    if isinstance(error, sqlite3.OperationalError):
+                        failure = Unavailable(f"SQLite: {error}")
+                    future.set_exception(failure)
+                    continue
+                outcome = results.result()[index]
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+            self._write_appends()
+
+        done.add_done_callback(finished)
+
+    def _append_batch(
+        self, items: list[tuple[str, str, bytes, str | None]]
+    ) -> list[AppendResult | BaseException]:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
+        results: list[AppendResult | BaseException] = []
         try:
-            row = db.execute(
-                "SELECT last_offset, epoch FROM channels WHERE name = ?", (channel,)
-            ).fetchone()
-            if row is None:
-                last_offset, epoch = 0, self._ids.new()[-8:].lower()
-                db.execute(
-                    "INSERT INTO channels (name, last_offset, epoch) VALUES (?, 0, ?)",
-                    (channel, epoch),
-                )
-            else:
-                last_offset, epoch = row
-            if client_msg_id is not None:
-                found = db.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-                    " WHERE channel = ? AND sender = ? AND client_msg_id = ?",
-                    (channel, sender, client_msg_id),
-                ).fetchone()
-                if found is not None:
-                    db.execute("ROLLBACK")
-                    return AppendResult(_message(found), epoch, duplicate=True)
-            ts = _now_ms()
-            message = Message(
-                id=self._ids.new(ts),
-                channel=channel,
-                offset=last_offset + 1,
-                sender=sender,
-                data=data,
-                client_msg_id=client_msg_id,
-                ts=ts,
-            )
-            db.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (message.id, channel, message.offset, sender, data, client_msg_id, ts),
-            )
-            db.execute(
-                "UPDATE channels SET last_offset = ? WHERE name = ?", (message.offset, channel)
-            )
+            for channel, sender, data, client_msg_id in items:
+                db.execute("SAVEPOINT one")
+                try:
+                    results.append(self._append_one(db, channel, sender, data, client_msg_id))
+                except sqlite3.OperationalError:
+                    raise
+                except sqlite3.Error as exc:
+                    # One bad append must not cost the others theirs.
+                    db.execute("ROLLBACK TO one")
+                    results.append(exc)
+                db.execute("RELEASE one")
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        return results
+
+    def _append_one(
+        self,
+        db: sqlite3.Connection,
+        channel: str,
+        sender: str,
+        data: bytes,
+        client_msg_id: str | None,
+    ) -> AppendResult:
+        """Append inside the caller's transaction."""
+        row = db.execute(
+            "SELECT last_offset, epoch FROM channels WHERE name = ?", (channel,)
+        ).fetchone()
+        if row is None:
+            last_offset, epoch = 0, self._ids.new()[-8:].lower()
+            db.execute(
+                "INSERT INTO channels (name, last_offset, epoch) VALUES (?, 0, ?)",
+                (channel, epoch),
+            )
+        else:
+            last_offset, epoch = row
+        if client_msg_id is not None:
+            found = db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE channel = ? AND sender = ? AND client_msg_id = ?",
+                (channel, sender, client_msg_id),
+            ).fetchone()
+            if found is not None:
+                return AppendResult(_message(found), epoch, duplicate=True)
+        ts = _now_ms()
+        message = Message(
+            id=self._ids.new(ts),
+            channel=channel,
+            offset=last_offset + 1,
+            sender=sender,
+            data=data,
+            client_msg_id=client_msg_id,
+            ts=ts,
+        )
+        db.execute(
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (message.id, channel, message.offset, sender, data, client_msg_id, ts),
+        )
+        db.execute("UPDATE channels SET last_offset = ? WHERE name = ?", (message.offset, channel))
+        if is_conversation(channel):
+            _note_append(db, channel, sender, message.offset, created=row is None, ts=ts)
         return AppendResult(message, epoch, duplicate=False)
 
     async def history(self, channel: str, *, limit: int, before: str | None) -> list[Message]:
@@ -263,6 +390,101 @@ class SQLiteStore:
                 .fetchone()
             )
             return ChannelPosition(0, "") if row is None else ChannelPosition(row[0], row[1])
+
+        return await self._run(run)
+
+    async def positions(self, channels: list[str]) -> dict[str, ChannelPosition]:
+        def run() -> dict[str, ChannelPosition]:
+            found = dict.fromkeys(channels, ChannelPosition(0, ""))
+            db = self._conn()
+            for chunk in _chunks(channels):
+                marks = ", ".join("?" * len(chunk))
+                for name, offset, epoch in db.execute(
+                    f"SELECT name, last_offset, epoch FROM channels WHERE name IN ({marks})", chunk
+                ):
+                    found[name] = ChannelPosition(offset, epoch)
+            return found
+
+        return await self._run(run)
+
+    # -- read positions and conversation lists ---------------------------------------------
+
+    async def mark_read(self, user_id: str, channel: str, offset: int) -> ReadMark:
+        def run() -> ReadMark:
+            db = self._conn()
+            with _immediate(db):
+                head = db.execute(
+                    "SELECT last_offset FROM channels WHERE name = ?", (channel,)
+                ).fetchone()
+                last_offset = 0 if head is None else int(head[0])
+                target = min(offset, last_offset)
+                row = db.execute(
+                    "SELECT last_read FROM conversations WHERE user_id = ? AND channel = ?",
+                    (user_id, channel),
+                ).fetchone()
+                current = 0 if row is None else int(row[0])
+                if target <= current:
+                    return ReadMark(current, last_offset, moved=False)
+                db.execute(
+                    "INSERT INTO conversations (user_id, channel, last_read) VALUES (?, ?, ?)"
+                    " ON CONFLICT (user_id, channel) DO UPDATE SET last_read = excluded.last_read",
+                    (user_id, channel, target),
+                )
+            return ReadMark(target, last_offset, moved=True)
+
+        return await self._run(run)
+
+    async def read_positions(self, user_id: str, channels: list[str]) -> dict[str, int]:
+        def run() -> dict[str, int]:
+            found = dict.fromkeys(channels, 0)
+            db = self._conn()
+            for chunk in _chunks(channels):
+                marks = ", ".join("?" * len(chunk))
+                for channel, last_read in db.execute(
+                    "SELECT channel, last_read FROM conversations"
+                    f" WHERE user_id = ? AND channel IN ({marks})",
+                    (user_id, *chunk),
+                ):
+                    found[channel] = int(last_read)
+            return found
+
+        return await self._run(run)
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int, before: str | None
+    ) -> list[Conversation]:
+        def run() -> list[Conversation]:
+            if limit <= 0:
+                return []
+            below = "" if before is None else " AND c.list_key < ?"
+            arguments = (user_id, limit) if before is None else (user_id, before, limit)
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT c.channel, c.last_read, c.list_key, h.last_offset, h.epoch, m.id,"
+                    " g.name FROM conversations c"
+                    " LEFT JOIN channels h ON h.name = c.channel"
+                    " LEFT JOIN messages m ON m.channel = c.channel AND m.offset = h.last_offset"
+                    " LEFT JOIN groups g ON g.id = CASE WHEN substr(c.channel, 1, 6) = 'group:'"
+                    " THEN substr(c.channel, 7) END"
+                    f" WHERE c.user_id = ? AND c.list_key IS NOT NULL{below}"
+                    " ORDER BY c.list_key DESC LIMIT ?",
+                    arguments,
+                )
+                .fetchall()
+            )
+            return [
+                Conversation(
+                    channel=channel,
+                    last_offset=0 if offset is None else int(offset),
+                    epoch=epoch or "",
+                    last_ts=None if last_id is None else ids.timestamp_ms(last_id),
+                    last_read=int(last_read),
+                    name=name,
+                    cursor=key,
+                )
+                for channel, last_read, key, offset, epoch, last_id, name in rows
+            ]
 
         return await self._run(run)
 
@@ -375,10 +597,12 @@ class SQLiteStore:
         everyone = dict.fromkeys([owner, *members])
 
         def run() -> Group:
-            group = Group(self._ids.new(), name, owner, int(time.time()))
+            now_ms = _now_ms()
+            group = Group(self._ids.new(now_ms), name, owner, now_ms // 1000)
+            channel = group_channel(group.id)
+            key = list_key(now_ms, channel)
             db = self._conn()
-            with db:
-                db.execute("BEGIN IMMEDIATE")
+            with _immediate(db):
                 db.execute(
                     "INSERT INTO groups (id, name, owner, created_at) VALUES (?, ?, ?, ?)",
                     (group.id, group.name, group.owner, group.created_at),
@@ -386,6 +610,12 @@ class SQLiteStore:
                 db.executemany(
                     "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?)",
                     [(group.id, user, group.created_at) for user in everyone],
+                )
+                db.executemany(
+                    "INSERT INTO conversations (user_id, channel, last_read, list_key)"
+                    " VALUES (?, ?, 0, ?)"
+                    " ON CONFLICT (user_id, channel) DO UPDATE SET list_key = excluded.list_key",
+                    [(user, channel, key) for user in everyone],
                 )
             return group
 
@@ -444,21 +674,44 @@ class SQLiteStore:
 
     async def add_member(self, group_id: str, user_id: str) -> bool:
         def run() -> bool:
-            cursor = self._conn().execute(
-                "INSERT OR IGNORE INTO group_members (group_id, user_id, joined_at)"
-                " VALUES (?, ?, ?)",
-                (group_id, user_id, int(time.time())),
-            )
-            return cursor.rowcount == 1
+            now_ms = _now_ms()
+            channel = group_channel(group_id)
+            db = self._conn()
+            with _immediate(db):
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO group_members (group_id, user_id, joined_at)"
+                    " VALUES (?, ?, ?)",
+                    (group_id, user_id, now_ms // 1000),
+                )
+                if cursor.rowcount != 1:
+                    return False
+                # A new member starts with what is already in the channel read.
+                db.execute(
+                    "INSERT INTO conversations (user_id, channel, last_read, list_key)"
+                    " VALUES (?, ?, COALESCE((SELECT last_offset FROM channels WHERE name = ?), 0),"
+                    " ?) ON CONFLICT (user_id, channel) DO UPDATE SET"
+                    " last_read = MAX(last_read, excluded.last_read), list_key = excluded.list_key",
+                    (user_id, channel, channel, list_key(now_ms, channel)),
+                )
+            return True
 
         return await self._run(run)
 
     async def remove_member(self, group_id: str, user_id: str) -> bool:
         def run() -> bool:
-            cursor = self._conn().execute(
-                "DELETE FROM group_members WHERE group_id = ? AND user_id = ?",
-                (group_id, user_id),
-            )
-            return cursor.rowcount == 1
+            db = self._conn()
+            with _immediate(db):
+                cursor = db.execute(
+                    "DELETE FROM group_members WHERE group_id = ? AND user_id = ?",
+                    (group_id, user_id),
+                )
+                if cursor.rowcount != 1:
+                    return False
+                # The read position stays, for a member who comes back.
+                db.execute(
+                    "UPDATE conversations SET list_key = NULL WHERE user_id = ? AND channel = ?",
+                    (user_id, group_channel(group_id)),
+                )
+            return True
 
         return await self._run(run)

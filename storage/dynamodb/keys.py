@@ -9,6 +9,8 @@ collide, and user-controlled parts sit where each key decodes one way only:
   item holds the message id; ``block`` = offset // :attr:`Layout.offset_block`.
 - ``c#{len}:{channel}#{len}:{sender}#{client_msg_id}``: the idempotency record of one client
   message id (length prefixes keep a ``#`` inside a name unambiguous).
+- ``v#{user_id}`` (groups table): the user's read positions and conversation list; sort key =
+  the channel. Group ids (ULIDs) never contain ``#``, so these never meet a group's items.
 """
 
 from __future__ import annotations
@@ -108,6 +110,11 @@ COUNT_SK = "count"
 
 def member_sk(user_id: str) -> str:
     return f"m#{user_id}"
+
+
+def conversation_pk(user_id: str) -> str:
+    """Partition of one user's read positions and list entries (in the groups table)."""
+    return f"v#{user_id}"
 
 
 def joined_key(joined_at: int, user_id: str) -> str:

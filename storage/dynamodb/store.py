@@ -43,12 +43,15 @@ from storage import ids
 from storage.base import (
     AppendResult,
     ChannelPosition,
+    Conversation,
     Group,
     Message,
+    ReadMark,
     RefreshState,
     RefreshUse,
     User,
 )
+from storage.conversations import dm_users, group_channel, group_id, is_conversation, list_key
 from storage.dynamodb import keys
 from storage.dynamodb.config import DynamoDBConfig
 from storage.dynamodb.dax import CachedReads, DaxClient, connect_dax
@@ -69,6 +72,8 @@ MAX_DATA_BYTES = 384 * 1024
 """Largest message body: a DynamoDB item holds at most 400 KB, keys and attributes included."""
 MAX_BATCH = 33
 """Messages per append transaction: 1 head update + 3 items each stay within 100 actions."""
+MAX_TRANSACT_ACTIONS = 100
+"""Actions per ``TransactWriteItems`` call (DynamoDB's limit)."""
 MAX_BATCH_BYTES = 3 * 1024 * 1024
 """Message bytes per append transaction, below the 4 MB a transaction may carry."""
 BATCH_GET_KEYS = 100
@@ -320,7 +325,7 @@ class DynamoDBStore:
         """Write the channel's queued appends in order, batch by batch, until none is left."""
         try:
             while queue.pending:
-                batch = _take_batch(queue.pending)
+                batch = _take_batch(queue.pending, channel)
                 if not batch:
                     continue
                 try:
@@ -505,7 +510,49 @@ class DynamoDBStore:
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
+        if is_conversation(channel):
+            sent = [(message.sender, message.offset) for _, message in plan]
+            items.extend(self._conversation_updates(channel, sent, created=head is None, now=now))
         return plan, _Head(offset, last_id, epoch), items, client_items
+
+    def _conversation_updates(
+        self, channel: str, sent: list[tuple[str, int]], *, created: bool, now: int
+    ) -> list[Item]:
+        """The actions that keep read positions and lists in step with an append transaction.
+
+        Each sender's read position moves to their last message in the transaction, and a DM's
+        first transaction lists the channel for both its users. One action per user (a
+        transaction may touch an item once). ``last_read`` is set without a condition (which
+        would cancel the append): it never exceeds the channel's last offset, and these offsets
+        are above it, so the set only ever raises it.
+        """
+        latest: dict[str, int] = {}
+        for sender, offset in sent:
+            latest[sender] = max(latest.get(sender, 0), offset)
+        listed = (dm_users(channel) if created else None) or ()
+        updates: list[Item] = []
+        for user in dict.fromkeys([*latest, *listed]):
+            values: dict[str, Any] = {}
+            if user in latest:
+                parts = ["last_read = :r"]
+                values[":r"] = n(latest[user])
+            else:
+                parts = ["last_read = if_not_exists(last_read, :r)"]
+                values[":r"] = n(0)
+            if user in listed:
+                parts.append("joined = if_not_exists(joined, :j)")
+                values[":j"] = s(list_key(now, channel))
+            updates.append(
+                {
+                    "Update": {
+                        "TableName": self._tables[keys.GROUPS],
+                        "Key": self._conversation_key(user, channel),
+                        "UpdateExpression": "SET " + ", ".join(parts),
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+            )
+        return updates
 
     async def _head(self, channel: str) -> _Head | None:
         """Return the channel head this node saw last, or read it (strongly) once."""
@@ -767,6 +814,165 @@ class DynamoDBStore:
         head = await self._read_head(channel, consistent=True)
         return ChannelPosition(0, "") if head is None else ChannelPosition(head.offset, head.epoch)
 
+    async def positions(self, channels: list[str]) -> dict[str, ChannelPosition]:
+        heads = await self._heads_of(channels)
+        found = dict.fromkeys(channels, ChannelPosition(0, ""))
+        for channel, head in heads.items():
+            found[channel] = ChannelPosition(head.offset, head.epoch)
+        return found
+
+    async def _heads_of(self, channels: list[str]) -> dict[str, _Head]:
+        """Read many channel heads (strongly), ``BATCH_GET_KEYS`` per call, in parallel."""
+        found = await self._get_many([(keys.CHANNELS, {"pk": s(c)}) for c in channels])
+        heads: dict[str, _Head] = {}
+        for _, item in found:
+            head = _head_from(item)
+            if head is not None:
+                heads[get_s(item, "pk")] = head
+        return heads
+
+    async def _get_many(self, wanted: list[tuple[str, Item]]) -> list[tuple[str, Item]]:
+        """Read items of any tables by key (strongly): ``BatchGetItem``, chunks in parallel.
+
+        ``wanted`` holds (table, key) pairs; the answer holds (table, item) for those found.
+        """
+        unique: dict[tuple[str, str, str], tuple[str, Item]] = {}
+        for table, key in wanted:
+            identity = (table, get_s(key, "pk"), opt_s(key, "sk") or "")
+            unique.setdefault(identity, (table, key))
+        pairs = list(unique.values())
+        chunks = [pairs[i : i + BATCH_GET_KEYS] for i in range(0, len(pairs), BATCH_GET_KEYS)]
+        names = {self._tables[table]: table for table in keys.TABLES}
+
+        async def read(chunk: list[tuple[str, Item]]) -> list[tuple[str, Item]]:
+            request: dict[str, Any] = {}
+            for table, key in chunk:
+                entry = request.setdefault(
+                    self._tables[table], {"Keys": [], "ConsistentRead": True}
+                )
+                entry["Keys"].append(key)
+            got: list[tuple[str, Item]] = []
+            for attempt in range(self._policy.attempts):
+                if attempt:
+                    await asyncio.sleep(self._policy.delay(attempt - 1))
+                response = await self._call("batch_get_item", {"RequestItems": request})
+                for name, items in response.get("Responses", {}).items():
+                    got.extend((names[name], item) for item in items)
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    return got
+            raise Unavailable("DynamoDB batch_get_item kept leaving keys unprocessed")
+
+        found: list[tuple[str, Item]] = []
+        for got in await asyncio.gather(*(read(chunk) for chunk in chunks)):
+            found.extend(got)
+        return found
+
+    # -- read positions and conversation lists ---------------------------------------------
+
+    def _conversation_key(self, user_id: str, channel: str) -> Item:
+        return {"pk": s(keys.conversation_pk(user_id)), "sk": s(channel)}
+
+    async def mark_read(self, user_id: str, channel: str, offset: int) -> ReadMark:
+        head = await self._read_head(channel, consistent=True)
+        last_offset = 0 if head is None else head.offset
+        target = min(offset, last_offset)
+        if target <= 0:
+            current = 0
+            if last_offset > 0:
+                current = (await self.read_positions(user_id, [channel]))[channel]
+            return ReadMark(current, last_offset, moved=False)
+        # A random marker tells this call's own earlier attempt (applied, answer lost) from a
+        # position another call set.
+        marker = uuid.uuid4().hex
+        try:
+            await self._call(
+                "update_item",
+                {
+                    "TableName": self._tables[keys.GROUPS],
+                    "Key": self._conversation_key(user_id, channel),
+                    "UpdateExpression": "SET last_read = :o, read_by = :m",
+                    "ConditionExpression": "attribute_not_exists(last_read) OR last_read < :o",
+                    "ExpressionAttributeValues": {":o": n(target), ":m": s(marker)},
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                },
+                expected=_CONDITION_FAILED_EXC,
+            )
+        except ClientError as exc:
+            item = exc.response.get("Item") or {}
+            current = get_n(item, "last_read") if "last_read" in item else 0
+            if opt_s(item, "read_by") == marker:
+                return ReadMark(max(current, target), last_offset, moved=True)
+            return ReadMark(current, last_offset, moved=False)
+        return ReadMark(target, last_offset, moved=True)
+
+    async def read_positions(self, user_id: str, channels: list[str]) -> dict[str, int]:
+        found = await self._get_many(
+            [(keys.GROUPS, self._conversation_key(user_id, c)) for c in channels]
+        )
+        positions = dict.fromkeys(channels, 0)
+        for _, item in found:
+            if "last_read" in item:
+                positions[get_s(item, "sk")] = get_n(item, "last_read")
+        return positions
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int, before: str | None
+    ) -> list[Conversation]:
+        if limit <= 0:
+            return []
+        condition = "pk = :pk"
+        values: dict[str, Any] = {":pk": s(keys.conversation_pk(user_id))}
+        if before is not None:
+            condition += " AND joined < :before"
+            values[":before"] = s(before)
+        # Only listed entries carry `joined`, so the index holds the list and nothing else. It
+        # projects keys only: ALL_ATTRIBUTES fetches `last_read` from the table, which keeps
+        # read-position writes off the index.
+        entries = await self._query_all(
+            {
+                "TableName": self._tables[keys.GROUPS],
+                "IndexName": keys.GROUP_MEMBERS_BY_JOINED,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": values,
+                "ScanIndexForward": False,
+                "Select": "ALL_ATTRIBUTES",
+            },
+            limit=limit,
+            cached=False,
+        )
+        channels = [get_s(item, "sk") for item in entries]
+        group_ids = {c: g for c in channels if (g := group_id(c)) is not None}
+        found = await self._get_many(
+            [(keys.CHANNELS, {"pk": s(c)}) for c in channels]
+            + [(keys.GROUPS, {"pk": s(g), "sk": s(keys.GROUP_SK)}) for g in group_ids.values()]
+        )
+        heads: dict[str, _Head] = {}
+        names: dict[str, str] = {}
+        for table, item in found:
+            if table == keys.CHANNELS:
+                head = _head_from(item)
+                if head is not None:
+                    heads[get_s(item, "pk")] = head
+            else:
+                names[get_s(item, "pk")] = get_s(item, "name")
+        conversations: list[Conversation] = []
+        for item, channel in zip(entries, channels, strict=True):
+            head = heads.get(channel)
+            gid = group_ids.get(channel)
+            conversations.append(
+                Conversation(
+                    channel=channel,
+                    last_offset=0 if head is None else head.offset,
+                    epoch="" if head is None else head.epoch,
+                    last_ts=None if head is None else ids.timestamp_ms(head.last_id),
+                    last_read=get_n(item, "last_read") if "last_read" in item else 0,
+                    name=None if gid is None else names.get(gid),
+                    cursor=get_s(item, "joined"),
+                )
+            )
+        return conversations
+
     # -- accounts --------------------------------------------------------------------------
 
     async def create_user(self, username: str, password_hash: str) -> User:
@@ -934,7 +1140,9 @@ class DynamoDBStore:
 
     async def create_group(self, name: str, owner: str, members: list[str]) -> Group:
         everyone = list(dict.fromkeys([owner, *members]))
-        group = Group(self._ids.new(self._now_ms()), name, owner, int(self._clock()))
+        now = self._now_ms()
+        group = Group(self._ids.new(now), name, owner, now // 1000)
+        channel = group_channel(group.id)
         pk = s(group.id)
         items: list[Item] = [
             {
@@ -952,6 +1160,14 @@ class DynamoDBStore:
                 "sk": s(keys.member_sk(user)),
                 "joined": s(keys.joined_key(group.created_at, user)),
                 "joined_at": n(group.created_at),
+            }
+            for user in everyone
+        )
+        items.extend(
+            {
+                **self._conversation_key(user, channel),
+                "last_read": n(0),
+                "joined": s(list_key(now, channel)),
             }
             for user in everyone
         )
@@ -1024,27 +1240,53 @@ class DynamoDBStore:
         return await self._group_item(group_id, keys.member_sk(user_id)) is not None
 
     async def add_member(self, group_id: str, user_id: str) -> bool:
-        joined_at = int(self._clock())
+        now = self._now_ms()
+        joined_at = now // 1000
         table = self._tables[keys.GROUPS]
-        reasons = await self._transact(
-            [
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": {
-                            "pk": s(group_id),
-                            "sk": s(keys.member_sk(user_id)),
-                            "joined": s(keys.joined_key(joined_at, user_id)),
-                            "joined_at": n(joined_at),
-                        },
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
+        channel = group_channel(group_id)
+        # A new member starts with what is already in the channel read.
+        head = await self._read_head(channel, consistent=True)
+        start = 0 if head is None else head.offset
+        member: Item = {
+            "Put": {
+                "TableName": table,
+                "Item": {
+                    "pk": s(group_id),
+                    "sk": s(keys.member_sk(user_id)),
+                    "joined": s(keys.joined_key(joined_at, user_id)),
+                    "joined_at": n(joined_at),
                 },
-                self._count_update(table, group_id, 1),
-            ],
-            "add_member",
-        )
-        return reasons is None
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        entry: Item = {
+            "Update": {
+                "TableName": table,
+                "Key": self._conversation_key(user_id, channel),
+                "UpdateExpression": "SET joined = :j, last_read = :r",
+                # The read position only grows: a higher one (kept from an earlier membership)
+                # stays, and the entry is then listed without touching it (second round).
+                "ConditionExpression": "attribute_not_exists(last_read) OR last_read <= :r",
+                "ExpressionAttributeValues": {":j": s(list_key(now, channel)), ":r": n(start)},
+            }
+        }
+        for _ in range(2):
+            reasons = await self._transact(
+                [member, self._count_update(table, group_id, 1), entry], "add_member"
+            )
+            if reasons is None:
+                return True
+            if reasons[0].get("Code") == _CONDITION_FAILED:
+                return False  # already a member
+            entry = {
+                "Update": {
+                    "TableName": table,
+                    "Key": self._conversation_key(user_id, channel),
+                    "UpdateExpression": "SET joined = :j",
+                    "ExpressionAttributeValues": {":j": s(list_key(now, channel))},
+                }
+            }
+        raise StorageError(f"add_member {user_id} to {group_id}: the list entry kept conflicting")
 
     async def remove_member(self, group_id: str, user_id: str) -> bool:
         table = self._tables[keys.GROUPS]
@@ -1058,6 +1300,16 @@ class DynamoDBStore:
                     }
                 },
                 self._count_update(table, group_id, -1),
+                {
+                    # Off the list; the read position stays, for a member who comes back.
+                    "Update": {
+                        "TableName": table,
+                        "Key": self._conversation_key(user_id, group_channel(group_id)),
+                        "UpdateExpression": "SET last_read = if_not_exists(last_read, :z)"
+                        " REMOVE joined",
+                        "ExpressionAttributeValues": {":z": n(0)},
+                    }
+                },
             ],
             "remove_member",
         )
@@ -1075,8 +1327,16 @@ class DynamoDBStore:
         }
 
 
-def _take_batch(pending: deque[_Pending]) -> list[_Pending]:
-    """Take the next appends to write together, skipping callers that stopped waiting."""
+def _take_batch(pending: deque[_Pending], channel: str) -> list[_Pending]:
+    """Take the next appends to write together, skipping callers that stopped waiting.
+
+    A batch stays within :data:`MAX_BATCH` messages, :data:`MAX_BATCH_BYTES` and the actions of
+    one transaction: the head update, 2 or 3 items per message, and in DM and group channels
+    one read-position update per sender (plus room for a new DM's two list entries).
+    """
+    conversation = is_conversation(channel)
+    actions = 1 + (2 if dm_users(channel) is not None else 0)
+    senders: set[str] = set()
     batch: list[_Pending] = []
     size = 0
     while pending and len(batch) < MAX_BATCH:
@@ -1084,10 +1344,17 @@ def _take_batch(pending: deque[_Pending]) -> list[_Pending]:
         if head.future.done():
             pending.popleft()
             continue
-        if batch and size + len(head.data) > MAX_BATCH_BYTES:
+        cost = 2 if head.client_msg_id is None else 3
+        if conversation and head.sender not in senders:
+            cost += 1
+        if batch and (
+            size + len(head.data) > MAX_BATCH_BYTES or actions + cost > MAX_TRANSACT_ACTIONS
+        ):
             break
         batch.append(pending.popleft())
         size += len(head.data)
+        actions += cost
+        senders.add(head.sender)
     return batch
 
 

@@ -8,12 +8,13 @@ test needs two gateway nodes.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
 
 from storage import ids
-from storage.base import Message, RefreshState, Store
+from storage.base import ChannelPosition, Conversation, Message, ReadMark, RefreshState, Store
 from storage.errors import Conflict, NotFound
 from tests.storage.conftest import MakeStore
 
@@ -368,6 +369,217 @@ async def test_a_large_group_is_listed_whole(store: Store) -> None:
     assert await store.list_members(group.id, limit=50) == listed[:50]
 
 
+# -- read positions and conversation lists -----------------------------------------------------
+
+DM = "dm:u1:u2"
+
+
+def by_channel(conversations: list[Conversation]) -> dict[str, Conversation]:
+    return {c.channel: c for c in conversations}
+
+
+async def test_positions_reads_many_channels_at_once(store: Store) -> None:
+    await publish(store, "room:a", 3)
+    [b] = await publish(store, "room:b", 1)
+    names = [f"room:none{i}" for i in range(110)] + ["room:a", "room:b", "room:a"]
+
+    found = await store.positions(names)
+
+    assert set(found) == set(names)
+    assert found["room:a"] == await store.position("room:a")
+    assert (found["room:a"].offset, found["room:b"].offset) == (3, b.offset)
+    assert found["room:b"].epoch
+    assert {found[f"room:none{i}"] for i in range(110)} == {ChannelPosition(0, "")}
+    assert await store.positions([]) == {}
+
+
+async def test_mark_read_is_a_monotonic_maximum_clamped_to_the_last_offset(store: Store) -> None:
+    await publish(store, DM, 5, sender="u1")
+
+    assert await store.mark_read("u2", DM, 3) == ReadMark(3, 5, moved=True)
+    assert await store.mark_read("u2", DM, 2) == ReadMark(3, 5, moved=False)
+    assert await store.mark_read("u2", DM, 3) == ReadMark(3, 5, moved=False)
+    assert await store.mark_read("u2", DM, 0) == ReadMark(3, 5, moved=False)
+    assert await store.mark_read("u2", DM, 99) == ReadMark(5, 5, moved=True)
+    assert await store.mark_read("u2", DM, 99) == ReadMark(5, 5, moved=False)
+    await publish(store, DM, 2, sender="u1")
+    assert await store.mark_read("u2", DM, 6) == ReadMark(6, 7, moved=True)
+    assert await store.read_positions("u2", [DM, "dm:u2:u3"]) == {DM: 6, "dm:u2:u3": 0}
+
+
+async def test_mark_read_of_an_empty_channel_stays_at_zero(store: Store) -> None:
+    assert await store.mark_read("u1", "group:nothing", 4) == ReadMark(0, 0, moved=False)
+    assert await store.mark_read("u1", "group:nothing", 0) == ReadMark(0, 0, moved=False)
+    assert await store.read_positions("u1", ["group:nothing"]) == {"group:nothing": 0}
+    assert await store.read_positions("u1", []) == {}
+
+
+async def test_concurrent_mark_reads_keep_the_highest(make_store: MakeStore) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    await publish(node_a, DM, 20, sender="u1")
+    offsets = list(range(1, 21))
+    random.Random(5).shuffle(offsets)
+
+    marks = await asyncio.gather(
+        *(
+            (node_a if i % 2 else node_b).mark_read("u2", DM, offset)
+            for i, offset in enumerate(offsets)
+        )
+    )
+
+    assert all(m.last_offset == 20 and m.last_read <= 20 for m in marks)
+    assert any(m.moved and m.last_read == 20 for m in marks)
+    assert await node_a.read_positions("u2", [DM]) == {DM: 20}
+    assert await node_b.mark_read("u2", DM, 20) == ReadMark(20, 20, moved=False)
+
+
+async def test_many_read_positions_are_read_at_once(store: Store) -> None:
+    channels = [f"group:g{i:03d}" for i in range(105)]
+    for channel in channels[:3]:
+        await publish(store, channel, 2, sender="u1")
+    await store.mark_read("u2", channels[1], 1)
+
+    found = await store.read_positions("u2", [*channels, channels[1]])
+
+    assert found == {**dict.fromkeys(channels, 0), channels[1]: 1}
+    assert (await store.read_positions("u1", channels[:4])) == {
+        **dict.fromkeys(channels[:3], 2),
+        channels[3]: 0,
+    }
+
+
+async def test_appending_moves_the_senders_read_position_in_dms_and_groups(store: Store) -> None:
+    await publish(store, DM, 3, sender="u1")
+    await publish(store, DM, 1, sender="u2")
+    await publish(store, "group:g1", 2, sender="u3")
+    await publish(store, "room:a", 2, sender="u1")
+    # A repeated client message id stores nothing and moves nothing.
+    await store.mark_read("u2", "group:g1", 1)
+    await store.append("group:g1", "u2", b"{}", "c1")
+    await publish(store, "group:g1", 1, sender="u3")
+    await store.append("group:g1", "u2", b"{}", "c1")
+
+    assert await store.read_positions("u1", [DM, "room:a"]) == {DM: 3, "room:a": 0}
+    assert await store.read_positions("u2", [DM, "group:g1"]) == {DM: 4, "group:g1": 3}
+    assert await store.read_positions("u3", ["group:g1"]) == {"group:g1": 4}
+
+
+async def test_a_dm_enters_both_lists_with_its_first_message(store: Store) -> None:
+    assert await store.list_conversations("u1", limit=10, before=None) == []
+
+    first = await store.append(DM, "u1", b"{}", None)
+    await publish(store, DM, 2, sender="u2")
+
+    for user, last_read in (("u1", 1), ("u2", 3)):
+        [entry] = await store.list_conversations(user, limit=10, before=None)
+        assert (entry.channel, entry.last_offset, entry.epoch) == (DM, 3, first.epoch)
+        assert (entry.last_read, entry.name) == (last_read, None)
+        assert entry.last_ts is not None
+        assert abs(entry.last_ts - time.time() * 1000) < 60_000
+        assert entry.cursor
+    assert await store.list_conversations("u3", limit=10, before=None) == []
+    # Rooms and a user's own channel are not conversations.
+    await publish(store, "room:a", 1, sender="u3")
+    await publish(store, "user:u3", 1, sender="u3")
+    assert await store.list_conversations("u3", limit=10, before=None) == []
+
+
+async def test_groups_enter_and_leave_their_members_lists(store: Store) -> None:
+    group = await store.create_group("Family", "owner", ["u1"])
+    channel = f"group:{group.id}"
+
+    for user in ("owner", "u1"):
+        [entry] = await store.list_conversations(user, limit=10, before=None)
+        assert (entry.channel, entry.name, entry.last_offset, entry.epoch) == (
+            channel,
+            "Family",
+            0,
+            "",
+        )
+        assert (entry.last_read, entry.last_ts) == (0, None)
+
+    await publish(store, channel, 3, sender="owner")
+    assert await store.add_member(group.id, "u2")
+    [joined] = await store.list_conversations("u2", limit=10, before=None)
+    # A member added later starts with what is already there read.
+    assert (joined.channel, joined.last_offset, joined.last_read) == (channel, 3, 3)
+    assert not await store.add_member(group.id, "u2")
+
+    await store.mark_read("u1", channel, 2)
+    assert await store.remove_member(group.id, "u1")
+    assert await store.list_conversations("u1", limit=10, before=None) == []
+    assert await store.read_positions("u1", [channel]) == {channel: 2}
+    assert not await store.remove_member(group.id, "u1")
+    assert await store.list_conversations("u1", limit=10, before=None) == []
+
+    await publish(store, channel, 2, sender="owner")
+    assert await store.add_member(group.id, "u1")
+    [back] = await store.list_conversations("u1", limit=10, before=None)
+    assert (back.channel, back.last_offset, back.last_read, back.name) == (channel, 5, 5, "Family")
+    owner = by_channel(await store.list_conversations("owner", limit=10, before=None))
+    assert owner[channel].last_read == 5
+
+
+async def test_conversations_are_listed_newest_entry_first_in_stable_pages(store: Store) -> None:
+    made: list[str] = []
+    for peer in ("u2", "u3", "u4", "u5"):
+        channel = f"dm:u1:{peer}"
+        await store.append(channel, peer, b"{}", None)
+        made.append(channel)
+        await asyncio.sleep(0.002)
+    group = await store.create_group("g", "u9", ["u1"])
+    made.append(f"group:{group.id}")
+    await asyncio.sleep(0.002)
+    await store.append("dm:u0:u1", "u1", b"{}", None)
+    made.append("dm:u0:u1")
+    # New messages in an older conversation do not reorder the list.
+    await publish(store, made[0], 3, sender="u2")
+
+    pages: list[list[str]] = []
+    before = None
+    while True:
+        page = await store.list_conversations("u1", limit=4, before=before)
+        pages.append([c.channel for c in page])
+        if len(page) < 4:
+            break
+        before = page[-1].cursor
+
+    assert pages == [list(reversed(made))[:4], list(reversed(made))[4:]]
+    everything = await store.list_conversations("u1", limit=100, before=None)
+    assert [c.channel for c in everything] == list(reversed(made))
+    cursors = [c.cursor for c in everything]
+    assert cursors == sorted(cursors, reverse=True)
+    assert await store.list_conversations("u1", limit=100, before=cursors[-1]) == []
+    assert await store.list_conversations("u1", limit=0, before=None) == []
+    assert by_channel(everything)[made[0]].last_offset == 4
+
+
+async def test_a_long_list_is_read_whole(store: Store) -> None:
+    groups = [await store.create_group(f"g{i}", "owner", ["u1"]) for i in range(60)]
+    for group in groups[:2]:
+        await publish(store, f"group:{group.id}", 2, sender="owner")
+
+    listed = await store.list_conversations("u1", limit=100, before=None)
+
+    assert len(listed) == 60
+    names = {c.channel: c.name for c in listed}
+    assert names == {f"group:{g.id}": g.name for g in groups}
+    counts = {c.channel: (c.last_offset, c.last_read) for c in listed}
+    assert counts[f"group:{groups[0].id}"] == (2, 0)
+    assert counts[f"group:{groups[5].id}"] == (0, 0)
+
+
+async def test_read_positions_and_lists_are_shared_between_nodes(make_store: MakeStore) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    await publish(node_a, DM, 4, sender="u1")
+
+    assert (await node_b.mark_read("u2", DM, 3)).moved
+    [entry] = await node_a.list_conversations("u2", limit=5, before=None)
+
+    assert (entry.last_offset, entry.last_read) == (4, 3)
+    assert await node_a.mark_read("u2", DM, 2) == ReadMark(3, 4, moved=False)
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
@@ -384,10 +596,13 @@ async def test_data_outlives_the_store_that_wrote_it(make_store: MakeStore) -> N
     writer = await make_store()
     written = await publish(writer, "room:a", 3)
     user = await writer.create_user("carol", "h")
+    await writer.append(DM, "u1", b"{}", None)
     await writer.close()
 
     reader = await make_store()
 
     assert await reader.read_since("room:a", 0, limit=10) == written
+    assert [c.channel for c in await reader.list_conversations("u2", limit=5, before=None)] == [DM]
+    assert await reader.read_positions("u1", [DM]) == {DM: 1}
     assert await reader.get_user_by_username("carol") == user
     assert (await reader.append("room:a", "u1", b"{}", None)).message.offset == 4

@@ -1,0 +1,37 @@
+"""An SQLite file made before read positions existed opens and gains them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from storage.sqlite import SCHEMA, SQLiteStore
+
+
+def test_the_schema_script_can_run_again() -> None:
+    db = sqlite3.connect(":memory:")
+    db.executescript(SCHEMA)
+    db.executescript(SCHEMA)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "conversations" in tables
+
+
+async def test_a_database_without_the_conversations_table_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_schema = SCHEMA.split("-- One row per (user, DM or group channel)")[0]
+    db = sqlite3.connect(path)
+    db.executescript(old_schema)
+    db.execute("INSERT INTO channels VALUES ('dm:u1:u2', 0, 'abcd')")
+    db.commit()
+    db.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.position("dm:u1:u2")).epoch == "abcd"
+        result = await store.append("dm:u1:u2", "u1", b"{}", None)
+        assert result.message.offset == 1
+        assert await store.read_positions("u1", ["dm:u1:u2"]) == {"dm:u1:u2": 1}
+        assert (await store.mark_read("u2", "dm:u1:u2", 1)).moved
+    finally:
+        await store.close()
