@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -183,7 +182,7 @@ class RedisPresence:
     def __init__(self, broker: RedisBroker, *, prefix: str, ttl: float) -> None:
         self._redis = broker
         self._p = prefix + "p:"
-        self._node = secrets.token_hex(8)
+        self._node = broker.node_id.decode()
         self._ttl_ms = int(ttl * 1000)
 
     def _k(self, *parts: str) -> bytes:

@@ -50,15 +50,15 @@ class Broker(Protocol):
     async def ping(self) -> bool: ...
 
 
-def envelope(offset: int, epoch: str, payload: bytes) -> bytes:
-    """Prefix a payload with ``"{offset} {epoch}\\n"`` for the trip between nodes."""
-    return b"%d %s\n%s" % (offset, epoch.encode(), payload)
+def envelope(offset: int, epoch: str, node: bytes, payload: bytes) -> bytes:
+    """Prefix a payload with ``"{offset} {epoch} {node}\\n"`` for the trip between nodes."""
+    return b"%d %s %s\n%s" % (offset, epoch.encode(), node, payload)
 
 
-def open_envelope(data: bytes) -> tuple[int, str, bytes]:
-    """Return (offset, epoch, payload) of :func:`envelope` bytes; raise ValueError if malformed."""
+def open_envelope(data: bytes) -> tuple[int, str, bytes, bytes]:
+    """Return (offset, epoch, node, payload) of :func:`envelope` bytes; ValueError if malformed."""
     head, sep, payload = data.partition(b"\n")
-    offset, _, epoch = head.partition(b" ")
-    if not sep:
+    parts = head.split(b" ")
+    if not sep or len(parts) != 3:
         raise ValueError("no envelope")
-    return int(offset), epoch.decode(), payload
+    return int(parts[0]), parts[1].decode(), parts[2], payload

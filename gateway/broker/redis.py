@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import secrets
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +92,9 @@ class RedisBroker:
         self._window = str(window).encode()
         self._window_ttl = str(int(window_ttl * 1000)).encode()
         self._scripts: dict[bytes, bytes] = {}
+        self.node_id = secrets.token_hex(6).encode()
+        """Stamped on every message this node publishes, so it can skip its own."""
+        self._publish_sha = hashlib.sha1(PUBLISH_SCRIPT).hexdigest().encode()
         self._reconnected: Callable[[], None] | None = None
         self._prefix = prefix
         self._prefix_bytes = prefix.encode()
@@ -193,11 +197,12 @@ class RedisBroker:
             name = reply[1]
             if self._deliver is not None and name.startswith(self._prefix_bytes):
                 try:
-                    offset, epoch, payload = open_envelope(reply[2])
+                    offset, epoch, node, payload = open_envelope(reply[2])
                 except ValueError:
                     log.warning("ignoring a malformed message on %r", name[:200])
                     return
-                self._deliver(name[len(self._prefix_bytes) :].decode(), offset, epoch, payload)
+                if node != self.node_id:  # our own were delivered when published
+                    self._deliver(name[len(self._prefix_bytes) :].decode(), offset, epoch, payload)
         elif kind == b"subscribe":
             channel = reply[1][len(self._prefix_bytes) :].decode()
             groups = self._confirm.get(channel)
@@ -261,31 +266,61 @@ class RedisBroker:
             return await conn.command(*args)
 
     async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+        """Deliver on this node at once, then send to Redis without waiting for the answer.
+
+        Local subscribers do not wait for a Redis round trip, and the publisher is answered as
+        soon as the message is stored; this node skips its own messages coming back from Redis.
+        Commands go out in call order on one pipelined connection, so Redis sees a node's
+        events in the order they were published.
+        """
+        if self._deliver is not None:
+            self._deliver(channel, offset, epoch, payload)
         window, meta = self._window_keys(channel)
-        args = [
+        args = (
+            b"2",
+            window,
+            meta,
             self._key(channel),
-            envelope(offset, epoch, payload),
+            envelope(offset, epoch, self.node_id, payload),
             str(offset).encode(),
             epoch.encode(),
             payload,
             self._window,
             self._window_ttl,
-        ]
+        )
         try:
-            async with asyncio.timeout(self._timeout):
-                await self.script(PUBLISH_SCRIPT, [window, meta], args)
+            conn = await self._publisher()
+            future = conn.submit(b"EVALSHA", self._publish_sha, *args)
+            if future is None:  # too many in flight: wait for room
+                async with asyncio.timeout(self._timeout):
+                    await self.script(PUBLISH_SCRIPT, list(args[1:3]), list(args[3:]))
+                return
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
-            self._metrics.broker_publish_failures += 1
-            if self._pub is not None:
-                self._pub.abort()
-                self._pub = None
-            if not self._failure_logged:
-                log.warning("Redis publish failed (%s); delivering on this node only", exc)
-                self._failure_logged = True
-            if self._deliver is not None:
-                self._deliver(channel, offset, epoch, payload)
+            self._publish_failed(exc)
             return
-        self._failure_logged = False
+        future.add_done_callback(lambda f: self._published(f, args))
+
+    def _published(self, future: asyncio.Future[Any], args: tuple[bytes, ...]) -> None:
+        exc = future.exception()
+        if exc is None:
+            self._failure_logged = False
+            return
+        if isinstance(exc, RespError) and str(exc).startswith("NOSCRIPT") and self._pub is not None:
+            # First use on this Redis (or it restarted): send the script itself once.
+            retry = self._pub.submit(b"EVAL", PUBLISH_SCRIPT, *args)
+            if retry is not None:
+                retry.add_done_callback(lambda f: self._published(f, args))
+                return
+        self._publish_failed(exc)
+
+    def _publish_failed(self, exc: BaseException) -> None:
+        self._metrics.broker_publish_failures += 1
+        if self._pub is not None:
+            self._pub.abort()
+            self._pub = None
+        if not self._failure_logged:
+            log.warning("Redis publish failed (%s); delivered on this node only", exc)
+            self._failure_logged = True
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
         window, meta = self._window_keys(channel)

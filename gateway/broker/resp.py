@@ -70,6 +70,7 @@ class RespConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._slots = asyncio.Semaphore(max_inflight)
+        self._max_inflight = max_inflight
         self.subscribed = False
         """Once SUBSCRIBE was sent, every reply is a push: confirmations included."""
 
@@ -139,6 +140,21 @@ class RespConnection(asyncio.Protocol):
         if self._transport is None:
             raise ConnectionLost("the Redis connection is closed")
         self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    def submit(self, *args: bytes | str) -> asyncio.Future[Any] | None:
+        """Send a command now and return the future of its reply, without waiting.
+
+        None when too many replies are already outstanding: the caller should ``await
+        command()`` instead, which waits for room (backpressure).
+        """
+        if self._transport is None:
+            raise ConnectionLost("the Redis connection is closed")
+        if self._slots.locked() or len(self._waiting) >= self._max_inflight:
+            return None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+        return future
 
     async def command(self, *args: bytes | str) -> Any:
         """Send a command and wait for its reply; commands from many callers pipeline."""

@@ -44,23 +44,34 @@ def _one_line(scenario: str, result: dict[str, Any]) -> str:
         return f"ERROR {result['error']}"
     if scenario in ("s1", "s2"):
         best, fixed = result["max"], result["fixed"]
-        return (f"max {best['deliveries_per_s']:,.0f}/s p99 {best['p99_ms']} ms; "
-                f"@{fixed['offered_per_s']:,}/s: {fixed['server_cpu_us_per_delivery']} µs/delivery,"
-                f" client {fixed['client_cpu_pct']:.0f}%")
+        return (
+            f"max {best['deliveries_per_s']:,.0f}/s p99 {best['p99_ms']} ms; "
+            f"@{fixed['offered_per_s']:,}/s: {fixed['server_cpu_us_per_delivery']} µs/delivery,"
+            f" client {fixed['client_cpu_pct']:.0f}%"
+        )
     if scenario == "s3":
-        return (f"{result['opened']:,} open, {result['opens_per_s']:,.0f}/s, "
-                f"{result['kib_per_connection']} KiB/conn")
-    return (f"server {result['server_cpu_pct']:.1f}% p50 {result['p50_ms']} ms "
-            f"p99 {result['p99_ms']} ms delivered {result['delivered_pct']}%")
+        return (
+            f"{result['opened']:,} open, {result['opens_per_s']:,.0f}/s, "
+            f"{result['kib_per_connection']} KiB/conn"
+        )
+    return (
+        f"server {result['server_cpu_pct']:.1f}% p50 {result['p50_ms']} ms "
+        f"p99 {result['p99_ms']} ms delivered {result['delivered_pct']}%"
+    )
 
 
-async def _run_all(ctx: Context, targets: list[Target], scenarios: list[str],
-                   runs: list[dict[str, dict[str, Any]]], errors: list[str]) -> None:
+async def _run_all(
+    ctx: Context,
+    targets: list[Target],
+    scenarios: list[str],
+    runs: list[dict[str, dict[str, Any]]],
+    errors: list[str],
+) -> None:
     for index in range(ctx.plan.runs):
         run: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
         runs.append(run)
         # Rotate the order each run so no target always goes first on a warm or cold machine.
-        order = targets[index % len(targets):] + targets[:index % len(targets)]
+        order = targets[index % len(targets) :] + targets[: index % len(targets)]
         for scenario in scenarios:
             for target in order:
                 _log(f"run {index + 1}/{ctx.plan.runs} {scenario} {target.name} ...")
@@ -102,10 +113,16 @@ async def _main(args: argparse.Namespace) -> int:
         errors.append(f"stopped at the {TIME_LIMIT_S[plan.mode]} s time limit; partial results")
     names = [t.name for t in targets]
     full_report = {
-        "meta": {"mode": plan.mode, "runs": plan.runs, "started_utc": f"{started:%Y-%m-%d %H:%M}Z",
-                 "seconds": round((datetime.now(UTC) - started).total_seconds()),
-                 "command": os.environ.get("BENCH_COMMAND", " ".join(sys.argv)),
-                 "plan": vars(plan), "logs": str(ctx.logs), "versions": found_versions},
+        "meta": {
+            "mode": plan.mode,
+            "runs": plan.runs,
+            "started_utc": f"{started:%Y-%m-%d %H:%M}Z",
+            "seconds": round((datetime.now(UTC) - started).total_seconds()),
+            "command": os.environ.get("BENCH_COMMAND", " ".join(sys.argv)),
+            "plan": vars(plan),
+            "logs": str(ctx.logs),
+            "versions": found_versions,
+        },
         "targets": {t.name: t.description for t in targets},
         "medians": report.medians(runs, names),
         "peak_client_cpu_pct": report.peak_client_cpu(runs),
@@ -114,8 +131,12 @@ async def _main(args: argparse.Namespace) -> int:
     }
     _, md_path = report.write(full_report, layout.reports, stem)
     print(md_path.read_text())
-    measured = any("error" not in result
-                   for run in runs for per_target in run.values() for result in per_target.values())
+    measured = any(
+        "error" not in result
+        for run in runs
+        for per_target in run.values()
+        for result in per_target.values()
+    )
     return 0 if measured else 1
 
 
@@ -123,13 +144,20 @@ def main() -> int:
     """Parse arguments and run the benchmark on uvloop."""
     parser = argparse.ArgumentParser(prog="benchkit", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one short run, smaller counts")
-    parser.add_argument("--targets", default="moosic,pysio,sionode",
-                        help="comma-separated subset of: " + ",".join(TARGETS))
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated subset of: " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--targets",
+        default="moosic,pysio,sionode",
+        help="comma-separated subset of: " + ",".join(TARGETS),
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated subset of: " + ",".join(SCENARIOS),
+    )
     args = parser.parse_args()
     unknown = (set(args.targets.split(",")) - set(TARGETS)) | (
-        set(args.scenarios.split(",")) - set(SCENARIOS))
+        set(args.scenarios.split(",")) - set(SCENARIOS)
+    )
     if unknown:
         parser.error(f"unknown target or scenario: {', '.join(sorted(unknown))}")
     try:

@@ -50,9 +50,13 @@ async def chat(target: Target, ctx: Context) -> dict[str, Any]:
 
         pacer = Pacer(send_next, plan.chat_warmup_s + plan.chat_window_s + 30)
         try:
-            conns += await open_all(target.wire, cluster.ports[0],
-                                    mint(ctx.secret, "bench-chat-", count), sink,
-                                    plan.open_concurrency)
+            conns += await open_all(
+                target.wire,
+                cluster.ports[0],
+                mint(ctx.secret, "bench-chat-", count),
+                sink,
+                plan.open_concurrency,
+            )
             await join_all(conns, _room, plan.open_concurrency)
             pacer.rate = float(count)
             pacer.start()

@@ -188,8 +188,9 @@ class Conn(WSListener):
             self.transport.disconnect()
 
 
-async def open_many(wire: Wire, port: int, tokens: Sequence[str], sink: Sink,
-                    concurrency: int, start_index: int = 0) -> tuple[list[Conn], list[str]]:
+async def open_many(
+    wire: Wire, port: int, tokens: Sequence[str], sink: Sink, concurrency: int, start_index: int = 0
+) -> tuple[list[Conn], list[str]]:
     """Open one connection per token, at most `concurrency` handshakes at a time.
 
     A connection counts as open once the server has authenticated it. Returns the open
@@ -200,8 +201,12 @@ async def open_many(wire: Wire, port: int, tokens: Sequence[str], sink: Sink,
     async def one(index: int, token: str) -> Conn:
         async with gate:
             conn = Conn(wire, token, sink, index)
-            await ws_connect(lambda: conn, wire.ws_url(port, token),
-                             websocket_handshake_timeout=10, read_buffer_init_size=4096)
+            await ws_connect(
+                lambda: conn,
+                wire.ws_url(port, token),
+                websocket_handshake_timeout=10,
+                read_buffer_init_size=4096,
+            )
             try:
                 await asyncio.wait_for(conn.ready, 10)
             except BaseException:
@@ -210,15 +215,16 @@ async def open_many(wire: Wire, port: int, tokens: Sequence[str], sink: Sink,
             return conn
 
     outcomes = await asyncio.gather(
-        *(one(start_index + i, token) for i, token in enumerate(tokens)),
-        return_exceptions=True)
+        *(one(start_index + i, token) for i, token in enumerate(tokens)), return_exceptions=True
+    )
     conns = [o for o in outcomes if isinstance(o, Conn)]
     errors = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
     return conns, errors
 
 
-async def open_all(wire: Wire, port: int, tokens: Sequence[str], sink: Sink,
-                   concurrency: int, start_index: int = 0) -> list[Conn]:
+async def open_all(
+    wire: Wire, port: int, tokens: Sequence[str], sink: Sink, concurrency: int, start_index: int = 0
+) -> list[Conn]:
     """Like open_many, but every connection must open."""
     conns, errors = await open_many(wire, port, tokens, sink, concurrency, start_index)
     if errors:
@@ -227,8 +233,9 @@ async def open_all(wire: Wire, port: int, tokens: Sequence[str], sink: Sink,
     return conns
 
 
-async def join_all(conns: Sequence[Conn], channel_of: Callable[[Conn], str],
-                   concurrency: int) -> None:
+async def join_all(
+    conns: Sequence[Conn], channel_of: Callable[[Conn], str], concurrency: int
+) -> None:
     """Subscribe every connection to its channel, `concurrency` requests at a time."""
     gate = asyncio.Semaphore(concurrency)
 
@@ -239,8 +246,9 @@ async def join_all(conns: Sequence[Conn], channel_of: Callable[[Conn], str],
     outcomes = await asyncio.gather(*(one(c) for c in conns), return_exceptions=True)
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     if errors:
-        raise SomeFailedError("subscriptions", len(errors), len(conns),
-                              f"{type(errors[0]).__name__}: {errors[0]}")
+        raise SomeFailedError(
+            "subscriptions", len(errors), len(conns), f"{type(errors[0]).__name__}: {errors[0]}"
+        )
 
 
 def close_all(conns: Sequence[Conn]) -> None:

@@ -39,5 +39,6 @@ class NotDeliveredError(BenchError):
     """The first message did not reach every subscriber in time."""
 
     def __init__(self, got: int, expected: int, notes: list[str]) -> None:
-        super().__init__(f"only {got} of {expected} subscribers got the first message; "
-                         f"notes: {notes}")
+        super().__init__(
+            f"only {got} of {expected} subscribers got the first message; notes: {notes}"
+        )

@@ -41,8 +41,9 @@ class Rig:
 
 
 @asynccontextmanager
-async def _rig(target: Target, nodes: int, ctx: Context, tag: str,
-               limit_s: float) -> AsyncIterator[Rig]:
+async def _rig(
+    target: Target, nodes: int, ctx: Context, tag: str, limit_s: float
+) -> AsyncIterator[Rig]:
     plan = ctx.plan
     count = plan.fanout_subscribers
     async with running(target, nodes, ctx, tag) as cluster:
@@ -50,18 +51,30 @@ async def _rig(target: Target, nodes: int, ctx: Context, tag: str,
         conns: list[Conn] = []
         pacer: Pacer | None = None
         try:
-            conns += await open_all(target.wire, cluster.ports[0],
-                                    mint(ctx.secret, "bench-sub-", count), sink,
-                                    plan.open_concurrency)
+            conns += await open_all(
+                target.wire,
+                cluster.ports[0],
+                mint(ctx.secret, "bench-sub-", count),
+                sink,
+                plan.open_concurrency,
+            )
             await join_all(conns, lambda _conn: CHANNEL, plan.open_concurrency)
-            publisher = (await open_all(target.wire, cluster.ports[-1],
-                                        mint(ctx.secret, "bench-pub-", 1), sink, 1,
-                                        start_index=count))[0]
+            publisher = (
+                await open_all(
+                    target.wire,
+                    cluster.ports[-1],
+                    mint(ctx.secret, "bench-pub-", 1),
+                    sink,
+                    1,
+                    start_index=count,
+                )
+            )[0]
             conns.append(publisher)
             padding = padding_for(plan.message_bytes)
             await _prime(publisher, sink, count, padding)
-            pacer = Pacer(lambda: publisher.publish(CHANNEL, message(publisher.index, padding)),
-                          limit_s)
+            pacer = Pacer(
+                lambda: publisher.publish(CHANNEL, message(publisher.index, padding)), limit_s
+            )
             pacer.start()
             yield Rig(cluster, sink, pacer, count)
         finally:
@@ -125,14 +138,21 @@ def _best(steps: list[dict[str, Any]], p99_limit_ms: float) -> dict[str, Any]:
 
 def _fixed(steps: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
     step = next((s for s in steps if s["offered_per_s"] == plan.fixed_offered), steps[-1])
-    kept_up = (step["offered_per_s"] == plan.fixed_offered
-               and step["deliveries_per_s"] >= KEEP_UP_SHARE * plan.fixed_offered)
+    kept_up = (
+        step["offered_per_s"] == plan.fixed_offered
+        and step["deliveries_per_s"] >= KEEP_UP_SHARE * plan.fixed_offered
+    )
     return {**step, "kept_up": kept_up}
 
 
 async def fanout(target: Target, ctx: Context, nodes: int) -> dict[str, Any]:
     """Ramp the offered rate; report the fixed-rate step, the best step and every step."""
     steps = await _ramp(target, nodes, ctx, "s1" if nodes == 1 else "s2")
-    return {"nodes": nodes, "subscribers": ctx.plan.fanout_subscribers,
-            "message_bytes": ctx.plan.message_bytes, "fixed": _fixed(steps, ctx.plan),
-            "max": _best(steps, ctx.plan.p99_limit_ms), "ramp": steps}
+    return {
+        "nodes": nodes,
+        "subscribers": ctx.plan.fanout_subscribers,
+        "message_bytes": ctx.plan.message_bytes,
+        "fixed": _fixed(steps, ctx.plan),
+        "max": _best(steps, ctx.plan.p99_limit_ms),
+        "ramp": steps,
+    }

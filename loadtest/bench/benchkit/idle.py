@@ -26,8 +26,9 @@ async def idle(target: Target, ctx: Context) -> dict[str, Any]:
         rss_before = cluster.server_rss_bytes()
         sink = Sink()
         started, server_cpu, client_cpu = time.monotonic(), cluster.server_cpu_s(), own_cpu_s()
-        conns, errors = await open_many(target.wire, cluster.ports[0], tokens, sink,
-                                        plan.open_concurrency)
+        conns, errors = await open_many(
+            target.wire, cluster.ports[0], tokens, sink, plan.open_concurrency
+        )
         seconds = time.monotonic() - started
         server_cpu = cluster.server_cpu_s() - server_cpu
         client_cpu = own_cpu_s() - client_cpu

@@ -28,8 +28,15 @@ class Snap:
 
 def snap(cluster: Cluster, sink: Sink) -> Snap:
     """Read every counter now."""
-    return Snap(time.monotonic(), cluster.server_cpu_s(), cluster.redis_cpu_s(), own_cpu_s(),
-                sink.delivered, sink.acks, sink.errors)
+    return Snap(
+        time.monotonic(),
+        cluster.server_cpu_s(),
+        cluster.redis_cpu_s(),
+        own_cpu_s(),
+        sink.delivered,
+        sink.acks,
+        sink.errors,
+    )
 
 
 def percentile_ms(sorted_us: list[int], q: float) -> float | None:

@@ -38,16 +38,27 @@ class Proc:
             raise ProcessExitedError(self.name, code, self.log)
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], log: Path, pidfile: Path,
-          cwd: Path | None = None) -> Proc:
+def spawn(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    pidfile: Path,
+    cwd: Path | None = None,
+) -> Proc:
     """Start argv pinned to the server core, in a new session, logging to a file."""
     log.parent.mkdir(parents=True, exist_ok=True)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         popen = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CORE), *argv], env=env, cwd=cwd,
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            ["taskset", "-c", str(SERVER_CORE), *argv],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     with pidfile.open("a") as pids:
         pids.write(f"{popen.pid}\n")
     return Proc(name=name, popen=popen, log=log)
@@ -80,7 +91,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     # Fields after the command name, which may itself hold spaces and parentheses.
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def _descendants(root: int) -> list[int]:
@@ -165,7 +176,8 @@ def redis_pong(port: int) -> Probe:
 async def _exchange(port: int, request: bytes) -> bytes:
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), timeout=1.0)
+            asyncio.open_connection("127.0.0.1", port), timeout=1.0
+        )
     except (OSError, TimeoutError):
         return b""
     try:

@@ -25,22 +25,31 @@ class Metric:
 
 def _fanout_metrics(scenario: str, name: str) -> list[Metric]:
     return [
-        Metric(f"{name}: max deliveries/s (p99 ≤ limit)", "higher",
-               (scenario, "max", "deliveries_per_s"), f"{name}: load generator CPU % at max"),
+        Metric(
+            f"{name}: max deliveries/s (p99 ≤ limit)",
+            "higher",
+            (scenario, "max", "deliveries_per_s"),
+            f"{name}: load generator CPU % at max",
+        ),
         Metric(f"{name}: p50 at max, ms", "lower", (scenario, "max", "p50_ms")),
         Metric(f"{name}: p99 at max, ms", "lower", (scenario, "max", "p99_ms")),
-        Metric(f"{name}: load generator CPU % at max", "info",
-               (scenario, "max", "client_cpu_pct")),
-        Metric(f"{name}: server CPU µs per delivery at fixed rate", "lower",
-               (scenario, "fixed", "server_cpu_us_per_delivery")),
-        Metric(f"{name}: deliveries/s at fixed rate", "higher",
-               (scenario, "fixed", "deliveries_per_s")),
+        Metric(f"{name}: load generator CPU % at max", "info", (scenario, "max", "client_cpu_pct")),
+        Metric(
+            f"{name}: server CPU µs per delivery at fixed rate",
+            "lower",
+            (scenario, "fixed", "server_cpu_us_per_delivery"),
+        ),
+        Metric(
+            f"{name}: deliveries/s at fixed rate", "higher", (scenario, "fixed", "deliveries_per_s")
+        ),
         Metric(f"{name}: p50 at fixed rate, ms", "lower", (scenario, "fixed", "p50_ms")),
         Metric(f"{name}: p99 at fixed rate, ms", "lower", (scenario, "fixed", "p99_ms")),
-        Metric(f"{name}: Redis CPU % at fixed rate", "lower",
-               (scenario, "fixed", "redis_cpu_pct")),
-        Metric(f"{name}: load generator CPU % at fixed rate", "info",
-               (scenario, "fixed", "client_cpu_pct")),
+        Metric(f"{name}: Redis CPU % at fixed rate", "lower", (scenario, "fixed", "redis_cpu_pct")),
+        Metric(
+            f"{name}: load generator CPU % at fixed rate",
+            "info",
+            (scenario, "fixed", "client_cpu_pct"),
+        ),
     ]
 
 
@@ -49,8 +58,11 @@ METRICS: list[Metric] = [
     *_fanout_metrics("s2", "S2 cross-node"),
     Metric("S3 idle: RSS KiB per connection", "lower", ("s3", "kib_per_connection")),
     Metric("S3 idle: connections opened/s", "higher", ("s3", "opens_per_s")),
-    Metric("S3 idle: load generator CPU % while opening", "info",
-           ("s3", "client_cpu_pct_while_opening")),
+    Metric(
+        "S3 idle: load generator CPU % while opening",
+        "info",
+        ("s3", "client_cpu_pct_while_opening"),
+    ),
     Metric("S4 chat: server CPU %", "lower", ("s4", "server_cpu_pct")),
     Metric("S4 chat: p50, ms", "lower", ("s4", "p50_ms")),
     Metric("S4 chat: p99, ms", "lower", ("s4", "p99_ms")),
@@ -75,8 +87,9 @@ def medians(runs: list[dict[str, dict[str, Any]]], targets: list[str]) -> dict[s
     for target in targets:
         row: dict[str, Any] = {}
         for metric in METRICS:
-            values = [v for run in runs
-                      if (v := _lookup(run.get(target, {}), metric.path)) is not None]
+            values = [
+                v for run in runs if (v := _lookup(run.get(target, {}), metric.path)) is not None
+            ]
             row[metric.label] = statistics.median(values) if values else None
         out[target] = row
     return out
@@ -132,8 +145,10 @@ def markdown(report: dict[str, Any]) -> str:
     baselines = [n for n in names if n != GATEWAY] if GATEWAY in names else []
     head = ["figure", "better", *names, *(f"{GATEWAY} ÷ {b}" for b in baselines)]
     lines = [
-        (f"## Bench results ({report['meta']['mode']} mode, {report['meta']['runs']} run(s), "
-         f"medians), {report['meta']['started_utc']}"),
+        (
+            f"## Bench results ({report['meta']['mode']} mode, {report['meta']['runs']} run(s), "
+            f"medians), {report['meta']['started_utc']}"
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -143,29 +158,36 @@ def markdown(report: dict[str, Any]) -> str:
         if all(v is None for v in values):
             continue
         cells = [_cell(metric, table[n]) for n in names]
-        ratios = [_ratio(table[GATEWAY][metric.label], table[b][metric.label])
-                  for b in baselines]
+        ratios = [_ratio(table[GATEWAY][metric.label], table[b][metric.label]) for b in baselines]
         lines.append("| " + " | ".join([metric.label, metric.better, *cells, *ratios]) + " |")
     meta = report["meta"]
     lines += [
         "",
-        (f"Fixed rate: {meta['plan']['fixed_offered']:,} deliveries/s offered; p99 limit "
-         f"{meta['plan']['p99_limit_ms']:.0f} ms; {meta['plan']['fanout_subscribers']:,} "
-         f"subscribers. Peak load generator CPU in any window: "
-         f"{_fmt(report['peak_client_cpu_pct'])} % of its core."),
+        (
+            f"Fixed rate: {meta['plan']['fixed_offered']:,} deliveries/s offered; p99 limit "
+            f"{meta['plan']['p99_limit_ms']:.0f} ms; {meta['plan']['fanout_subscribers']:,} "
+            f"subscribers. Peak load generator CPU in any window: "
+            f"{_fmt(report['peak_client_cpu_pct'])} % of its core."
+        ),
         "",
-        (f"≥: the load generator's core was ≥{CLIENT_BOUND_PCT:.0f}% busy at that step, so the "
-         "figure is a lower bound. A target whose deliveries/s at the fixed rate fall short of "
-         "the rate offered was saturated there: its CPU per delivery is then taken at its own "
-         "maximum. Ratios are moosic ÷ baseline; read them with the 'better' column."),
+        (
+            f"≥: the load generator's core was ≥{CLIENT_BOUND_PCT:.0f}% busy at that step, so the "
+            "figure is a lower bound. A target whose deliveries/s at the fixed rate fall short of "
+            "the rate offered was saturated there: its CPU per delivery is then taken at its own "
+            "maximum. Ratios are moosic ÷ baseline; read them with the 'better' column."
+        ),
         "",
         "Targets:",
         *(f"- {name}: {desc}" for name, desc in report["targets"].items()),
     ]
     lines += ["", "Versions:", *_versions(meta["versions"])]
     if report["errors"]:
-        lines += ["", "Errors:", *(f"- {e}" for e in report["errors"]),
-                  f"- server logs: `{meta['logs']}`"]
+        lines += [
+            "",
+            "Errors:",
+            *(f"- {e}" for e in report["errors"]),
+            f"- server logs: `{meta['logs']}`",
+        ]
     lines += ["", f"Command: `{meta['command']}`", f"JSON: `{meta['json']}`", ""]
     return "\n".join(lines)
 

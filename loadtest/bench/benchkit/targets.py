@@ -65,8 +65,11 @@ class Target:
 
 
 def _base_env() -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+    }
 
 
 def _moosic(layout: Layout, node: NodeSpec) -> Launch:
@@ -84,14 +87,21 @@ def _moosic(layout: Layout, node: NodeSpec) -> Launch:
 
 
 def _baseline_env(node: NodeSpec) -> dict[str, str]:
-    return _base_env() | {"BENCH_HOST": "127.0.0.1", "BENCH_PORT": str(node.port),
-                          "BENCH_REDIS_URL": node.redis_url, "BENCH_JWT_SECRET": node.secret}
+    return _base_env() | {
+        "BENCH_HOST": "127.0.0.1",
+        "BENCH_PORT": str(node.port),
+        "BENCH_REDIS_URL": node.redis_url,
+        "BENCH_JWT_SECRET": node.secret,
+    }
 
 
 def _pysio(layout: Layout, node: NodeSpec) -> Launch:
     python = layout.work / "pysio" / "bin" / "python"
-    return [str(python), str(layout.bench / "baselines" / "pysio_server.py")], \
-        _baseline_env(node), None
+    return (
+        [str(python), str(layout.bench / "baselines" / "pysio_server.py")],
+        _baseline_env(node),
+        None,
+    )
 
 
 def _sionode(layout: Layout, node: NodeSpec) -> Launch:
@@ -103,19 +113,35 @@ def _sionode(layout: Layout, node: NodeSpec) -> Launch:
 
 
 TARGETS: dict[str, Target] = {
-    "moosic": Target("moosic", "Moosic Gateway (python -m gateway, SQLite store, Redis broker)",
-                     MoosicWire(), "/readyz", _moosic),
-    "pysio": Target("pysio", "python-socketio 5, aiohttp mode, AsyncRedisManager, uvloop",
-                    SocketIOWire(), "/healthz", _pysio),
-    "sionode": Target("sionode", "Node socket.io 4 + @socket.io/redis-adapter",
-                      SocketIOWire(), "/healthz", _sionode),
+    "moosic": Target(
+        "moosic",
+        "Moosic Gateway (python -m gateway, SQLite store, Redis broker)",
+        MoosicWire(),
+        "/readyz",
+        _moosic,
+    ),
+    "pysio": Target(
+        "pysio",
+        "python-socketio 5, aiohttp mode, AsyncRedisManager, uvloop",
+        SocketIOWire(),
+        "/healthz",
+        _pysio,
+    ),
+    "sionode": Target(
+        "sionode",
+        "Node socket.io 4 + @socket.io/redis-adapter",
+        SocketIOWire(),
+        "/healthz",
+        _sionode,
+    ),
 }
 
 
 def moosic_available(layout: Layout) -> bool:
     """Whether the gateway can be started from this checkout."""
-    return ((layout.repo / "gateway" / "__main__.py").is_file()
-            and (layout.repo / ".venv" / "bin" / "python").is_file())
+    return (layout.repo / "gateway" / "__main__.py").is_file() and (
+        layout.repo / ".venv" / "bin" / "python"
+    ).is_file()
 
 
 @dataclass(frozen=True)
@@ -157,9 +183,23 @@ async def running(target: Target, nodes: int, ctx: Context, tag: str) -> AsyncIt
     procs: list[Proc] = []
     try:
         redis_port = free_port()
-        redis = spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
-                                "--save", "", "--appendonly", "no"],
-                      _base_env(), ctx.logs / f"{name}-redis.log", ctx.layout.pidfile)
+        redis = spawn(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            _base_env(),
+            ctx.logs / f"{name}-redis.log",
+            ctx.layout.pidfile,
+        )
         procs.append(redis)
         await wait_until(redis_pong(redis_port), "redis", redis, READY_TIMEOUT_S)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -167,17 +207,27 @@ async def running(target: Target, nodes: int, ctx: Context, tag: str) -> AsyncIt
         for index in range(nodes):
             port = free_port()
             argv, env, cwd = target.launch(
-                ctx.layout, NodeSpec(port, redis_url, ctx.secret, data_dir))
-            node = spawn(f"{target.name} node {index}", argv, env,
-                         ctx.logs / f"{name}-node{index}.log", ctx.layout.pidfile, cwd)
+                ctx.layout, NodeSpec(port, redis_url, ctx.secret, data_dir)
+            )
+            node = spawn(
+                f"{target.name} node {index}",
+                argv,
+                env,
+                ctx.logs / f"{name}-node{index}.log",
+                ctx.layout.pidfile,
+                cwd,
+            )
             procs.append(node)
             ports.append(port)
             # One node at a time: nodes of one cluster may race to create a shared store.
-            await wait_until(http_ok(port, target.ready_path), f"{target.name} node {index}",
-                             node, READY_TIMEOUT_S)
+            await wait_until(
+                http_ok(port, target.ready_path),
+                f"{target.name} node {index}",
+                node,
+                READY_TIMEOUT_S,
+            )
         yield Cluster(target, ports, procs[1:], redis)
     finally:
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
-

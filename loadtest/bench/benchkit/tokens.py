@@ -15,6 +15,17 @@ TTL_S = 3600
 def mint(secret: str, prefix: str, count: int) -> list[str]:
     """Tokens for users {prefix}00000, {prefix}00001, …"""
     now = int(time.time())
-    return [jwt.encode({"sub": f"{prefix}{i:05d}", "iat": now, "exp": now + TTL_S,
-                        "iss": "moosic", "aud": "moosic"}, secret, algorithm="HS256")
-            for i in range(count)]
+    return [
+        jwt.encode(
+            {
+                "sub": f"{prefix}{i:05d}",
+                "iat": now,
+                "exp": now + TTL_S,
+                "iss": "moosic",
+                "aud": "moosic",
+            },
+            secret,
+            algorithm="HS256",
+        )
+        for i in range(count)
+    ]

@@ -22,8 +22,7 @@ print(json.dumps({"python": platform.python_version(), **{p: version(p) for p in
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd,
-                              check=True)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd, check=True)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"unknown ({type(exc).__name__})"
     return done.stdout.strip()
@@ -59,23 +58,50 @@ def _cpu_model() -> str:
 def collect(layout: Layout) -> dict[str, object]:
     """Versions of the load generator, each target and the machine."""
     head = _run(["git", "-C", str(layout.repo), "rev-parse", "--short", "HEAD"])
-    dirty = _run(["git", "-C", str(layout.repo), "status", "--porcelain", "--", "gateway",
-                  "handlers", "storage"])
+    dirty = _run(
+        [
+            "git",
+            "-C",
+            str(layout.repo),
+            "status",
+            "--porcelain",
+            "--",
+            "gateway",
+            "handlers",
+            "storage",
+        ]
+    )
     return {
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
-                    "kernel": platform.release()},
-        "load_generator": {"python": platform.python_version(),
-                           **{p: metadata.version(p) for p in ("picows", "uvloop")}},
-        "moosic": {"commit": head or "none",
-                   "uncommitted_changes_in_gateway": bool(dirty),
-                   **_venv(layout.repo / ".venv" / "bin" / "python",
-                           ["aiohttp", "uvloop", "orjson", "msgspec", "redis", "PyJWT"])},
-        "pysio": _venv(layout.work / "pysio" / "bin" / "python",
-                       ["python-socketio", "python-engineio", "aiohttp", "uvloop", "redis",
-                        "PyJWT"]),
-        "sionode": {"node": _run(["node", "--version"]),
-                    **_node_packages(layout.work / "sionode" / "node_modules",
-                                     ["socket.io", "@socket.io/redis-adapter", "redis",
-                                      "engine.io", "ws", "jsonwebtoken"])},
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release()},
+        "load_generator": {
+            "python": platform.python_version(),
+            **{p: metadata.version(p) for p in ("picows", "uvloop")},
+        },
+        "moosic": {
+            "commit": head or "none",
+            "uncommitted_changes_in_gateway": bool(dirty),
+            **_venv(
+                layout.repo / ".venv" / "bin" / "python",
+                ["aiohttp", "uvloop", "orjson", "msgspec", "redis", "PyJWT"],
+            ),
+        },
+        "pysio": _venv(
+            layout.work / "pysio" / "bin" / "python",
+            ["python-socketio", "python-engineio", "aiohttp", "uvloop", "redis", "PyJWT"],
+        ),
+        "sionode": {
+            "node": _run(["node", "--version"]),
+            **_node_packages(
+                layout.work / "sionode" / "node_modules",
+                [
+                    "socket.io",
+                    "@socket.io/redis-adapter",
+                    "redis",
+                    "engine.io",
+                    "ws",
+                    "jsonwebtoken",
+                ],
+            ),
+        },
         "redis": _run(["redis-server", "--version"]),
     }

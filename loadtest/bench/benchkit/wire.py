@@ -76,7 +76,10 @@ class MoosicWire(Wire):
     def publish_frame(self, req_id: int, channel: str, data: bytes) -> bytes:
         """{"op":"publish","id":N,"channel":C,"data":{...}}."""
         return b'{"op":"publish","id":%d,"channel":"%s","data":%s}' % (
-            req_id, channel.encode(), data)
+            req_id,
+            channel.encode(),
+            data,
+        )
 
     def on_connected(self, peer: Peer) -> None:
         """A bad token is refused before the upgrade, so an open socket is authenticated."""
@@ -88,8 +91,7 @@ class MoosicWire(Wire):
         if msg.get("op") == "reply":
             peer.reply(int(msg.get("id", 0)), True, "")
         elif msg.get("op") == "error":
-            peer.reply(int(msg.get("id") or 0), False,
-                       f"{msg.get('code')}: {msg.get('message')}")
+            peer.reply(int(msg.get("id") or 0), False, f"{msg.get('code')}: {msg.get('message')}")
 
 
 class SocketIOWire(Wire):
@@ -129,4 +131,3 @@ class SocketIOWire(Wire):
             peer.refuse(f"connect refused: {payload[2:].decode(errors='replace')}")
         elif payload.startswith(b"41"):
             peer.refuse("disconnected by the server")
-
