@@ -95,6 +95,7 @@ class _Watch:
                 await self._event.wait()
         except TimeoutError:
             return False
+        self._event.clear()
         return True
 
 

@@ -242,7 +242,12 @@ async def events(ctx: Context, params: EventsParams) -> Result:
         else:
             found = await catch_up(services, channel.name, params.since, limits.longpoll_max_events)
         since = found.last if params.since is None else params.since
-        if not found.events and timeout > 0 and await watcher.wait(timeout):
+        deadline = time.monotonic() + timeout
+        # Any push wakes the watcher (receipts and typing too): wait on until a stored event
+        # is there or the time is up.
+        while not found.events and (left := deadline - time.monotonic()) > 0:
+            if not await watcher.wait(left):
+                break
             found = await catch_up(services, channel.name, since, limits.longpoll_max_events)
     events_json = [orjson.Fragment(payload) for _offset, payload in found.events]
     return {

@@ -299,3 +299,21 @@ async def test_user_lookup(client: Any) -> None:
         assert await r.json() == {"user_id": alice["user_id"], "username": "alice"}
     async with client.get("/v1/users/by-username/zed", headers=bearer(alice)) as r:
         assert r.status == 404
+
+
+async def test_long_poll_is_not_ended_by_typing_or_receipts(client: Any) -> None:
+    alice = await register(client, "alice")
+    bob = await register(client, "bob")
+    dm = "dm:" + ":".join(sorted([alice["user_id"], bob["user_id"]]))
+    poll = asyncio.create_task(
+        client.get(f"/v1/channels/{dm}/events?timeout=20", headers=bearer(bob))
+    )
+    await asyncio.sleep(0.2)
+    alice_ws = await WsClient.connect(client, alice["access_token"])
+    await alice_ws.result("typing", channel=dm)  # an ephemeral push: the poll keeps waiting
+    await asyncio.sleep(0.2)
+    assert not poll.done()
+    await alice_ws.result("publish", channel=dm, data={"text": "now"})
+    async with await poll as r:
+        body = await r.json()
+    assert [e["data"] for e in body["events"]] == [{"text": "now"}]
