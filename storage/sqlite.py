@@ -167,7 +167,10 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
         self._path = Path(path)
         self._ids = IdGenerator()
-        self._slots = asyncio.Semaphore(max_pending)
+        self._max_pending = max_pending
+        self._pending = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._appends: list[
@@ -212,14 +215,27 @@ class SQLiteStore:
             raise Unavailable("the SQLite store is not open")
         return self._db
 
+    async def _enter(self) -> None:
+        """Take one of ``max_pending`` places; past the bound, callers wait (backpressure)."""
+        while self._pending >= self._max_pending:
+            self._room.clear()
+            await self._room.wait()
+        self._pending += 1
+
+    def _leave(self) -> None:
+        self._pending -= 1
+        self._room.set()
+
     async def _run(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
             raise Unavailable("the SQLite store is not open")
-        async with self._slots:
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-            except sqlite3.OperationalError as exc:
-                raise Unavailable(f"SQLite: {exc}") from exc
+        await self._enter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"SQLite: {exc}") from exc
+        finally:
+            self._leave()
 
     # -- messages --------------------------------------------------------------------------
 
@@ -233,12 +249,15 @@ class SQLiteStore:
         """
         if self._executor is None:
             raise Unavailable("the SQLite store is not open")
-        async with self._slots:
+        await self._enter()
+        try:
             future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
             self._appends.append(((channel, sender, data, client_msg_id), future))
             if not self._appending:
                 self._write_appends()
             return await future
+        finally:
+            self._leave()
 
     def _write_appends(self) -> None:
         """Hand every queued append to the store's thread as one batch (on the event loop)."""
