@@ -247,7 +247,9 @@ class RedisPresence:
             found = await self._run(_REAP, [nodes], [self._p.encode(), node, str(now).encode()])
             if not isinstance(found, list):
                 continue  # another node reaped it first
-            log.warning("node %s stopped refreshing its presence; cleared what it held", node)
+            log.warning(
+                "node %s stopped refreshing its presence; cleared what it held", node.decode()
+            )
             offline += [u.decode() for u in found[0]]
             for member in found[1]:
                 channel, _, user = member.decode().partition("\n")
