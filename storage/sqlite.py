@@ -34,6 +34,7 @@ from storage.base import (
 from storage.conversations import dm_users, group_channel, is_conversation, list_key
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import IdGenerator
+from storage.sqlite_videos import VIDEO_SCHEMA, SQLiteVideos
 
 T = TypeVar("T")
 
@@ -161,7 +162,7 @@ def _note_append(
     )
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteVideos):
     """:class:`storage.base.Store` on one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
@@ -177,6 +178,7 @@ class SQLiteStore:
             tuple[tuple[str, str, bytes, str | None], asyncio.Future[AppendResult]]
         ] = []
         self._appending = False
+        self._init_videos()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class SQLiteStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
+        db.executescript(SCHEMA + VIDEO_SCHEMA)
         self._db = db
 
     async def close(self) -> None:
@@ -296,18 +298,23 @@ class SQLiteStore:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         results: list[AppendResult | BaseException] = []
+        # Savepoints keep one bad append from costing the others theirs; alone, it needs none.
+        isolate = len(items) > 1
         try:
             for channel, sender, data, client_msg_id in items:
-                db.execute("SAVEPOINT one")
+                if isolate:
+                    db.execute("SAVEPOINT one")
                 try:
                     results.append(self._append_one(db, channel, sender, data, client_msg_id))
                 except sqlite3.OperationalError:
                     raise
                 except sqlite3.Error as exc:
-                    # One bad append must not cost the others theirs.
+                    if not isolate:
+                        raise
                     db.execute("ROLLBACK TO one")
                     results.append(exc)
-                db.execute("RELEASE one")
+                if isolate:
+                    db.execute("RELEASE one")
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
