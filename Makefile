@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv services lint typecheck check clean
+.PHONY: run test venv services lint typecheck check clean loadtest
 
 # Head-to-head benchmarks against python-socketio and Node socket.io: `make bench`, `make bench-quick`.
 include loadtest/bench/bench.mk
@@ -47,5 +47,11 @@ typecheck: venv
 
 check: lint typecheck test
 
+# Load test: Redis + two gateway nodes on loopback, locust through a baseline, a 6x surge and a
+# reconnect storm, bounded in time. make loadtest LOADTEST_ARGS="--duration 90 --baseline 20"
+LOADTEST_ARGS ?=
+loadtest: venv services
+	bash loadtest/run.sh $(LOADTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data
+	rm -rf $(VENV) loadtest/.venv .mypy_cache .ruff_cache .pytest_cache data
