@@ -13,5 +13,12 @@ Map of the package:
 - ``hub``: local subscribers per channel; delivery of frames encoded once.
 - ``broker``: ``memory`` (one node) and ``redis`` (pub/sub across nodes, own RESP client).
 - ``protocol``: close codes and the server frame encoder.
-- ``tokens``: JWT access tokens. ``geo``: the country gate. ``metrics``: counters.
+- ``tokens``: JWT access tokens (key ids, rotation); ``jwks``: RS256 keys of an identity
+  provider. ``revocation``: logged-out sessions, shared by every node.
+- ``ratelimit``: token buckets (in-process or Redis). ``security``: the REST limits
+  middleware, the WebSocket Origin check, security headers. ``openapi``: the HTTP API document.
+- ``geo``: the country gate. ``metrics``: counters.
+- ``counts``: the videos' hot counters (coalesced ``counts`` pushes, batch flushes to the store).
+  ``rest_social``: the video, like, comment and share routes (ETag, Cache-Control, 304);
+  ``social_openapi``: their entries in the API document.
 """

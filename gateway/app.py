@@ -6,29 +6,48 @@ WebSocket is told to reconnect elsewhere (close code 4000) before the hub and th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from functools import partial
 
 from aiohttp import web
 
-from gateway import rest
+from gateway import media_routes, rest, rest_social
 from gateway.broker import Broker
 from gateway.broker.memory import MemoryBroker
 from gateway.broker.redis import RedisBroker
-from gateway.connection import WsNode
+from gateway.connection import Connection, WsNode
+from gateway.counts import build_hot_counts, touch_channel
 from gateway.errors import error_middleware
 from gateway.geo import CountryGate
 from gateway.hub import Hub
-from gateway.keys import GATE, HUB, METRICS, REGISTRY, SERVICES, SETTINGS, STORE, TOKENS, WS_NODE
+from gateway.jwks import JwksError, JwksKeys
+from gateway.keys import (
+    GATE,
+    HUB,
+    LIMITER,
+    METRICS,
+    REGISTRY,
+    REVOCATIONS,
+    SERVICES,
+    SETTINGS,
+    STORE,
+    TOKENS,
+    WS_NODE,
+)
 from gateway.metrics import Metrics
 from gateway.presence import LocalPresence, PresenceTracker, RedisPresence
+from gateway.ratelimit import Limiter
 from gateway.registry import Registry
+from gateway.revocation import Revocations
+from gateway.security import add_security_headers, rest_limits
 from gateway.settings import Settings
-from gateway.tokens import TokenService
+from gateway.tokens import LEEWAY_SECONDS, TokenService
 from gateway.ws import websocket
 from handlers import OPERATIONS, chat
 from handlers.base import Limits, Services
+from handlers.cache import TtlCache
 from handlers.passwords import ScryptHasher
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
@@ -39,16 +58,25 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway for ``settings``; nothing connects until the app starts."""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.rest_max_body_bytes
+        middlewares=[error_middleware, rest_limits], client_max_size=settings.rest_max_body_bytes
     )
+    app.on_response_prepare.append(add_security_headers)
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    jwks = None
+    if settings.jwks_url:
+        jwks = JwksKeys(settings.jwks_url, refresh=settings.jwks_refresh)
+        app.cleanup_ctx.append(partial(_jwks_ctx, jwks))
     app[TOKENS] = TokenService(
         settings.jwt_secret,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         ttl=settings.access_token_ttl,
+        previous_secrets=settings.jwt_previous_secrets,
+        jwks=jwks,
+        jwks_issuer=settings.jwks_issuer,
+        jwks_audience=settings.jwks_audience,
     )
     app[GATE] = CountryGate(
         settings.allowed_countries, settings.trusted_proxies, allow_local=settings.dev
@@ -60,6 +88,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/ws", websocket)
     app.router.add_routes(rest.routes)
+    app.router.add_routes(rest_social.routes)
+    media_routes.setup(app)  # its cleanup context runs after the services'
     return app
 
 
@@ -76,6 +106,19 @@ def _broker(settings: Settings, metrics: Metrics) -> Broker:
         recent_per_channel=settings.recovery_window,
         recent_channels=settings.recovery_memory_channels,
     )
+
+
+async def _jwks_ctx(jwks: JwksKeys, app: web.Application) -> AsyncIterator[None]:
+    """Read the identity provider's keys before serving, then keep them fresh."""
+    try:
+        await jwks.load()
+    except JwksError as exc:
+        # Start anyway (our own tokens work); RS256 tokens are refused until a read succeeds.
+        log.warning("JWKS: %s; RS256 tokens are refused until it can be read", exc)
+    task = asyncio.get_running_loop().create_task(jwks.run(), name="jwks-refresh")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -127,6 +170,22 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         presence, hub.publish, hub.spawn, refresh=settings.presence_ttl / 3
     )
     hub.spawn(hub.presence.run())
+    hot_counts = build_hot_counts(settings, app[STORE], hub, presence)
+    hub.presence.audience = touch_channel(hot_counts)
+    redis = hub.broker if isinstance(hub.broker, RedisBroker) else None
+    limiter = Limiter(settings.rate_limits, app[METRICS], redis=redis, prefix=settings.redis_prefix)
+    revocations = Revocations(
+        ttl=settings.access_token_ttl + LEEWAY_SECONDS,
+        on_revoked=partial(_close_session, hub),
+        redis=redis,
+        prefix=settings.redis_prefix,
+    )
+    if redis is not None:
+        await revocations.sync()  # sessions revoked before this node started
+    hub.spawn(revocations.run())
+    app[LIMITER] = limiter
+    app[REVOCATIONS] = revocations
+    app[TOKENS].revocations = revocations
     app[SERVICES] = Services(
         store=app[STORE],
         fanout=app[HUB],
@@ -141,14 +200,21 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             refresh_token_ttl=settings.refresh_token_ttl,
             max_replay=settings.recovery_max_events,
             max_watched_users=settings.max_watched_users,
+            video_ready_on_create=settings.video_ready_on_create,
         ),
         presence=presence,
+        hot_counts=hot_counts,
+        videos=TtlCache(ttl=settings.video_cache_seconds),
+        limiter=limiter,
+        sessions=revocations,
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
     counters = app[SERVICES].counters
     metrics = app[METRICS]
     metrics.counters["recoveries_from_window"] = lambda: counters.recovery_from_window
     metrics.counters["recoveries_from_store"] = lambda: counters.recovery_from_store
+    metrics.counters["video_counts_pushes"] = lambda: hot_counts.pushed
+    metrics.counters["video_counts_flushed"] = lambda: hot_counts.flushed
     app[WS_NODE] = WsNode(
         hub=app[HUB],
         registry=app[REGISTRY],
@@ -160,7 +226,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         close_timeout=settings.ws_close_timeout,
         max_inbound=settings.ws_close_frame_bytes + settings.ws_max_frame_bytes,
     )
+    await hot_counts.start()
     yield
+    await hot_counts.close()  # the last flush: a clean stop loses no counted change
+
+
+def _close_session(hub: Hub, session_id: str, user_id: str) -> None:
+    """Close this node's sockets of a revoked login session."""
+    for member in hub.members_of(user_id):
+        if isinstance(member, Connection) and member.session_id == session_id:
+            member.session_revoked()
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -42,7 +43,8 @@ from gateway.protocol import (
     frame,
     text_frame,
 )
-from handlers.base import Context, Services
+from gateway.tokens import LEEWAY_SECONDS
+from handlers.base import Context, Identity, Services
 from handlers.errors import BINARY_NOT_SUPPORTED, FRAME_TOO_LARGE, OpError
 
 if TYPE_CHECKING:
@@ -94,6 +96,8 @@ class Connection(asyncio.Protocol):
         "_task",
         "_transport",
         "context",
+        "expires_at",
+        "session_id",
         "user_id",
     )
 
@@ -114,6 +118,9 @@ class Connection(asyncio.Protocol):
         self._pinged = False
         self._after_reply: list[tuple[str, list[bytes], int, str]] | None = None
         self._shutting_down = False
+        self.expires_at = 0
+        """When the access token the socket runs on expires (0: never checked)."""
+        self.session_id: str | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -353,6 +360,14 @@ class Connection(asyncio.Protocol):
         self._node.hub.unsubscribe(channel, self)
         return True
 
+    def renew(self, identity: Identity) -> None:
+        self.expires_at = identity.expires_at
+        self.session_id = identity.session_id
+
+    def session_revoked(self) -> None:
+        self._node.metrics.ws_auth_closes += 1
+        self.close(CloseCode.SESSION_REVOKED, "session revoked: sign in again")
+
     def kicked(self, channel: str, reason: str) -> None:
         if self.unsubscribe(channel):
             self.send_payload(
@@ -362,7 +377,15 @@ class Connection(asyncio.Protocol):
     # -- liveness and closing --------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Called by the hub every heartbeat interval: ping a quiet peer, drop a silent one."""
+        """Called by the hub every heartbeat interval: ping a quiet peer, drop a silent one.
+
+        A socket whose access token expired (and was not renewed with ``auth``) is closed here,
+        so it outlives its token by at most the verification leeway plus one interval.
+        """
+        if self.expires_at and time.time() > self.expires_at + LEEWAY_SECONDS:
+            self._node.metrics.ws_auth_closes += 1
+            self.close(CloseCode.TOKEN_EXPIRED, "access token expired: refresh, then reconnect")
+            return
         if self._seen:
             self._seen = False
             self._pinged = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 from aiohttp import web
@@ -17,6 +18,7 @@ from handlers.errors import (
     REQUEST_TOO_LARGE,
     ErrorKind,
     OpError,
+    RateLimitedError,
     as_op_error,
 )
 
@@ -29,6 +31,10 @@ _HTTP_KINDS: dict[int, ErrorKind] = {
 }
 
 
+_KEPT_HEADERS = ("Allow", "Sec-WebSocket-Version")
+"""Headers of aiohttp's HTTP errors that a client needs (405 and 426)."""
+
+
 def json_response(
     data: object, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -37,8 +43,10 @@ def json_response(
     )
 
 
-def error_response(error: OpError) -> web.Response:
-    return json_response(error.to_dict(), status=error.kind.status)
+def error_response(error: OpError, headers: dict[str, str] | None = None) -> web.Response:
+    if isinstance(error, RateLimitedError):
+        headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    return json_response(error.to_dict(), status=error.kind.status, headers=headers)
 
 
 @web.middleware
@@ -52,7 +60,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         kind = _HTTP_KINDS.get(exc.status)
         if kind is None:
             kind = ErrorKind(INVALID_PARAMS.code, exc.status, False)
-        return error_response(OpError(kind, exc.reason))
+        kept = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+        return error_response(OpError(kind, exc.reason), kept or None)
     except Exception as exc:
         error = as_op_error(exc)
         if error is None:

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from gateway.keys import GATE, SERVICES, TOKENS
+from gateway.security import IDENTITY
 from gateway.tokens import Identity
 from handlers.base import Context
 from handlers.errors import COUNTRY_NOT_ALLOWED, INVALID_JSON, INVALID_PARAMS, UNAUTHORIZED, OpError
@@ -46,6 +47,8 @@ def authenticate(request: web.Request, *, allow_query: bool = False) -> Identity
         token = request.query.get("token", "")
     if not token:
         raise OpError(UNAUTHORIZED, "an access token is required")
+    if header and IDENTITY in request:
+        return request[IDENTITY]  # verified by the limits middleware, to count the user
     return request.app[TOKENS].verify(token)
 
 
@@ -62,6 +65,8 @@ async def read_body(request: web.Request, kind: type[T]) -> T:
         return msgspec.json.decode(body or b"{}", type=kind)
     except UnicodeDecodeError:
         raise OpError(INVALID_JSON, "the body is not valid UTF-8") from None
+    except RecursionError:
+        raise OpError(INVALID_JSON, "the body is nested too deeply") from None
     except msgspec.ValidationError as exc:
         raise OpError(INVALID_PARAMS, str(exc)) from None
     except msgspec.DecodeError:

@@ -249,6 +249,10 @@ class Hub:
     def all_members(self) -> list[Member]:
         return [m for members in self._members.values() for m in members]
 
+    def members_of(self, user_id: str) -> list[Member]:
+        """The user's connections on this node."""
+        return list(self._members.get(user_id, ()))
+
     # -- subscriptions ---------------------------------------------------------------------
 
     @property

@@ -8,7 +8,9 @@ from gateway.connection import WsNode
 from gateway.geo import CountryGate
 from gateway.hub import Hub
 from gateway.metrics import Metrics
+from gateway.ratelimit import Limiter
 from gateway.registry import Registry
+from gateway.revocation import Revocations
 from gateway.settings import Settings
 from gateway.tokens import TokenService
 from handlers.base import Services
@@ -23,3 +25,5 @@ STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 SERVICES = web.AppKey("services", Services)
 WS_NODE = web.AppKey("ws_node", WsNode)
+LIMITER = web.AppKey("limiter", Limiter)
+REVOCATIONS = web.AppKey("revocations", Revocations)

@@ -23,6 +23,9 @@ class Metrics:
     gap_events_skipped: int = 0
     longpolls_rejected: int = 0
     internal_errors: int = 0
+    rate_limited: int = 0
+    rate_limit_fallbacks: int = 0
+    ws_auth_closes: int = 0
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     counters: dict[str, Callable[[], float]] = field(default_factory=dict)
     """Counters kept elsewhere (handlers), read when scraped."""

@@ -222,6 +222,10 @@ class RedisPresence:
             for u, c, s in zip(users, counts, seen, strict=True)
         }
 
+    def channel_key(self, channel: str) -> bytes:
+        """The Redis hash of the channel's users (one field per user; HLEN = how many)."""
+        return self._k("c:", channel)
+
     async def here(self, channel: str, limit: int) -> tuple[list[str], int]:
         key = self._k("c:", channel)
         total = await self._redis.call(b"HLEN", key)
@@ -269,6 +273,9 @@ class PresenceTracker:
         self._publish = publish
         self._spawn = spawn
         self._refresh = refresh
+        self.audience: Callable[[str], Awaitable[None]] | None = None
+        """Told when a user's first subscription to a channel began or their last one ended,
+        on any node (video channels show their viewer count)."""
 
     # Called synchronously by the hub; the work happens in background tasks. Commands reach
     # Redis in the order these are called (each is one script call on a pipelined connection).
@@ -296,8 +303,12 @@ class PresenceTracker:
 
     async def _channel(self, channel: str, user: str, *, up: bool) -> None:
         change = self.backend.channel_up if up else self.backend.channel_down
-        if await self._guard(change(channel, user)) and pushes_join_leave(channel):
+        if not await self._guard(change(channel, user)):
+            return
+        if pushes_join_leave(channel):
             await self._join_leave_push(channel, user, up=up)
+        elif self.audience is not None:
+            await self.audience(channel)
 
     async def _guard(self, call: Awaitable[bool]) -> bool:
         try:
@@ -345,4 +356,6 @@ class PresenceTracker:
                 for channel, user in left:
                     if pushes_join_leave(channel):
                         await self._join_leave_push(channel, user, up=False)
+                    elif self.audience is not None:
+                        await self.audience(channel)
             await asyncio.sleep(self._refresh)

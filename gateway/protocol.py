@@ -37,6 +37,11 @@ class CloseCode(IntEnum):
     """The node is going away (deploy, scale-in): reconnect, to any node, after jitter."""
     SLOW_CONSUMER = 4001
     """The client fell behind by more than the backlog bound: reconnect and catch up."""
+    TOKEN_EXPIRED = 4500
+    """The access token the socket runs on expired: refresh it, then reconnect (or send
+    ``auth`` with a fresh token before it expires to keep the socket)."""
+    SESSION_REVOKED = 4501
+    """The login session was revoked (logout, refresh-token reuse): sign in again."""
 
 
 def accept_key(key: str) -> str:

@@ -69,6 +69,10 @@ class Registry:
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             # msgspec reports invalid UTF-8 inside strings as UnicodeDecodeError.
             raise self._explain(frame, exc) from None
+        except RecursionError:
+            raise FrameError(
+                OpError(INVALID_FRAME, "the frame is nested too deeply"), None
+            ) from None
         if params.id is not None and not 0 <= params.id <= MAX_SAFE_ID:
             raise FrameError(OpError(INVALID_FRAME, "id must be an integer from 0 to 2^53-1"), None)
         return self._ops[type(params)], params
@@ -101,7 +105,10 @@ class Registry:
         if not isinstance(doc, dict):
             return FrameError(OpError(INVALID_FRAME, "a frame must be a JSON object"), None)
         raw_id = doc.get("id")
-        request_id = raw_id if isinstance(raw_id, int) and 0 <= raw_id <= MAX_SAFE_ID else None
+        request_id: int | None = None
+        # bool is an int to Python, not to clients: "id": true is not an id.
+        if isinstance(raw_id, int) and not isinstance(raw_id, bool) and 0 <= raw_id <= MAX_SAFE_ID:
+            request_id = raw_id
         if raw_id is not None and request_id is None:
             return FrameError(
                 OpError(INVALID_FRAME, "id must be an integer from 0 to 2^53-1"), None

@@ -9,9 +9,11 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from gateway import openapi
 from gateway.errors import json_response
 from gateway.http import authenticate, check_country, context, read_body, read_params
-from gateway.keys import HUB, METRICS, SERVICES, STORE
+from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
+from gateway.security import client_address, limit
 from handlers import auth, chat, groups, receipts
 from handlers.errors import NOT_FOUND, OpError
 
@@ -51,6 +53,7 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/register")
 async def register(request: web.Request) -> web.Response:
     check_country(request)
+    await limit(request, "register", client_address(request))
     params = await read_body(request, auth.Credentials)
     return json_response(await auth.register(request.app[SERVICES], params), status=201)
 
@@ -58,15 +61,34 @@ async def register(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/login")
 async def login(request: web.Request) -> web.Response:
     check_country(request)
+    # Before the password hash (the costly part): per address against credential stuffing,
+    # per account against guessing one password from many addresses.
+    await limit(request, "login", client_address(request))
     params = await read_body(request, auth.Credentials)
+    await limit(request, "login_account", params.username)
     return json_response(await auth.login(request.app[SERVICES], params))
 
 
 @routes.post("/v1/auth/refresh")
 async def refresh(request: web.Request) -> web.Response:
     check_country(request)
+    await limit(request, "refresh", client_address(request))
     params = await read_body(request, auth.RefreshParams)
     return json_response(await auth.refresh(request.app[SERVICES], params))
+
+
+@routes.post("/v1/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    await limit(request, "logout", client_address(request))
+    params = await read_body(request, auth.LogoutParams)
+    identity = None if params.refresh_token is not None else authenticate(request)
+    return json_response(await auth.logout(request.app[SERVICES], params, identity))
+
+
+@routes.get("/v1/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    body = openapi.document_bytes(request.app[SETTINGS])
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/v1/me")

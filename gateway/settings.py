@@ -7,12 +7,15 @@ The README's configuration table lists each variable; :data:`FIELDS` is its sour
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.ratelimit import SPECIAL_RULES, RateLimits
+from media.model import DEFAULT_LADDER, Rung, parse_ladder
 from storage.dynamodb import MAX_DATA_BYTES as DYNAMODB_MAX_DATA_BYTES
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -70,6 +73,43 @@ class Settings:
     recovery_memory_channels: int = 2000
     presence_ttl: float = 30.0
     max_watched_users: int = 500
+    counts_push_window: float = 0.25
+    counts_flush_interval: float = 1.0
+    video_cache_seconds: float = 2.0
+    video_ready_on_create: bool = False
+    media_backend: str = "local"
+    max_upload_bytes: int = 256 * 1024 * 1024
+    media_upload_ttl: int = 900
+    media_playback_ttl: int = 900
+    media_max_seconds: float = 300.0
+    media_ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    media_segment_seconds: int = 4
+    media_public_url: str | None = None
+    media_dir: str = "data/media"
+    media_workers: int = 1
+    media_ffmpeg: str | None = None
+    media_watermark: str | None = None
+    media_moderation: str = "allow"
+    media_region: str = "us-east-1"
+    media_bucket: str | None = None
+    media_aws_endpoint: str | None = None
+    media_sqs_url: str | None = None
+    media_mediaconvert_endpoint: str | None = None
+    media_mediaconvert_role: str | None = None
+    media_mediaconvert_queue: str | None = None
+    media_min_confidence: float = 80.0
+    cloudfront_domain: str | None = None
+    cloudfront_key_id: str | None = None
+    cloudfront_private_key_file: str | None = None
+    jwt_previous_secrets: tuple[str, ...] = ()
+    jwks_url: str | None = None
+    jwks_refresh: float = 3600.0
+    jwks_issuer: str | None = None
+    jwks_audience: str | None = None
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    max_connections_per_user: int = 20
+    ws_allowed_origins: frozenset[str] | None = frozenset()
+    """Browser origins allowed to open a WebSocket; None = any. Requests without Origin pass."""
 
     @property
     def countries_label(self) -> str:
@@ -187,6 +227,94 @@ def _secret(text: str) -> str:
     return text
 
 
+def _previous_secrets(text: str) -> tuple[str, ...]:
+    secrets_ = tuple(part.strip() for part in text.split(",") if part.strip())
+    short = [i + 1 for i, part in enumerate(secrets_) if len(part) < 32]
+    if short:
+        raise ValueError(f"every secret must be at least 32 characters (not number {short[0]})")
+    return secrets_
+
+
+def _jwks_url(text: str) -> str | None:
+    if not text:
+        return None
+    if text.startswith(("http://", "https://", "file:///", "/")):
+        return text
+    raise ValueError("must be an http:// or https:// URL, a file:/// URL or an absolute path")
+
+
+def _optional(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _known_rule(name: str) -> bool:
+    # Imported here: the op table is only needed to catch typos in MOOSIC_RATE_LIMITS.
+    from handlers import OPERATIONS
+    from handlers.chat import events
+
+    ops = {op.name for op in OPERATIONS} | {events.name}
+    return name in SPECIAL_RULES or name in RateLimits().as_dict() or name in ops
+
+
+def _rate_limits(text: str) -> RateLimits:
+    return RateLimits.parse(text, known=_known_rule)
+
+
+def _origins(text: str) -> frozenset[str] | None:
+    if text.strip() == "*":
+        return None
+    origins = set()
+    for part in text.split(","):
+        origin = part.strip().lower().rstrip("/")
+        if not origin:
+            continue
+        if origin != "null" and re.fullmatch(r"https?://[a-z0-9.\-\[\]:]+", origin) is None:
+            raise ValueError(f"{part.strip()!r} is not an origin like https://app.example.com")
+        origins.add(origin)
+    return frozenset(origins)
+
+
+def _file(text: str) -> str | None:
+    if not text:
+        return None
+    if not os.path.isfile(text):
+        raise ValueError("no such file")
+    return text
+
+
+def _rsa_key_file(text: str) -> str | None:
+    path = _file(text)
+    if path is None:
+        return None
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    try:
+        with open(path, "rb") as pem:
+            key = serialization.load_pem_private_key(pem.read(), password=None)
+    except (OSError, ValueError, TypeError):
+        raise ValueError("is not an unencrypted PEM private key") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return path
+    raise ValueError("must hold an RSA private key (what CloudFront verifies)")
+
+
+def _bucket(text: str) -> str | None:
+    if not text:
+        return None
+    if re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", text) is None:
+        raise ValueError("is not an S3 bucket name")
+    return text
+
+
+def _domain(text: str) -> str | None:
+    if not text:
+        return None
+    if re.fullmatch(r"[A-Za-z0-9.-]{1,253}", text) is None:
+        raise ValueError("must be a host name such as d111111abcdef8.cloudfront.net (no scheme)")
+    return text.lower()
+
+
 def _power_of_two(text: str) -> int:
     value = _int(2, 2**20)(text)
     if value < 2 or value & (value - 1) or value > 2**20:
@@ -218,6 +346,23 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "jwt_secret",
         _secret,
         "HS256 signing key, at least 32 characters; required unless MOOSIC_DEV=1",
+    ),
+    "JWT_PREVIOUS_SECRETS": (
+        "jwt_previous_secrets",
+        _previous_secrets,
+        "older HS256 secrets still accepted for verification (rotation), comma-separated",
+    ),
+    "JWKS_URL": (
+        "jwks_url",
+        _jwks_url,
+        "JWKS document of an identity provider whose RS256 tokens are accepted; unset = none",
+    ),
+    "JWKS_REFRESH": ("jwks_refresh", _float(1, 86400), "seconds between JWKS reloads"),
+    "JWKS_ISSUER": ("jwks_issuer", _optional, "`iss` required of RS256 tokens (default: ours)"),
+    "JWKS_AUDIENCE": (
+        "jwks_audience",
+        _optional,
+        "`aud` required of RS256 tokens (default: ours)",
     ),
     "JWT_ISSUER": ("jwt_issuer", _nonempty, "`iss` claim issued and required"),
     "JWT_AUDIENCE": ("jwt_audience", _nonempty, "`aud` claim issued and required"),
@@ -302,6 +447,109 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _float(3, 3600),
         "seconds after which a crashed node's users count as offline (nodes refresh every third)",
     ),
+    "RATE_LIMITS": (
+        "rate_limits",
+        _rate_limits,
+        "rate limit rules changed from their defaults (name=N/PERIOD or name=off), or off",
+    ),
+    "MAX_CONNECTIONS_PER_USER": (
+        "max_connections_per_user",
+        _int(1, 100_000),
+        "WebSockets one user may hold open on one node",
+    ),
+    "WS_ALLOWED_ORIGINS": (
+        "ws_allowed_origins",
+        _origins,
+        "browser origins allowed to open a WebSocket, comma-separated; * = any",
+    ),
+    "MEDIA_BACKEND": (
+        "media_backend",
+        _choice("local", "aws"),
+        "media backend: local (folder + ffmpeg) or aws (S3, MediaConvert, Rekognition, CloudFront)",
+    ),
+    "MAX_UPLOAD_BYTES": (
+        "max_upload_bytes",
+        _int(1024, 5 * 1024**3),
+        "largest video upload, bytes",
+    ),
+    "MEDIA_UPLOAD_TTL": ("media_upload_ttl", _int(60, 86400), "seconds an upload form is valid"),
+    "MEDIA_PLAYBACK_TTL": (
+        "media_playback_ttl",
+        _int(60, 86400),
+        "seconds signed playback links and cookies are valid",
+    ),
+    "MEDIA_MAX_SECONDS": ("media_max_seconds", _float(1, 3600), "longest video, seconds"),
+    "MEDIA_LADDER": (
+        "media_ladder",
+        parse_ladder,
+        "the three HLS renditions, SHORT_SIDE:VIDEO_KBPS comma-separated",
+    ),
+    "MEDIA_SEGMENT_SECONDS": (
+        "media_segment_seconds",
+        _int(1, 30),
+        "HLS segment length, seconds",
+    ),
+    "MEDIA_PUBLIC_URL": (
+        "media_public_url",
+        _url,
+        "base URL of this gateway in local upload and playback links; unset = from the request",
+    ),
+    "MEDIA_DIR": ("media_dir", _nonempty, "folder of uploads and outputs (local backend)"),
+    "MEDIA_WORKERS": ("media_workers", _int(1, 64), "transcodes run at once (local backend)"),
+    "MEDIA_FFMPEG": ("media_ffmpeg", _file, "ffmpeg binary; unset = the one imageio-ffmpeg ships"),
+    "MEDIA_WATERMARK": ("media_watermark", _file, "watermark PNG; unset = the Moosic logo"),
+    "MEDIA_MODERATION": (
+        "media_moderation",
+        _choice("allow", "hold"),
+        "local backend: allow (ready, marked unmoderated) or hold (wait for review)",
+    ),
+    "MEDIA_REGION": ("media_region", _nonempty, "AWS region of the media bucket and services"),
+    "MEDIA_BUCKET": ("media_bucket", _bucket, "S3 bucket of uploads and outputs (aws)"),
+    "MEDIA_AWS_ENDPOINT": (
+        "media_aws_endpoint",
+        _url,
+        "S3 and SQS endpoint (a local emulator); unset = AWS's own",
+    ),
+    "MEDIA_SQS_URL": (
+        "media_sqs_url",
+        _url,
+        "SQS queue of upload and MediaConvert events; unset = no media worker on this node",
+    ),
+    "MEDIA_MEDIACONVERT_ENDPOINT": (
+        "media_mediaconvert_endpoint",
+        _url,
+        "MediaConvert endpoint; unset = the region's",
+    ),
+    "MEDIA_MEDIACONVERT_ROLE": (
+        "media_mediaconvert_role",
+        _optional,
+        "IAM role ARN MediaConvert jobs run as (aws)",
+    ),
+    "MEDIA_MEDIACONVERT_QUEUE": (
+        "media_mediaconvert_queue",
+        _optional,
+        "MediaConvert queue ARN; unset = the default queue",
+    ),
+    "MEDIA_MIN_CONFIDENCE": (
+        "media_min_confidence",
+        _float(0, 100),
+        "Rekognition confidence (percent) at which a moderation label rejects a video",
+    ),
+    "CLOUDFRONT_DOMAIN": (
+        "cloudfront_domain",
+        _domain,
+        "CloudFront distribution host serving the outputs (aws)",
+    ),
+    "CLOUDFRONT_KEY_ID": (
+        "cloudfront_key_id",
+        _optional,
+        "id of the CloudFront public key (in the distribution's key group)",
+    ),
+    "CLOUDFRONT_PRIVATE_KEY_FILE": (
+        "cloudfront_private_key_file",
+        _rsa_key_file,
+        "PEM file of the RSA private key that signs playback URLs and cookies",
+    ),
     "MAX_WATCHED_USERS": (
         "max_watched_users",
         _int(1, 100_000),
@@ -326,6 +574,26 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "recovery_memory_channels",
         _int(1, 10_000_000),
         "channels whose recent events the in-process broker remembers (least recent dropped)",
+    ),
+    "COUNTS_PUSH_WINDOW": (
+        "counts_push_window",
+        _float(0.01, 60),
+        "seconds per video between two counts pushes (likes, comments, shares), across all nodes",
+    ),
+    "COUNTS_FLUSH_INTERVAL": (
+        "counts_flush_interval",
+        _float(0.05, 60),
+        "seconds between two batch writes of videos' changed totals to the store",
+    ),
+    "VIDEO_CACHE_SECONDS": (
+        "video_cache_seconds",
+        _float(0, 3600),
+        "max-age of video and comment reads, and how long a node caches a video record",
+    ),
+    "VIDEO_READY_ON_CREATE": (
+        "video_ready_on_create",
+        _bool,
+        "POST /v1/videos creates ready videos with no media (development, tests); off = 403",
     ),
 }
 
@@ -367,6 +635,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if store == "dynamodb" and message_bytes > DYNAMODB_MAX_DATA_BYTES:
         problems.append(
             f"{PREFIX}MAX_MESSAGE_BYTES: at most {DYNAMODB_MAX_DATA_BYTES} with the DynamoDB store"
+        )
+    if values.get("media_backend") == "aws":
+        needed = {
+            "MEDIA_BUCKET": "media_bucket",
+            "MEDIA_MEDIACONVERT_ROLE": "media_mediaconvert_role",
+            "CLOUDFRONT_DOMAIN": "cloudfront_domain",
+            "CLOUDFRONT_KEY_ID": "cloudfront_key_id",
+            "CLOUDFRONT_PRIVATE_KEY_FILE": "cloudfront_private_key_file",
+        }
+        problems.extend(
+            f"{PREFIX}{suffix}: required with {PREFIX}MEDIA_BACKEND=aws"
+            for suffix, name in needed.items()
+            if not values.get(name) and PREFIX + suffix not in environ
         )
     if problems:
         raise SettingsError(problems)

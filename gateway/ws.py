@@ -1,11 +1,11 @@
-"""``GET /ws``: the country gate, the token and the handshake, then the socket is ours.
+"""``GET /ws``: origin, country, token, limits and handshake, then the socket is ours.
 
-aiohttp parses the upgrade request and the gateway checks the country and the token before
-anything is upgraded, so refusals are plain HTTP answers with a JSON body. The gateway then
-writes the ``101`` response itself and hands the transport to a
-:class:`gateway.connection.Connection`; aiohttp's request handler lets go of it (see
-:func:`_detach`). From then on the connection costs one small object, not a request, a response,
-a reader, a writer and a task.
+aiohttp parses the upgrade request and the gateway checks the Origin, the country, the token,
+the user's connection rate and count before anything is upgraded, so refusals are plain HTTP
+answers with a JSON body. The gateway then writes the ``101`` response itself and hands the
+transport to a :class:`gateway.connection.Connection`; aiohttp's request handler lets go of it
+(see :func:`_detach`). From then on the connection costs one small object, not a request, a
+response, a reader, a writer and a task.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway.connection import Connection, WsNode
 from gateway.http import authenticate, check_country
-from gateway.keys import WS_NODE
+from gateway.keys import SETTINGS, WS_NODE
 from gateway.protocol import upgrade_response
-from handlers.errors import INVALID_FRAME, OpError
+from gateway.security import check_origin, client_address, limit
+from handlers.errors import INVALID_FRAME, TOO_MANY_CONNECTIONS, OpError
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,21 @@ def _detach(request: web.Request) -> bytes:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
+    check_origin(request)
     check_country(request)
     identity = authenticate(request, allow_query=True)
     key = _handshake_key(request)
+    node: WsNode = request.app[WS_NODE]
+    await limit(request, "connect", identity.user_id)
+    await limit(request, "connect_ip", client_address(request))
+    cap = request.app[SETTINGS].max_connections_per_user
+    if len(node.hub.members_of(identity.user_id)) >= cap:
+        raise OpError(TOO_MANY_CONNECTIONS, f"at most {cap} connections per user; close one first")
     transport = request.transport
     if transport is None or transport.is_closing():  # the peer left meanwhile
         raise web.HTTPBadRequest(reason="connection closed")
-    node: WsNode = request.app[WS_NODE]
     conn = Connection(identity.user_id, node)
+    conn.renew(identity)
     transport.write(upgrade_response(key))
     tail = _detach(request)
     transport.set_protocol(conn)

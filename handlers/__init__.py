@@ -7,12 +7,15 @@ Map of the package:
 - ``chat``: subscribe, unsubscribe, publish, history, events (long poll), ping.
 - ``groups``: group conversations and their members.
 - ``receipts``: read positions with their pushes, and the conversation list with unread counts.
-- ``auth`` and ``passwords``: accounts, refresh-token rotation, scrypt hashing.
+- ``auth`` and ``passwords``: accounts, refresh-token rotation, logout, ``auth`` (a fresh token
+  for a live socket), scrypt hashing.
+- ``social``: videos, likes, comments and shares (counted through the gateway's hot counters).
+- ``cache``: the short per-node cache of records read on every request (videos).
 
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
 
-from handlers import chat, groups, presence, receipts
+from handlers import auth, chat, groups, presence, receipts, social
 from handlers.base import Operation
 
 OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
@@ -31,4 +34,14 @@ OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
     presence.typing,
     receipts.read,
     receipts.conversations,
+    auth.reauthenticate,
+    social.create_video,
+    social.get_video,
+    social.like,
+    social.unlike,
+    social.like_status,
+    social.comment,
+    social.comments,
+    social.delete_comment,
+    social.share,
 )

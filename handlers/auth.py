@@ -1,8 +1,10 @@
-"""Accounts and tokens: register, log in, refresh.
+"""Accounts and tokens: register, log in, refresh, log out, and ``auth`` on a live socket.
 
 Access tokens are short-lived JWTs issued by the gateway's token service. Refresh tokens are
 random, stored only as SHA-256 hashes, single use and rotated on every refresh; presenting a
-used one revokes its whole family (every token descended from the same login).
+used one revokes its whole family (every token descended from the same login). A family is a
+login *session*: its access tokens carry its id (``sid``), so logging out (or a reuse) also
+makes the session's access tokens stop working and closes its sockets, before they expire.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from typing import Annotated
 
 import msgspec
 
-from handlers.base import Result, Services
+from handlers.base import Context, Identity, Params, Result, Services, operation
 from handlers.errors import (
+    FORBIDDEN,
     INVALID_CREDENTIALS,
+    INVALID_PARAMS,
     INVALID_REFRESH_TOKEN,
+    UNAUTHORIZED,
     USERNAME_TAKEN,
     OpError,
 )
@@ -33,8 +38,20 @@ class Credentials(msgspec.Struct, forbid_unknown_fields=False):
     password: Password
 
 
+RefreshToken = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
 class RefreshParams(msgspec.Struct, forbid_unknown_fields=False):
-    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    refresh_token: RefreshToken
+
+
+class LogoutParams(msgspec.Struct, forbid_unknown_fields=False):
+    refresh_token: RefreshToken | None = None
+    """The session to end; without it, the session of the request's access token."""
+
+
+class AuthParams(Params, tag="auth"):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
 
 def _hash_token(token: str) -> str:
@@ -42,7 +59,7 @@ def _hash_token(token: str) -> str:
 
 
 async def _token_pair(services: Services, user_id: str, username: str, family_id: str) -> Result:
-    access, expires_in = services.tokens.issue_access_token(user_id)
+    access, expires_in = services.tokens.issue_access_token(user_id, family_id)
     refresh = secrets.token_urlsafe(32)
     await services.store.add_refresh_token(
         _hash_token(refresh),
@@ -82,6 +99,9 @@ async def refresh(services: Services, params: RefreshParams) -> Result:
     use = await services.store.use_refresh_token(
         _hash_token(params.refresh_token), int(time.time())
     )
+    if use.state is RefreshState.REUSED and use.family_id and use.user_id:
+        # Someone holds a copy of this login's tokens: end the session everywhere now.
+        await _end_session(services, use.family_id, use.user_id)
     if use.state is not RefreshState.OK or use.user_id is None or use.family_id is None:
         reasons = {
             RefreshState.UNKNOWN: "unknown refresh token",
@@ -93,3 +113,46 @@ async def refresh(services: Services, params: RefreshParams) -> Result:
     if user is None:
         raise OpError(INVALID_REFRESH_TOKEN, "the account no longer exists")
     return await _token_pair(services, user.id, user.username, use.family_id)
+
+
+async def _end_session(services: Services, session_id: str, user_id: str) -> None:
+    await services.store.revoke_family(session_id)
+    if services.sessions is not None:
+        await services.sessions.revoke(session_id, user_id)
+
+
+async def logout(services: Services, params: LogoutParams, identity: Identity | None) -> Result:
+    """End a login session: its refresh tokens, its access tokens and its sockets.
+
+    The session is the refresh token's when one is given (the access token may have expired
+    by then), else the access token's. Logging out twice is harmless.
+    """
+    if params.refresh_token is not None:
+        use = await services.store.use_refresh_token(
+            _hash_token(params.refresh_token), int(time.time())
+        )
+        if use.family_id is None or use.user_id is None:
+            raise OpError(INVALID_REFRESH_TOKEN, "unknown refresh token")
+        session_id, user_id = use.family_id, use.user_id
+    elif identity is not None:
+        if identity.session_id is None:
+            raise OpError(
+                INVALID_PARAMS, "this access token has no session; log out with the refresh token"
+            )
+        session_id, user_id = identity.session_id, identity.user_id
+    else:
+        raise OpError(UNAUTHORIZED, "log out with an access token or a refresh token")
+    await _end_session(services, session_id, user_id)
+    return {"logged_out": True}
+
+
+@operation(AuthParams, needs_session=True)
+async def reauthenticate(ctx: Context, params: AuthParams) -> Result:
+    """Move a live socket onto a fresh access token of the same user, so it is not closed
+    when the old one expires."""
+    session = ctx.require_session()
+    identity = ctx.services.tokens.verify(params.token)
+    if identity.user_id != ctx.user_id:
+        raise OpError(FORBIDDEN, "the token is for another user; open a new connection")
+    session.renew(identity)
+    return {"user_id": identity.user_id, "expires_at": identity.expires_at}

@@ -16,8 +16,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
+from handlers.cache import TtlCache
 from handlers.errors import FORBIDDEN, OpError
 from storage.base import Store
+from storage.videos import Video, VideoCounts
 
 
 class Params(msgspec.Struct, kw_only=True, tag_field="op", forbid_unknown_fields=False):
@@ -41,6 +43,10 @@ class Operation(Generic[P]):
     """True for ops that only make sense on a live connection (subscribe, unsubscribe)."""
 
     async def __call__(self, ctx: Context, params: P) -> Result:
+        limiter = ctx.services.limiter
+        if limiter is not None and self.name in limiter.rules:
+            # Every transport reaches the op through here: one budget per user and op.
+            await limiter.check(self.name, ctx.user_id)
         return await self.func(ctx, params)
 
 
@@ -84,6 +90,10 @@ class Session(Protocol):
 
     def unsubscribe(self, channel: str) -> bool:
         """Stop receiving the channel's events; False when it was not subscribed."""
+        ...
+
+    def renew(self, identity: Identity) -> None:
+        """Carry on under a fresh access token of the same user (new expiry and session)."""
         ...
 
 
@@ -151,9 +161,68 @@ class Fanout(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified access token speaks for, until when, and for which login session."""
+
+    user_id: str
+    expires_at: int
+    """Seconds since the epoch."""
+    session_id: str | None = None
+    """The ``sid`` claim: the login (refresh-token family) the token belongs to; logout revokes
+    it. None for tokens without one (issued by an external identity provider)."""
+
+
+class HotCounts(Protocol):
+    """Live totals of each video's likes, comments and shares (the gateway's hot counters).
+
+    Handlers count a change only after the store accepted it (a like that changed, a comment
+    stored, a share published); the counters push coalesced totals to the video's channel and
+    write them to the store in batches.
+    """
+
+    async def add(
+        self, video_id: str, *, likes: int = 0, comments: int = 0, shares: int = 0
+    ) -> None:
+        """Count a change; never raises (a change that cannot be counted now is counted later)."""
+        ...
+
+    async def totals(self, video_id: str) -> VideoCounts | None:
+        """Return the live totals, or None when no counter holds the video (the stored totals
+        are exact then)."""
+        ...
+
+
 class TokenIssuer(Protocol):
-    def issue_access_token(self, user_id: str) -> tuple[str, int]:
-        """Return a signed access token and its lifetime in seconds."""
+    def issue_access_token(self, user_id: str, session_id: str) -> tuple[str, int]:
+        """Return a signed access token of the login ``session_id`` and its lifetime in seconds."""
+        ...
+
+    def verify(self, token: str) -> Identity:
+        """Return the token's identity or raise ``unauthorized`` / ``token_expired``."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """Token buckets by rule and subject (a user id, a client address, a username)."""
+
+    @property
+    def rules(self) -> frozenset[str]:
+        """The names of the rules in force; others are not limited."""
+        ...
+
+    async def check(self, rule: str, subject: str) -> None:
+        """Take one token from ``subject``'s bucket of ``rule``, or raise ``rate_limited``."""
+        ...
+
+
+class SessionRevoker(Protocol):
+    """Login sessions ended before their tokens expire (logout, refresh-token reuse)."""
+
+    def is_revoked(self, session_id: str) -> bool: ...
+
+    async def revoke(self, session_id: str, user_id: str) -> None:
+        """Refuse the session's access tokens from now on and close its sockets, on every node."""
         ...
 
 
@@ -181,6 +250,8 @@ class Limits:
     max_watched_users: int = 500
     typing_interval: float = 2.0
     """Seconds between two typing pushes of one user in one channel."""
+    video_ready_on_create: bool = False
+    """Whether ``create_video`` is served (it makes ready videos with no media: dev and tests)."""
 
 
 class Throttle:
@@ -220,8 +291,13 @@ class Services:
     passwords: PasswordHasher
     limits: Limits
     presence: PresenceView
+    hot_counts: HotCounts
     counters: Counters = field(default_factory=Counters)
     typing: Throttle = field(default_factory=Throttle)
+    limiter: RateLimiter | None = None
+    sessions: SessionRevoker | None = None
+    videos: TtlCache[str, Video | None] = field(default_factory=TtlCache)
+    """Video records by id, as each node last read them (status checks on every like)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,12 @@ from storage.base import Message
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Offset = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+"""Offsets stay within what every client (JSON numbers) and every store can hold."""
 
 
 class Since(msgspec.Struct, forbid_unknown_fields=False):
-    offset: Annotated[int, msgspec.Meta(ge=0)]
+    offset: Offset
     epoch: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
@@ -54,7 +56,7 @@ class HistoryParams(Params, tag="history"):
 
 class EventsParams(Params, tag="events"):
     channel: Channel
-    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    since: Offset | None = None
     timeout: Annotated[float, msgspec.Meta(ge=0)] = 25.0
 
 

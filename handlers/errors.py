@@ -37,7 +37,16 @@ NOT_FOUND = ErrorKind("not_found", 404, False)
 METHOD_NOT_ALLOWED = ErrorKind("method_not_allowed", 405, False)
 USERNAME_TAKEN = ErrorKind("username_taken", 409, False)
 TOO_MANY_SUBSCRIPTIONS = ErrorKind("too_many_subscriptions", 429, False)
+TOO_MANY_CONNECTIONS = ErrorKind("too_many_connections", 429, False)
+RATE_LIMITED = ErrorKind("rate_limited", 429, True)
+ORIGIN_NOT_ALLOWED = ErrorKind("origin_not_allowed", 403, False)
+SESSION_REVOKED = ErrorKind("session_revoked", 401, False)
 LIMIT_EXCEEDED = ErrorKind("limit_exceeded", 409, False)
+UNSUPPORTED_MEDIA_TYPE = ErrorKind("unsupported_media_type", 415, False)
+UPLOAD_TOO_LARGE = ErrorKind("upload_too_large", 413, False)
+UPLOAD_REFUSED = ErrorKind("upload_refused", 403, False)
+LINK_EXPIRED = ErrorKind("link_expired", 403, False)
+VIDEO_NOT_READY = ErrorKind("video_not_ready", 409, False)
 SERVER_BUSY = ErrorKind("server_busy", 503, True)
 UNAVAILABLE = ErrorKind("unavailable", 503, True)
 INTERNAL_ERROR = ErrorKind("internal_error", 500, True)
@@ -58,6 +67,19 @@ class OpError(Exception):
     def to_dict(self) -> dict[str, object]:
         """Return the body shared by the WebSocket error frame and REST error responses."""
         return {"code": self.kind.code, "message": self.message, "retryable": self.kind.retryable}
+
+
+class RateLimitedError(OpError):
+    """``rate_limited``: the caller spent its budget; ``retry_after`` seconds until it may retry."""
+
+    def __init__(self, rule: str, retry_after: float) -> None:
+        # Rounded up to the millisecond, never 0: a client that waits that long gets through.
+        self.retry_after = max(0.001, -(-round(retry_after * 1e6) // 1000) / 1000)
+        super().__init__(RATE_LIMITED, f"too many requests ({rule}); retry after the delay given")
+        self.rule = rule
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
 
 
 def as_op_error(exc: Exception) -> OpError | None:

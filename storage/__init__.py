@@ -4,7 +4,10 @@ Map of the package:
 - ``base``: the repository protocols (messages, accounts, refresh tokens, groups) and records.
 - ``errors``: the storage errors handlers translate into client-facing codes.
 - ``ids``: time-sortable message and entity ids.
+- ``videos``: videos, likes, comments and their totals (records and ``VideoStore``, part of
+  ``base.Store``).
 - ``sqlite``: the embedded single-node default (one SQLite file in WAL mode).
+- ``sqlite_videos``: the SQLite side of ``VideoStore`` (a mixin of ``sqlite.SQLiteStore``).
 - ``dynamodb``: the AWS backend (DynamoDB tables, optional DAX reads); see ``docs/storage.md``.
 - ``factory``: builds the configured backend.
 

@@ -13,6 +13,9 @@ methods store, in the same write, so they never drift from it:
   with everything already in the channel read;
 - appending to a ``dm:`` or ``group:`` channel moves the sender's read position to the message
   (their own messages are never unread).
+
+Videos, likes, comments and their totals are :class:`storage.videos.VideoStore`, which
+:class:`Store` includes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
+
+from storage.videos import VideoStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +222,15 @@ class ConversationStore(Protocol):
         ...
 
 
-class Store(MessageStore, AccountStore, RefreshTokenStore, GroupStore, ConversationStore, Protocol):
+class Store(
+    MessageStore,
+    AccountStore,
+    RefreshTokenStore,
+    GroupStore,
+    ConversationStore,
+    VideoStore,
+    Protocol,
+):
     """Everything the gateway persists, with a lifecycle."""
 
     async def open(self) -> None: ...

@@ -13,11 +13,13 @@ import uvloop
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
+from gateway.ratelimit import RateLimits
 from gateway.settings import Settings
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.servers import RedisServer
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+TEST_RATE_LIMITS = RateLimits.parse("publish=off")
 PASSWORD = "correct horse battery"
 
 
@@ -27,10 +29,14 @@ def settings(tmp_path: Path) -> Settings:
         dev=True,
         jwt_secret=JWT_SECRET,
         sqlite_path=str(tmp_path / "moosic.db"),
+        media_dir=str(tmp_path / "media"),
         scrypt_n=2**10,
         ws_heartbeat=30.0,
         ws_close_timeout=2.0,
         shutdown_timeout=2.0,
+        # Tests of other features publish far faster than people type: the publish budget is
+        # lifted for them; every other default limit stays on. test_abuse.py runs them all.
+        rate_limits=TEST_RATE_LIMITS,
     )
 
 

@@ -11,10 +11,13 @@ collide, and user-controlled parts sit where each key decodes one way only:
   message id (length prefixes keep a ``#`` inside a name unambiguous).
 - ``v#{user_id}`` (groups table): the user's read positions and conversation list; sort key =
   the channel. Group ids (ULIDs) never contain ``#``, so these never meet a group's items.
+- videos table: ``v#{video}`` (the record), ``l#{video}#{shard}`` (likes, sort key = user id),
+  ``c#{video}`` (comments, sort key = comment id), ``k#...`` (comments' client-id records).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +76,8 @@ CHANNELS = "channels"
 ACCOUNTS = "accounts"
 REFRESH_TOKENS = "refresh_tokens"
 GROUPS = "groups"
-TABLES = (MESSAGES, CHANNELS, ACCOUNTS, REFRESH_TOKENS, GROUPS)
+VIDEOS = "videos"
+TABLES = (MESSAGES, CHANNELS, ACCOUNTS, REFRESH_TOKENS, GROUPS, VIDEOS)
 GROUP_MEMBERS_BY_JOINED = "by_joined"
 """Local secondary index of the groups table: members in join order."""
 PURGE_ATTRIBUTE = "purge_at"
@@ -120,6 +124,42 @@ def conversation_pk(user_id: str) -> str:
 def joined_key(joined_at: int, user_id: str) -> str:
     """Sort key of the join-order index: fixed-width time first, then the user id."""
     return f"{joined_at:012d}#{user_id}"
+
+
+# -- videos table: every key of a video starts with its id, so kinds never meet -------------
+
+VIDEO_SK = "video"
+LIKE_SHARDS = 16
+"""Partition keys one video's likes are spread over: each takes at most 1,000 writes a second,
+so a video can take 16,000 likes a second before DynamoDB throttles. Part of the format."""
+
+
+def video_pk(video_id: str) -> str:
+    """The video record (sort key :data:`VIDEO_SK`)."""
+    return f"v#{video_id}"
+
+
+def like_pk(video_id: str, user_id: str) -> str:
+    """One shard of a video's likes; sort key = the user id."""
+    return f"l#{video_id}#{like_shard(user_id)}"
+
+
+def like_shard(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % LIKE_SHARDS
+
+
+def like_shard_pk(video_id: str, shard: int) -> str:
+    return f"l#{video_id}#{shard}"
+
+
+def comment_pk(video_id: str) -> str:
+    """A video's comments; sort key = the comment id (a ULID: newest last)."""
+    return f"c#{video_id}"
+
+
+def comment_client_pk(video_id: str, author: str, client_msg_id: str) -> str:
+    """The idempotency record of one client comment id (sort key ``k``)."""
+    return f"k#{len(video_id)}:{video_id}#{len(author)}:{author}#{client_msg_id}"
 
 
 # -- attribute codecs ------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def table_definitions(prefix: str) -> list[dict[str, Any]]:
             "Projection": {"ProjectionType": "KEYS_ONLY"},
         }
     ]
-    return [messages, channels, accounts, tokens, groups]
+    videos = _keyed(table_name(prefix, keys.VIDEOS), sort=True)
+    return [messages, channels, accounts, tokens, groups, videos]
 
 
 async def create_tables(client: Any, prefix: str, *, wait_seconds: float = 120.0) -> list[str]:

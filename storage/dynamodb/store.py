@@ -64,6 +64,7 @@ from storage.dynamodb.retry import (
     with_retries,
 )
 from storage.dynamodb.schema import table_name
+from storage.dynamodb.videos import DynamoDBVideos
 from storage.errors import Conflict, NotFound, StorageError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class _Queue:
     task: asyncio.Task[None] | None = None
 
 
-class DynamoDBStore:
+class DynamoDBStore(DynamoDBVideos):
     """:class:`storage.base.Store` on DynamoDB tables named ``{table_prefix}{table}``.
 
     ``session`` (an ``aioboto3.Session``) may be shared with other AWS clients of the process;

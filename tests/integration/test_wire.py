@@ -129,7 +129,8 @@ async def test_handshake_refusals(client: Any) -> None:
         assert (await response.json())["code"] == "invalid_frame"
 
 
-async def test_many_connections_open_and_close_cleanly(client: Any) -> None:
+async def test_many_connections_open_and_close_cleanly(make_client: Any) -> None:
+    client = await make_client(max_connections_per_user=50)  # one user opens them all
     sockets = [await open_raw(client) for _ in range(50)]
     async with client.get("/metrics") as r:
         assert "moosic_ws_connections 50" in await r.text()

@@ -17,7 +17,7 @@ from tests.support.clients import WsClient, register
 
 def token_for(user_id: str, **changes: Any) -> str:
     now = int(time.time())
-    claims = {"sub": user_id, "iat": now, "exp": now + 60, "iss": "moosic", "aud": "moosic"}
+    claims = {"sub": user_id, "iat": now, "exp": now + 3600, "iss": "moosic", "aud": "moosic"}
     claims.update(changes)
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 

@@ -16,6 +16,7 @@ import pytest
 from storage import ids
 from storage.base import ChannelPosition, Conversation, Message, ReadMark, RefreshState, Store
 from storage.errors import Conflict, NotFound
+from storage.videos import VideoCounts, VideoStatus
 from tests.storage.conftest import MakeStore
 
 
@@ -606,3 +607,188 @@ async def test_data_outlives_the_store_that_wrote_it(make_store: MakeStore) -> N
     assert await reader.read_positions("u1", [DM]) == {DM: 1}
     assert await reader.get_user_by_username("carol") == user
     assert (await reader.append("room:a", "u1", b"{}", None)).message.offset == 4
+
+
+# -- videos, likes, comments, totals -----------------------------------------------------------
+
+
+async def test_a_video_is_created_read_and_moved_through_its_statuses(store: Store) -> None:
+    video = await store.create_video("u1", "My cat")
+
+    assert (video.owner, video.title, video.status) == ("u1", "My cat", VideoStatus.UPLOADING)
+    assert video.counts == VideoCounts()
+    assert ids.is_valid(video.id)
+    assert abs(video.created_at - time.time()) < 60
+    assert await store.get_video(video.id) == video
+    assert await store.get_video(ids.IdGenerator().new()) is None
+
+    assert await store.set_video_status(video.id, VideoStatus.PROCESSING)
+    assert not await store.set_video_status(
+        video.id, VideoStatus.READY, expected=VideoStatus.MODERATING
+    )
+    assert await store.set_video_status(
+        video.id, VideoStatus.MODERATING, expected=VideoStatus.PROCESSING
+    )
+    assert not await store.set_video_status("nope", VideoStatus.READY)
+    stored = await store.get_video(video.id)
+    assert stored is not None
+    assert stored.status is VideoStatus.MODERATING
+    ready = await store.create_video("u2", "Ready at once", status=VideoStatus.READY)
+    assert (await store.get_video(ready.id)) == ready
+
+
+async def test_concurrent_status_moves_from_one_status_let_one_through(
+    make_store: MakeStore,
+) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    video = await node_a.create_video("u1", "v")
+
+    moved = await asyncio.gather(
+        *(
+            node.set_video_status(video.id, status, expected=VideoStatus.UPLOADING)
+            for node, status in [
+                (node_a, VideoStatus.PROCESSING),
+                (node_b, VideoStatus.FAILED),
+                (node_a, VideoStatus.FAILED),
+                (node_b, VideoStatus.PROCESSING),
+            ]
+        )
+    )
+
+    assert sorted(moved) == [False, False, False, True]
+
+
+async def test_a_like_changes_once_and_an_unlike_undoes_it(store: Store) -> None:
+    video = await store.create_video("u1", "v", status=VideoStatus.READY)
+
+    assert await store.set_like(video.id, "u2", True)
+    assert not await store.set_like(video.id, "u2", True)
+    assert await store.has_liked(video.id, "u2")
+    assert not await store.has_liked(video.id, "u3")
+    assert await store.count_likes(video.id) == 1
+
+    assert await store.set_like(video.id, "u2", False)
+    assert not await store.set_like(video.id, "u2", False)
+    assert not await store.set_like(video.id, "u3", False)
+    assert not await store.has_liked(video.id, "u2")
+    assert await store.count_likes(video.id) == 0
+
+    assert await store.set_like(video.id, "u2", True)
+    assert await store.count_likes(video.id) == 1
+
+
+async def test_the_same_like_on_two_nodes_at_once_changes_once(make_store: MakeStore) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    video = await node_a.create_video("u1", "v", status=VideoStatus.READY)
+    users = [f"u{i}" for i in range(40)]
+
+    changed = await asyncio.gather(
+        *(node.set_like(video.id, user, True) for user in users for node in (node_a, node_b))
+    )
+
+    assert sum(changed) == len(users)
+    assert await node_b.count_likes(video.id) == len(users)
+    unliked = await asyncio.gather(
+        *(node.set_like(video.id, user, False) for user in users[:10] for node in (node_b, node_a))
+    )
+    assert sum(unliked) == 10
+    assert await node_a.count_likes(video.id) == 30
+
+
+async def test_likes_are_kept_per_video(store: Store) -> None:
+    first = await store.create_video("u1", "a", status=VideoStatus.READY)
+    second = await store.create_video("u1", "b", status=VideoStatus.READY)
+
+    await asyncio.gather(*(store.set_like(first.id, f"u{i}", True) for i in range(25)))
+    await store.set_like(second.id, "u1", True)
+
+    assert await store.count_likes(first.id) == 25
+    assert await store.count_likes(second.id) == 1
+    assert not await store.has_liked(second.id, "u2")
+
+
+async def test_comments_are_listed_newest_first_in_pages(store: Store) -> None:
+    video = await store.create_video("u1", "v", status=VideoStatus.READY)
+    other = await store.create_video("u1", "w", status=VideoStatus.READY)
+    added = [(await store.add_comment(video.id, f"u{i % 3}", f"c{i}", None)) for i in range(7)]
+    await store.add_comment(other.id, "u1", "elsewhere", None)
+
+    comments = [r.comment for r in added]
+    assert not any(r.duplicate for r in added)
+    assert [c.id for c in comments] == sorted(c.id for c in comments)
+    first = await store.list_comments(video.id, limit=3, before=None)
+    second = await store.list_comments(video.id, limit=3, before=first[-1].id)
+    third = await store.list_comments(video.id, limit=3, before=second[-1].id)
+    assert [c.text for c in first + second + third] == [f"c{i}" for i in range(6, -1, -1)]
+    assert first[0] == comments[-1]
+    assert (first[0].video_id, first[0].author, first[0].deleted) == (video.id, "u0", False)
+    assert abs(first[0].ts - time.time() * 1000) < 60_000
+    assert await store.get_comment(video.id, comments[2].id) == comments[2]
+    assert await store.get_comment(other.id, comments[2].id) is None
+
+
+async def test_a_deleted_comment_is_gone_from_pages_and_deleted_once(store: Store) -> None:
+    video = await store.create_video("u1", "v", status=VideoStatus.READY)
+    comments = [(await store.add_comment(video.id, "u2", f"c{i}", None)).comment for i in range(5)]
+
+    assert await store.delete_comment(video.id, comments[3].id)
+    assert not await store.delete_comment(video.id, comments[3].id)
+    assert not await store.delete_comment(video.id, "01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+    assert await store.delete_comment(video.id, comments[4].id)
+
+    assert await store.get_comment(video.id, comments[3].id) is None
+    page = await store.list_comments(video.id, limit=2, before=None)
+    assert [c.text for c in page] == ["c2", "c1"]
+    # A cursor stays valid when the comment it names is deleted.
+    assert [
+        c.text for c in await store.list_comments(video.id, limit=5, before=comments[3].id)
+    ] == [
+        "c2",
+        "c1",
+        "c0",
+    ]
+
+
+async def test_a_repeated_client_id_returns_the_first_comment(store: Store) -> None:
+    video = await store.create_video("u1", "v", status=VideoStatus.READY)
+    first = await store.add_comment(video.id, "u2", "hello", "c-1")
+
+    again = await store.add_comment(video.id, "u2", "hello, edited", "c-1")
+    other_author = await store.add_comment(video.id, "u3", "hello", "c-1")
+
+    assert again.duplicate
+    assert again.comment == first.comment
+    assert first.comment.client_msg_id == "c-1"
+    assert not other_author.duplicate
+    assert len(await store.list_comments(video.id, limit=10, before=None)) == 2
+    assert await store.delete_comment(video.id, first.comment.id)
+    after_delete = await store.add_comment(video.id, "u2", "hello", "c-1")
+    assert after_delete.duplicate
+    assert (after_delete.comment.id, after_delete.comment.deleted) == (first.comment.id, True)
+    assert after_delete.comment.text == ""
+
+
+async def test_saved_totals_apply_only_over_a_lower_version(make_store: MakeStore) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    video = await node_a.create_video("u1", "v", status=VideoStatus.READY)
+    other = await node_a.create_video("u1", "w", status=VideoStatus.READY)
+
+    await node_a.save_video_counts(
+        {video.id: VideoCounts(5, 2, 1, 10), other.id: VideoCounts(1, 0, 0, 1)}
+    )
+    await node_b.save_video_counts({video.id: VideoCounts(3, 1, 1, 7)})  # late: ignored
+    await node_b.save_video_counts({video.id: VideoCounts(5, 2, 1, 10)})  # repeated: harmless
+    await node_b.save_video_counts({"missing": VideoCounts(1, 1, 1, 1)})
+    await node_b.save_video_counts({})
+
+    stored = await node_b.get_video(video.id)
+    assert stored is not None
+    assert stored.counts == VideoCounts(5, 2, 1, 10)
+    assert (await node_a.get_video("missing")) is None
+    await node_a.save_video_counts({video.id: VideoCounts(6, 2, 1, 11)})
+    again = await node_b.get_video(video.id)
+    assert again is not None
+    assert again.counts == VideoCounts(6, 2, 1, 11)
+    second = await node_a.get_video(other.id)
+    assert second is not None
+    assert second.counts.likes == 1

@@ -89,7 +89,14 @@ class GatewayNode:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env, "MOOSIC_HOST": "127.0.0.1", "MOOSIC_PORT": str(self.port)}
+        self.env = {
+            **os.environ,
+            # As in tests/conftest.py: test publishers outpace people; other limits stay on.
+            "MOOSIC_RATE_LIMITS": "publish=off",
+            **env,
+            "MOOSIC_HOST": "127.0.0.1",
+            "MOOSIC_PORT": str(self.port),
+        }
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

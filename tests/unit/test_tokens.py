@@ -5,7 +5,7 @@ import time
 import jwt
 import pytest
 
-from gateway.tokens import TokenService
+from gateway.tokens import TokenService, key_id
 from handlers.errors import OpError
 
 SECRET = "s" * 64
@@ -18,18 +18,20 @@ def service(**changes: object) -> TokenService:
 
 
 def test_issue_and_verify() -> None:
-    token, ttl = service().issue_access_token("user-1")
+    token, ttl = service().issue_access_token("user-1", "family-1")
     assert ttl == 60
     identity = service().verify(token)
     assert identity.user_id == "user-1"
+    assert identity.session_id == "family-1"
     assert abs(identity.expires_at - (time.time() + 60)) < 5
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="moosic")
-    assert set(claims) == {"sub", "iat", "exp", "iss", "aud"}
+    assert set(claims) == {"sub", "sid", "iat", "exp", "iss", "aud"}
+    assert jwt.get_unverified_header(token)["kid"] == key_id(SECRET)
 
 
 def forged(**claims: object) -> str:
     now = int(time.time())
-    body = {"sub": "u", "iat": now, "exp": now + 60, "iss": "moosic", "aud": "moosic"}
+    body = {"sub": "u", "iat": now, "exp": now + 3600, "iss": "moosic", "aud": "moosic"}
     body.update(claims)
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
 

@@ -82,6 +82,9 @@ def _moosic(layout: Layout, node: NodeSpec) -> Launch:
         "MOOSIC_SQLITE_PATH": str(node.data_dir / "moosic.sqlite3"),
         "MOOSIC_REDIS_URL": node.redis_url,
         "MOOSIC_WS_MAX_BACKLOG_BYTES": str(MOOSIC_BACKLOG_BYTES),
+        # Publishers here send far faster than a person may (publish=200/40s by default) and
+        # the peers have no limits: measure the fan-out, not the rate limiter's refusals.
+        "MOOSIC_RATE_LIMITS": "off",
     }
     return [str(layout.repo / ".venv" / "bin" / "python"), "-m", "gateway"], env, layout.repo
 

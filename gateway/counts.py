@@ -1,0 +1,653 @@
+"""Hot counters: each video's live likes, comments and shares, pushed coalesced, stored in batches.
+
+A viral video takes thousands of likes a second while thousands watch it. Per like the gateway
+does one conditional write (the like record, the source of truth, in the store) and, only when
+that changed something, one increment here. Two jobs run on every node:
+
+- **Pushes.** At most one ``counts`` push per video per window (``MOOSIC_COUNTS_PUSH_WINDOW``,
+  250 ms), across all nodes, carrying absolute totals and a version:
+
+  ``{"op": "counts", "channel": "video:V", "video_id": "V", "likes": 5000, "comments": 12,
+  "shares": 3, "viewers": 250, "version": 5015}``
+
+- **Flushes.** Every ``MOOSIC_COUNTS_FLUSH_INTERVAL`` (1 s) the totals of the videos that
+  changed are written to the store in one batch, absolute and versioned
+  (:meth:`storage.videos.VideoStore.save_video_counts`), so the stored totals converge on the
+  exact ones, late or repeated writes are harmless, and a video costs the store one write per
+  interval however many likes it takes.
+
+Two backends, chosen with the broker:
+
+``LocalHotCounts`` (one node, no Redis) keeps the totals in a dict, seeded from the store on a
+video's first change. A :class:`Coalescer` gates pushes: a sweep of every changed video, then
+nothing for a window, so a video gets at most ``ceil(D / window) + 1`` pushes in D seconds.
+
+``RedisHotCounts`` (several nodes) keeps one hash per video in Redis: ``likes``, ``comments``,
+``shares`` and ``version``, seeded from the store when missing and changed by a Lua script that
+also marks the video for the next push and the next flush. Every node runs the push script once
+a window; the script takes a lock (``SET NX PX window``) and, only if it got it, publishes the
+totals of every marked video, from inside Redis. So at most one sweep happens per window for the
+whole cluster, whatever the number of nodes or their clocks (the lock expires on Redis's clock):
+each video gets at most ``ceil(D / window) + 1`` pushes in D seconds, and since the script reads
+and publishes in one step, pushes leave Redis in version order. The flush takes a lock too (one
+node writes per interval) and unmarks a video only if its version did not move meanwhile, so
+a node that dies mid-flush leaves the work to the next one.
+
+Viewers are the presence count of ``video:{id}`` (distinct users subscribed on any node); a
+change of audience marks the video for the next push as well.
+
+Limits (docs/storage.md has more): a change counted in Redis and not yet flushed is lost if
+Redis loses its data (at most one flush interval's worth: run Redis with persistence or
+replication); a node that dies between a like's store write and its increment loses that one
+increment; the in-process backend loses at most one flush interval when its process dies.
+:meth:`storage.videos.VideoStore.count_likes` recounts likes from their records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.broker import envelope
+from gateway.broker.redis import RedisBroker
+from gateway.broker.resp import ConnectionLost, RespError
+from gateway.hub import Hub
+from gateway.presence import LocalPresence, RedisPresence
+from gateway.settings import Settings
+from storage.base import Store
+from storage.errors import StorageError
+from storage.videos import Video, VideoCounts
+
+log = logging.getLogger(__name__)
+
+VIDEO_PREFIX = "video:"
+PUSH_BATCH = 1000
+"""Videos pushed in one window at most; more wait for the next one."""
+FLUSH_BATCH = 500
+"""Videos written to the store per call."""
+HOT_TTL = 3600.0
+"""Seconds a video's counter stays in Redis after its last change. The flush runs every second
+or so, so it has long been written to the store when it expires; the next change re-seeds it."""
+IDLE_SECONDS = 600.0
+"""Seconds an unchanged, flushed video stays in the in-process counters."""
+REDIS_TIMEOUT = 2.0
+MAX_OWED = 100_000
+"""Videos whose changes wait to be counted (Redis or the store did not answer) at most."""
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+Viewers = Callable[[str], Awaitable[int]]
+"""(channel) -> how many users watch it now."""
+_FAILURES = (StorageError, ConnectionLost, RespError, OSError, TimeoutError)
+
+
+def counts_payload(video_id: str, counts: VideoCounts, viewers: int) -> bytes:
+    """Encode a ``counts`` push (the Redis script builds the same bytes)."""
+    return orjson.dumps(
+        {
+            "op": "counts",
+            "channel": VIDEO_PREFIX + video_id,
+            "video_id": video_id,
+            "likes": max(0, counts.likes),
+            "comments": max(0, counts.comments),
+            "shares": max(0, counts.shares),
+            "viewers": viewers,
+            "version": counts.version,
+        }
+    )
+
+
+def video_of(channel: str) -> str | None:
+    """Return the video id of a ``video:{id}`` channel, else None."""
+    if not channel.startswith(VIDEO_PREFIX):
+        return None
+    return channel[len(VIDEO_PREFIX) :] or None
+
+
+class _Seeds:
+    """Reads of video records to seed counters: one read per video at a time, shared by every
+    caller that needs it (a flash crowd's first likes cost the store one read, not thousands).
+    The read runs in its own task, so a caller that goes away does not cancel it for others."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._reads: dict[str, asyncio.Task[Video | None]] = {}
+
+    async def get(self, video_id: str) -> Video | None:
+        task = self._reads.get(video_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._store.get_video(video_id))
+            self._reads[video_id] = task
+            task.add_done_callback(lambda done: self._finished(video_id, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, video_id: str, task: asyncio.Task[Video | None]) -> None:
+        if self._reads.get(video_id) is task:
+            del self._reads[video_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have gone
+
+
+class Coalescer:
+    """Which videos to push now: every changed one, then nothing for ``window`` seconds.
+
+    Pure logic on an injected clock. :meth:`due` hands out the changed videos at most once per
+    window, so however often it is called, a video is pushed at most ``ceil(D / window) + 1``
+    times in D seconds, and a change is pushed at most ``window`` after the previous sweep.
+    """
+
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._dirty: set[str] = set()
+        self._next = float("-inf")
+
+    def mark(self, video_id: str) -> None:
+        self._dirty.add(video_id)
+
+    @property
+    def pending(self) -> int:
+        return len(self._dirty)
+
+    def delay(self) -> float:
+        """Seconds until :meth:`due` may return something (a window when nothing changed)."""
+        if not self._dirty:
+            return self.window
+        return max(0.0, self._next - self._clock())
+
+    def due(self, limit: int = PUSH_BATCH) -> list[str]:
+        """Return the videos to push now (up to ``limit``), or nothing inside a window."""
+        now = self._clock()
+        if not self._dirty or now < self._next:
+            return []
+        self._next = now + self.window
+        if len(self._dirty) <= limit:
+            videos, self._dirty = list(self._dirty), set()
+            return videos
+        videos = [self._dirty.pop() for _ in range(limit)]
+        return videos
+
+
+@dataclass(slots=True)
+class _Entry:
+    likes: int
+    comments: int
+    shares: int
+    version: int
+    changed_at: float
+
+    def counts(self) -> VideoCounts:
+        return VideoCounts(self.likes, self.comments, self.shares, self.version)
+
+
+@dataclass(slots=True)
+class _Owed:
+    """Changes that could not be counted yet, per video."""
+
+    deltas: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, video_id: str, likes: int, comments: int, shares: int) -> None:
+        if video_id not in self.deltas and len(self.deltas) >= MAX_OWED:
+            log.error("hot counters: too many uncounted changes; dropping one for %s", video_id)
+            return
+        owed = self.deltas.setdefault(video_id, [0, 0, 0])
+        owed[0] += likes
+        owed[1] += comments
+        owed[2] += shares
+
+    def take(self) -> dict[str, list[int]]:
+        taken, self.deltas = self.deltas, {}
+        return taken
+
+
+class _Loops:
+    """The background push and flush loops shared by both backends."""
+
+    window: float
+    flush_interval: float
+    pushed: int
+    """Counts pushes this node sent."""
+    flushed: int
+    """Videos' totals this node wrote to the store."""
+    _tasks: list[asyncio.Task[None]]
+
+    async def tick(self) -> int:
+        raise NotImplementedError
+
+    async def flush(self) -> int:
+        raise NotImplementedError
+
+    def _push_delay(self) -> float:
+        return self.window
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._push_loop(), name="counts-push"),
+            loop.create_task(self._flush_loop(), name="counts-flush"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the loops, then write what is left (one last flush)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("hot counters: the last flush failed")
+
+    async def _push_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._push_delay())
+            failing = await self._round(self.tick, "push", failing)
+
+    async def _flush_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            failing = await self._round(self.flush, "flush", failing)
+
+    async def _round(self, job: Callable[[], Awaitable[int]], what: str, failing: bool) -> bool:
+        """Run one round; return whether it failed. An outage is logged once, not every round."""
+        try:
+            await job()
+        except _FAILURES as exc:
+            if not failing:
+                log.warning("hot counters: %s failed (%s); retrying every round", what, exc)
+            return True
+        except Exception:  # a bug: keep going, the next round may work
+            log.exception("hot counters: %s failed", what)
+            return True
+        if failing:
+            log.warning("hot counters: %s works again", what)
+        return False
+
+
+class LocalHotCounts(_Loops):
+    """Hot counters of one node, in memory (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Publish,
+        viewers: Viewers,
+        *,
+        window: float,
+        flush_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.flush_interval = flush_interval
+        self.pushed = 0
+        self.flushed = 0
+        self._store = store
+        self._publish = publish
+        self._viewers = viewers
+        self._clock = clock
+        self._coalescer = Coalescer(window, clock)
+        self._entries: dict[str, _Entry] = {}
+        self._seeds = _Seeds(store)
+        self._unflushed: set[str] = set()
+        self._owed = _Owed()
+        self._tasks = []
+
+    async def _entry(self, video_id: str) -> _Entry | None:
+        """The video's counter, seeded from the store once (None: no such video)."""
+        entry = self._entries.get(video_id)
+        if entry is not None:
+            return entry
+        video = await self._seeds.get(video_id)
+        if video is None:
+            return None
+        entry = self._entries.get(video_id)  # another caller may have made it meanwhile
+        if entry is None:
+            c = video.counts
+            entry = _Entry(c.likes, c.comments, c.shares, c.version, self._clock())
+            self._entries[video_id] = entry
+        return entry
+
+    async def add(
+        self, video_id: str, *, likes: int = 0, comments: int = 0, shares: int = 0
+    ) -> None:
+        try:
+            entry = await self._entry(video_id)
+        except _FAILURES as exc:
+            log.warning("hot counters: cannot read video %s (%s); counting later", video_id, exc)
+            self._owed.add(video_id, likes, comments, shares)
+            return
+        if entry is None:
+            return
+        if likes or comments or shares:
+            entry.likes += likes
+            entry.comments += comments
+            entry.shares += shares
+            entry.version += 1
+            entry.changed_at = self._clock()
+            self._unflushed.add(video_id)
+        self._coalescer.mark(video_id)
+
+    async def touch(self, video_id: str) -> None:
+        """The video's audience changed: push its totals (and viewers) in the next window."""
+        await self.add(video_id)
+
+    async def totals(self, video_id: str) -> VideoCounts | None:
+        entry = self._entries.get(video_id)
+        return None if entry is None else entry.counts()
+
+    def _push_delay(self) -> float:
+        return self._coalescer.delay()
+
+    async def tick(self) -> int:
+        """Push the totals of the videos that changed, if the window allows it now."""
+        sent = 0
+        for video_id in self._coalescer.due():
+            entry = self._entries.get(video_id)
+            if entry is None:
+                continue
+            viewers = await self._viewers(VIDEO_PREFIX + video_id)
+            await self._publish(
+                VIDEO_PREFIX + video_id, counts_payload(video_id, entry.counts(), viewers)
+            )
+            sent += 1
+        self.pushed += sent
+        return sent
+
+    async def flush(self) -> int:
+        """Write the changed videos' totals to the store; forget long-idle, flushed ones."""
+        for video_id, (likes, comments, shares) in self._owed.take().items():
+            await self.add(video_id, likes=likes, comments=comments, shares=shares)
+        written = 0
+        batch: dict[str, VideoCounts] = {}
+        for video_id in list(self._unflushed):
+            batch[video_id] = self._entries[video_id].counts()
+            if len(batch) >= FLUSH_BATCH:
+                written += await self._save(batch)
+                batch = {}
+        if batch:
+            written += await self._save(batch)
+        cutoff = self._clock() - IDLE_SECONDS
+        for video_id in [
+            v
+            for v, e in self._entries.items()
+            if e.changed_at < cutoff and v not in self._unflushed
+        ]:
+            del self._entries[video_id]
+        return written
+
+    async def _save(self, batch: dict[str, VideoCounts]) -> int:
+        try:
+            await self._store.save_video_counts(batch)
+        except _FAILURES as exc:
+            log.warning("hot counters: flush of %d videos failed (%s); retrying", len(batch), exc)
+            return 0
+        for video_id, written in batch.items():
+            entry = self._entries.get(video_id)
+            if entry is None or entry.version == written.version:
+                self._unflushed.discard(video_id)
+        self.flushed += len(batch)
+        return len(batch)
+
+
+# KEYS: counter, push set, flush set. ARGV: likes, comments, shares deltas, ttl ms, video id,
+# then optionally the stored likes, comments, shares and version to seed a missing counter.
+_BUMP = b"""
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if not ARGV[6] then return false end
+  redis.call('HSET', KEYS[1], 'likes', ARGV[6], 'comments', ARGV[7], 'shares', ARGV[8],
+             'version', ARGV[9])
+end
+local dl, dc, ds = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if dl ~= 0 or dc ~= 0 or ds ~= 0 then
+  if dl ~= 0 then redis.call('HINCRBY', KEYS[1], 'likes', dl) end
+  if dc ~= 0 then redis.call('HINCRBY', KEYS[1], 'comments', dc) end
+  if ds ~= 0 then redis.call('HINCRBY', KEYS[1], 'shares', ds) end
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+  redis.call('SADD', KEYS[3], ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+return 1
+"""
+
+# KEYS: push set, push lock. ARGV: window ms, node, batch, counter key prefix, presence key
+# prefix of video channels, pub/sub channel prefix, envelope head.
+_PUSH = b"""
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return -1 end
+local videos = redis.call('SPOP', KEYS[1], ARGV[3])
+local sent = 0
+for _, v in ipairs(videos) do
+  local t = redis.call('HMGET', ARGV[4] .. v, 'likes', 'comments', 'shares', 'version')
+  if t[1] then
+    local function count(x) return string.format('%d', math.max(0, tonumber(x))) end
+    local payload = '{"op":"counts","channel":"video:' .. v .. '","video_id":"' .. v ..
+      '","likes":' .. count(t[1]) .. ',"comments":' .. count(t[2]) .. ',"shares":' ..
+      count(t[3]) .. ',"viewers":' .. redis.call('HLEN', ARGV[5] .. v) .. ',"version":' ..
+      string.format('%d', tonumber(t[4])) .. '}'
+    redis.call('PUBLISH', ARGV[6] .. 'video:' .. v, ARGV[7] .. payload)
+    sent = sent + 1
+  end
+end
+return sent
+"""
+
+# ARGV: counter key prefix, then video ids. Returns id, likes, comments, shares, version for
+# each video that still has a counter.
+_READ = b"""
+local out = {}
+for i = 2, #ARGV do
+  local t = redis.call('HMGET', ARGV[1] .. ARGV[i], 'likes', 'comments', 'shares', 'version')
+  if t[1] then
+    table.insert(out, ARGV[i])
+    for j = 1, 4 do table.insert(out, t[j]) end
+  end
+end
+return out
+"""
+
+# KEYS: flush set. ARGV: counter key prefix, then (video id, version written) pairs. A video
+# stays marked when it changed after the read: the next flush writes the newer totals.
+_DONE = b"""
+for i = 2, #ARGV, 2 do
+  local now = redis.call('HGET', ARGV[1] .. ARGV[i], 'version')
+  if (not now) or now == ARGV[i + 1] then redis.call('SREM', KEYS[1], ARGV[i]) end
+end
+return 1
+"""
+
+
+class RedisHotCounts(_Loops):
+    """Hot counters shared by every node through Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        broker: RedisBroker,
+        *,
+        prefix: str,
+        viewers_prefix: bytes,
+        window: float,
+        flush_interval: float,
+        ttl: float = HOT_TTL,
+    ) -> None:
+        self.window = window
+        self.flush_interval = flush_interval
+        self.pushed = 0
+        self.flushed = 0
+        self._store = store
+        self._seeds = _Seeds(store)
+        self._redis = broker
+        base = prefix + "hc:"
+        self._counter_prefix = (base + "v:").encode()
+        self._push_set = (base + "push").encode()
+        self._flush_set = (base + "flush").encode()
+        self._push_lock = (base + "pushlock").encode()
+        self._flush_lock = (base + "flushlock").encode()
+        self._viewers_prefix = viewers_prefix
+        self._channel_prefix = prefix.encode()
+        self._envelope_head = envelope(0, "", b"-", b"")
+        """Offset 0 (ephemeral), no epoch, no node of ours: every node delivers it."""
+        self._node = broker.node_id
+        self._ttl_ms = str(int(ttl * 1000)).encode()
+        self._window_ms = str(max(1, int(window * 1000))).encode()
+        self._flush_ms = str(max(1, int(flush_interval * 1000))).encode()
+        self._owed = _Owed()
+        self._tasks = []
+
+    def _counter(self, video_id: str) -> bytes:
+        return self._counter_prefix + video_id.encode()
+
+    async def _script(self, script: bytes, keys: list[bytes], args: list[bytes]) -> Any:
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            return await self._redis.script(script, keys, args)
+
+    async def add(
+        self, video_id: str, *, likes: int = 0, comments: int = 0, shares: int = 0
+    ) -> None:
+        try:
+            await self._bump(video_id, likes, comments, shares)
+        except _FAILURES as exc:
+            log.warning("hot counters: cannot count for %s (%s); counting later", video_id, exc)
+            self._owed.add(video_id, likes, comments, shares)
+
+    async def _bump(self, video_id: str, likes: int, comments: int, shares: int) -> None:
+        keys = [self._counter(video_id), self._push_set, self._flush_set]
+        args = [str(likes).encode(), str(comments).encode(), str(shares).encode()]
+        args += [self._ttl_ms, video_id.encode()]
+        if await self._script(_BUMP, keys, args) is not None:
+            return
+        # No counter yet (or it expired): seed it from the store. Concurrent seeders read the
+        # same stored totals (only a flush of this very counter changes them), and the script
+        # seeds only a missing counter, so every change is counted once.
+        video = await self._seeds.get(video_id)
+        if video is None:
+            return
+        c = video.counts
+        seed = [str(v).encode() for v in (c.likes, c.comments, c.shares, c.version)]
+        await self._script(_BUMP, keys, args + seed)
+
+    async def touch(self, video_id: str) -> None:
+        await self.add(video_id)
+
+    async def totals(self, video_id: str) -> VideoCounts | None:
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                found = await self._redis.call(
+                    b"HMGET", self._counter(video_id), b"likes", b"comments", b"shares", b"version"
+                )
+        except _FAILURES as exc:
+            log.warning("hot counters: cannot read %s (%s); using stored totals", video_id, exc)
+            return None
+        if not found or found[0] is None:
+            return None
+        likes, comments, shares, version = (int(x or 0) for x in found)
+        return VideoCounts(likes, comments, shares, version)
+
+    async def tick(self) -> int:
+        """Run the push script: only the node that takes the window's lock publishes."""
+        sent = await self._script(
+            _PUSH,
+            [self._push_set, self._push_lock],
+            [
+                self._window_ms,
+                self._node,
+                str(PUSH_BATCH).encode(),
+                self._counter_prefix,
+                self._viewers_prefix,
+                self._channel_prefix,
+                self._envelope_head,
+            ],
+        )
+        count = max(0, int(sent))
+        self.pushed += count
+        return count
+
+    async def flush(self) -> int:
+        """Write every marked video's totals to the store, if this node takes the lock."""
+        for video_id, (likes, comments, shares) in self._owed.take().items():
+            await self.add(video_id, likes=likes, comments=comments, shares=shares)
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            locked = await self._redis.call(
+                b"SET", self._flush_lock, self._node, b"NX", b"PX", self._flush_ms
+            )
+        if locked is None:
+            return 0  # another node flushes this interval
+        written = 0
+        cursor = b"0"
+        while True:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                cursor, members = await self._redis.call(
+                    b"SSCAN", self._flush_set, cursor, b"COUNT", str(FLUSH_BATCH).encode()
+                )
+            if members:
+                written += await self._flush_batch([bytes(m) for m in members])
+            if cursor in (b"0", 0):
+                return written
+
+    async def _flush_batch(self, members: list[bytes]) -> int:
+        found = await self._script(_READ, [], [self._counter_prefix, *members])
+        batch: dict[str, VideoCounts] = {}
+        for i in range(0, len(found), 5):
+            video_id = bytes(found[i]).decode()
+            likes, comments, shares, version = (int(x) for x in found[i + 1 : i + 5])
+            batch[video_id] = VideoCounts(likes, comments, shares, version)
+        if batch:
+            # A failure leaves the videos marked: the next flush (any node's) retries.
+            await self._store.save_video_counts(batch)
+        done: list[bytes] = [self._counter_prefix]
+        for video_id, counts in batch.items():
+            done += [video_id.encode(), str(counts.version).encode()]
+        # Videos without a counter any more are unmarked too (nothing left to write).
+        present = set(batch)
+        for member in members:
+            if member.decode() not in present:
+                done += [member, b"-1"]
+        await self._script(_DONE, [self._flush_set], done)
+        self.flushed += len(batch)
+        return len(batch)
+
+
+def touch_channel(counts: LocalHotCounts | RedisHotCounts) -> Callable[[str], Awaitable[None]]:
+    """Return the presence hook: a change of a video channel's audience marks the video."""
+
+    async def changed(channel: str) -> None:
+        video_id = video_of(channel)
+        if video_id is not None:
+            with contextlib.suppress(*_FAILURES):
+                await counts.touch(video_id)
+
+    return changed
+
+
+def build_hot_counts(
+    settings: Settings, store: Store, hub: Hub, presence: LocalPresence | RedisPresence
+) -> LocalHotCounts | RedisHotCounts:
+    """Make the hot counters that go with the broker: in Redis when the nodes share one."""
+    if isinstance(hub.broker, RedisBroker) and isinstance(presence, RedisPresence):
+        return RedisHotCounts(
+            store,
+            hub.broker,
+            prefix=settings.redis_prefix,
+            viewers_prefix=presence.channel_key(VIDEO_PREFIX),
+            window=settings.counts_push_window,
+            flush_interval=settings.counts_flush_interval,
+        )
+
+    async def viewers(channel: str) -> int:
+        return (await presence.here(channel, 0))[1]
+
+    return LocalHotCounts(
+        store,
+        hub.publish,
+        viewers,
+        window=settings.counts_push_window,
+        flush_interval=settings.counts_flush_interval,
+    )

@@ -1,0 +1,147 @@
+"""Media ops: ask for an upload form, get a ready video's playback links; the video ledger.
+
+The media backends (:mod:`media`) know no database. :class:`StoreLedger` is what they record
+through: it moves a video record's status with a compare-and-set (so a duplicate delivery or a
+second worker changes nothing) and then tells the owner on ``user:{owner}``, as a stored event
+(so an owner who was offline finds "your video is ready" in the channel's history).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import msgspec
+import orjson
+
+from handlers.base import Context, Fanout, Result
+from handlers.chat import encode_event
+from handlers.errors import (
+    INVALID_PARAMS,
+    LINK_EXPIRED,
+    NOT_FOUND,
+    UNSUPPORTED_MEDIA_TYPE,
+    UPLOAD_REFUSED,
+    UPLOAD_TOO_LARGE,
+    VIDEO_NOT_READY,
+    ErrorKind,
+    OpError,
+)
+from media.errors import (
+    LinkExpired,
+    LinkInvalid,
+    MediaError,
+    UnsupportedType,
+    UploadRefused,
+    UploadTooLarge,
+)
+from media.keys import extension_for
+from media.model import NEXT_STATES, Change, MediaBackend, VideoRef, VideoState
+from storage.base import Store
+from storage.videos import VideoStatus
+
+log = logging.getLogger(__name__)
+
+NOTIFIER = "system"
+"""The ``from`` of the server's own events in ``user:`` channels (user ids are never this)."""
+
+_KINDS: dict[type[MediaError], ErrorKind] = {
+    UnsupportedType: UNSUPPORTED_MEDIA_TYPE,
+    UploadTooLarge: UPLOAD_TOO_LARGE,
+    UploadRefused: UPLOAD_REFUSED,
+    LinkExpired: LINK_EXPIRED,
+    LinkInvalid: NOT_FOUND,
+}
+
+
+def client_error(exc: MediaError) -> OpError:
+    """Map a media failure onto its client error code (its text is written for clients)."""
+    for kind, error in _KINDS.items():
+        if isinstance(exc, kind):
+            return OpError(error, str(exc))
+    raise exc
+
+
+class UploadParams(msgspec.Struct, forbid_unknown_fields=False):
+    content_type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    """The file's size in bytes; the form accepts at most this many."""
+    title: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class StoreLedger:
+    """Video records in the store; each change pushed to the owner's ``user:`` channel."""
+
+    def __init__(self, store: Store, fanout: Fanout) -> None:
+        self._store = store
+        self._fanout = fanout
+
+    async def get(self, video_id: str) -> VideoRef | None:
+        video = await self._store.get_video(video_id)
+        if video is None:
+            return None
+        return VideoRef(video.id, video.owner, VideoState(video.status.value))
+
+    async def record(self, change: Change) -> bool:
+        if change.state not in NEXT_STATES[change.before]:
+            raise ValueError(f"{change.before} -> {change.state} is not a move media makes")
+        moved = await self._store.set_video_status(
+            change.video_id,
+            VideoStatus(change.state.value),
+            expected=VideoStatus(change.before.value),
+        )
+        if moved:
+            await self.notify(change)
+        return moved
+
+    async def notify(self, change: Change) -> None:
+        """Store the change as an event in ``user:{owner}`` and push it (once per state)."""
+        channel = f"user:{change.owner}"
+        try:
+            stored = await self._store.append(
+                channel,
+                NOTIFIER,
+                orjson.dumps(change.to_dict()),
+                f"video:{change.video_id}:{change.state.value}",
+            )
+            if not stored.duplicate:
+                message = stored.message
+                await self._fanout.publish(
+                    channel, encode_event(message), message.offset, stored.epoch
+                )
+        except Exception:
+            # The status is recorded already; a lost notification must not undo or repeat it.
+            log.exception("could not tell %s about video %s", change.owner, change.video_id)
+
+
+async def create_upload(
+    ctx: Context, media: MediaBackend, params: UploadParams, base_url: str, max_bytes: int
+) -> Result:
+    """Create a video record in ``uploading`` and sign the form its file is uploaded with."""
+    try:
+        extension_for(params.content_type)
+        if params.size > max_bytes:
+            raise UploadTooLarge(f"uploads are at most {max_bytes} bytes")
+    except MediaError as exc:
+        raise client_error(exc) from None
+    video = await ctx.services.store.create_video(ctx.user_id, params.title)
+    try:
+        form = await media.upload_form(
+            ctx.user_id, video.id, params.content_type, params.size, base_url
+        )
+    except MediaError as exc:
+        raise client_error(exc) from None
+    except ValueError as exc:
+        raise OpError(INVALID_PARAMS, str(exc)) from None
+    return {"video_id": video.id, "state": video.status.value, "upload": form.to_dict()}
+
+
+async def playback(ctx: Context, media: MediaBackend, video_id: str, base_url: str) -> Result:
+    """Signed links to a ready video; its owner also learns the state of one that is not."""
+    video = await ctx.services.store.get_video(video_id)
+    if video is None or (video.status is not VideoStatus.READY and video.owner != ctx.user_id):
+        raise OpError(NOT_FOUND, "no such video")
+    if video.status is not VideoStatus.READY:
+        raise OpError(VIDEO_NOT_READY, f"the video is {video.status.value}, not ready")
+    links = await media.playback(video.owner, video.id, base_url)
+    return links.to_dict()

@@ -1,0 +1,354 @@
+"""The SQLite side of :class:`storage.videos.VideoStore`: videos, likes, comments, totals.
+
+A mixin of :class:`storage.sqlite.SQLiteStore`: it runs on the store's one thread and takes the
+same write lock (``BEGIN IMMEDIATE``), so several gateway processes may share the file. Likes
+arrive in floods, so they are written like appends, by group commit: likes that queue while the
+store's thread writes one batch go together into the next transaction, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from storage.errors import Unavailable
+from storage.videos import Comment, CommentResult, Video, VideoCounts, VideoStatus
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.ids import IdGenerator
+
+T = TypeVar("T")
+
+VIDEO_SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    title TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    likes INTEGER NOT NULL DEFAULT 0,
+    comments INTEGER NOT NULL DEFAULT 0,
+    shares INTEGER NOT NULL DEFAULT 0,
+    counts_version INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS video_likes (
+    video_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (video_id, user_id)
+) WITHOUT ROWID;
+-- A deleted comment stays as a tombstone (deleted = 1, text ''), so its client_msg_id still
+-- makes a retried add_comment a duplicate.
+CREATE TABLE IF NOT EXISTS video_comments (
+    video_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    client_msg_id TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (video_id, id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS video_comments_by_client_id
+    ON video_comments (video_id, author, client_msg_id) WHERE client_msg_id IS NOT NULL;
+"""
+
+_VIDEO_COLUMNS = "id, owner, title, status, created_at, likes, comments, shares, counts_version"
+_COMMENT_COLUMNS = "id, video_id, author, text, ts, client_msg_id, deleted"
+_VideoRow = tuple[str, str, str, str, int, int, int, int, int]
+_CommentRow = tuple[str, str, str, str, int, str | None, int]
+LikeChange = tuple[str, str, bool]
+"""(video id, user id, liked)."""
+
+
+def _video(row: _VideoRow) -> Video:
+    return Video(
+        id=row[0],
+        owner=row[1],
+        title=row[2],
+        status=VideoStatus(row[3]),
+        created_at=row[4],
+        counts=VideoCounts(likes=row[5], comments=row[6], shares=row[7], version=row[8]),
+    )
+
+
+def _comment(row: _CommentRow) -> Comment:
+    return Comment(
+        id=row[0],
+        video_id=row[1],
+        author=row[2],
+        text=row[3],
+        ts=row[4],
+        client_msg_id=row[5],
+        deleted=bool(row[6]),
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteVideos:
+    """:class:`storage.videos.VideoStore` for :class:`storage.sqlite.SQLiteStore`."""
+
+    if TYPE_CHECKING:
+        _ids: IdGenerator
+        _executor: ThreadPoolExecutor | None
+
+        def _conn(self) -> sqlite3.Connection: ...
+
+        async def _enter(self) -> None: ...
+
+        def _leave(self) -> None: ...
+
+        async def _run(self, fn: Callable[[], T]) -> T: ...
+
+    def _init_videos(self) -> None:
+        self._likes: list[tuple[LikeChange, asyncio.Future[bool]]] = []
+        self._liking = False
+
+    # -- videos ----------------------------------------------------------------------------
+
+    async def create_video(
+        self, owner: str, title: str, *, status: VideoStatus = VideoStatus.UPLOADING
+    ) -> Video:
+        def run() -> Video:
+            # Ids are made on the store's thread only: IdGenerator is not thread-safe.
+            video = Video(self._ids.new(), owner, title, status, int(time.time()), VideoCounts())
+            self._conn().execute(
+                "INSERT INTO videos (id, owner, title, status, created_at) VALUES (?, ?, ?, ?, ?)",
+                (video.id, owner, title, status.value, video.created_at),
+            )
+            return video
+
+        return await self._run(run)
+
+    async def get_video(self, video_id: str) -> Video | None:
+        def run() -> Video | None:
+            row = (
+                self._conn()
+                .execute(f"SELECT {_VIDEO_COLUMNS} FROM videos WHERE id = ?", (video_id,))
+                .fetchone()
+            )
+            return None if row is None else _video(row)
+
+        return await self._run(run)
+
+    async def set_video_status(
+        self, video_id: str, status: VideoStatus, *, expected: VideoStatus | None = None
+    ) -> bool:
+        def run() -> bool:
+            if expected is None:
+                cursor = self._conn().execute(
+                    "UPDATE videos SET status = ? WHERE id = ?", (status.value, video_id)
+                )
+            else:
+                cursor = self._conn().execute(
+                    "UPDATE videos SET status = ? WHERE id = ? AND status = ?",
+                    (status.value, video_id, expected.value),
+                )
+            return cursor.rowcount == 1
+
+        return await self._run(run)
+
+    async def save_video_counts(self, counts: dict[str, VideoCounts]) -> None:
+        if not counts:
+            return
+        rows = [(c.likes, c.comments, c.shares, c.version, v, c.version) for v, c in counts.items()]
+
+        def run() -> None:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "UPDATE videos SET likes = ?, comments = ?, shares = ?, counts_version = ?"
+                    " WHERE id = ? AND counts_version < ?",
+                    rows,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        await self._run(run)
+
+    # -- likes -----------------------------------------------------------------------------
+
+    async def set_like(self, video_id: str, user_id: str, liked: bool) -> bool:
+        """Queue the change; queued changes are written together, in order (group commit)."""
+        if self._executor is None:
+            raise Unavailable("the SQLite store is not open")
+        await self._enter()
+        try:
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._likes.append(((video_id, user_id, liked), future))
+            if not self._liking:
+                self._write_likes()
+            return await future
+        finally:
+            self._leave()
+
+    def _write_likes(self) -> None:
+        """Hand every queued like to the store's thread as one batch (on the event loop)."""
+        batch, self._likes = self._likes, []
+        executor = self._executor
+        if not batch or executor is None:
+            for _change, future in batch:
+                if not future.done():
+                    future.set_exception(Unavailable("the SQLite store is not open"))
+            return
+        self._liking = True
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(executor, self._like_batch, [change for change, _ in batch])
+
+        def finished(results: asyncio.Future[list[bool]]) -> None:
+            self._liking = False
+            error = results.exception()
+            if isinstance(error, sqlite3.OperationalError):
+                error = Unavailable(f"SQLite: {error}")
+            for index, (_change, future) in enumerate(batch):
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(results.result()[index])
+            self._write_likes()
+
+        done.add_done_callback(finished)
+
+    def _like_batch(self, changes: list[LikeChange]) -> list[bool]:
+        db = self._conn()
+        now = _now_ms()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results = []
+            for video_id, user_id, liked in changes:
+                if liked:
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO video_likes (video_id, user_id, ts) VALUES (?, ?, ?)",
+                        (video_id, user_id, now),
+                    )
+                else:
+                    cursor = db.execute(
+                        "DELETE FROM video_likes WHERE video_id = ? AND user_id = ?",
+                        (video_id, user_id),
+                    )
+                results.append(cursor.rowcount == 1)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return results
+
+    async def has_liked(self, video_id: str, user_id: str) -> bool:
+        def run() -> bool:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT 1 FROM video_likes WHERE video_id = ? AND user_id = ?",
+                    (video_id, user_id),
+                )
+                .fetchone()
+            )
+            return row is not None
+
+        return await self._run(run)
+
+    async def count_likes(self, video_id: str) -> int:
+        def run() -> int:
+            row = (
+                self._conn()
+                .execute("SELECT COUNT(*) FROM video_likes WHERE video_id = ?", (video_id,))
+                .fetchone()
+            )
+            return int(row[0])
+
+        return await self._run(run)
+
+    # -- comments --------------------------------------------------------------------------
+
+    async def add_comment(
+        self, video_id: str, author: str, text: str, client_msg_id: str | None
+    ) -> CommentResult:
+        def run() -> CommentResult:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if client_msg_id is not None:
+                    found = db.execute(
+                        f"SELECT {_COMMENT_COLUMNS} FROM video_comments"
+                        " WHERE video_id = ? AND author = ? AND client_msg_id = ?",
+                        (video_id, author, client_msg_id),
+                    ).fetchone()
+                    if found is not None:
+                        db.execute("COMMIT")
+                        return CommentResult(_comment(found), duplicate=True)
+                ts = _now_ms()
+                comment = Comment(self._ids.new(ts), video_id, author, text, ts, client_msg_id)
+                db.execute(
+                    f"INSERT INTO video_comments ({_COMMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    (comment.id, video_id, author, text, ts, client_msg_id),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return CommentResult(comment, duplicate=False)
+
+        return await self._run(run)
+
+    async def get_comment(self, video_id: str, comment_id: str) -> Comment | None:
+        def run() -> Comment | None:
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT {_COMMENT_COLUMNS} FROM video_comments"
+                    " WHERE video_id = ? AND id = ? AND deleted = 0",
+                    (video_id, comment_id),
+                )
+                .fetchone()
+            )
+            return None if row is None else _comment(row)
+
+        return await self._run(run)
+
+    async def list_comments(
+        self, video_id: str, *, limit: int, before: str | None
+    ) -> list[Comment]:
+        def run() -> list[Comment]:
+            if limit <= 0:
+                return []
+            below = "" if before is None else " AND id < ?"
+            arguments = (video_id, limit) if before is None else (video_id, before, limit)
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT {_COMMENT_COLUMNS} FROM video_comments"
+                    f" WHERE video_id = ? AND deleted = 0{below} ORDER BY id DESC LIMIT ?",
+                    arguments,
+                )
+                .fetchall()
+            )
+            return [_comment(r) for r in rows]
+
+        return await self._run(run)
+
+    async def delete_comment(self, video_id: str, comment_id: str) -> bool:
+        def run() -> bool:
+            cursor = self._conn().execute(
+                "UPDATE video_comments SET deleted = 1, text = ''"
+                " WHERE video_id = ? AND id = ? AND deleted = 0",
+                (video_id, comment_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(run)

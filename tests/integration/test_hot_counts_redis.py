@@ -1,0 +1,185 @@
+"""Hot counters shared through a real redis-server: seeding, one push per window, flushes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.broker.redis import RedisBroker
+from gateway.counts import RedisHotCounts
+from gateway.metrics import Metrics
+from storage.videos import VideoCounts
+from tests.support.servers import RedisServer
+from tests.unit.test_counts import FakeStore
+
+WINDOW = 0.2
+
+
+class Node:
+    """One gateway node's view: a broker (listening to ``video:v``) and its hot counters."""
+
+    def __init__(self, broker: RedisBroker, counts: RedisHotCounts) -> None:
+        self.broker = broker
+        self.counts = counts
+        self.received: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+    def deliver(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
+        assert (channel, offset, epoch) == ("video:v", 0, "")
+        self.received.append(orjson.loads(payload))
+        self.arrived.set()
+
+
+@pytest.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[list[Node], FakeStore]]:
+    prefix = f"h{uuid.uuid4().hex[:8]}:"
+    store = FakeStore()
+    started: list[Node] = []
+    for _ in range(2):
+        broker = RedisBroker(redis_server.url, prefix=prefix, metrics=Metrics())
+        counts = RedisHotCounts(
+            store,  # type: ignore[arg-type]
+            broker,
+            prefix=prefix,
+            viewers_prefix=(prefix + "p:c:video:").encode(),
+            window=WINDOW,
+            flush_interval=0.2,
+        )
+        node = Node(broker, counts)
+        await broker.start(node.deliver, lambda: None)
+        await broker.subscribe("video:v")
+        started.append(node)
+    try:
+        yield started, store
+    finally:
+        for node in started:
+            await node.broker.close()
+
+
+async def wait_for_push(node: Node) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while not node.received:
+            node.arrived.clear()
+            await node.arrived.wait()
+    return node.received[-1]
+
+
+async def test_counters_are_seeded_from_the_store_and_shared(
+    nodes: tuple[list[Node], FakeStore],
+) -> None:
+    (a, b), store = nodes
+    store.add_video("v", VideoCounts(likes=40, comments=2, shares=1, version=43))
+
+    await asyncio.gather(*(node.counts.add("v", likes=1) for node in (a, b) for _ in range(30)))
+    await b.counts.add("v", comments=1)
+    await a.counts.add("ghost", likes=1)
+
+    assert await a.counts.totals("v") == VideoCounts(100, 3, 1, 104)
+    assert await b.counts.totals("v") == VideoCounts(100, 3, 1, 104)
+    assert await a.counts.totals("ghost") is None
+    assert store.reads < 10  # a few (reads in flight are shared), not one per like
+
+
+async def test_one_node_pushes_per_window_with_the_absolute_totals(
+    nodes: tuple[list[Node], FakeStore],
+) -> None:
+    (a, b), store = nodes
+    store.add_video("v")
+    await a.counts.add("v", likes=1)
+    await b.counts.add("v", likes=1)
+
+    sent = [await a.counts.tick(), await b.counts.tick(), await a.counts.tick()]
+    push = await wait_for_push(b)
+
+    assert sent == [1, 0, 0]  # the first took the window's lock, the others found it taken
+    assert push == {
+        "op": "counts",
+        "channel": "video:v",
+        "video_id": "v",
+        "likes": 2,
+        "comments": 0,
+        "shares": 0,
+        "viewers": 0,
+        "version": 2,
+    }
+    await wait_for_push(a)  # every node delivers it, the pushing one too
+    await b.counts.add("v", likes=1)
+    await asyncio.sleep(WINDOW + 0.05)  # the lock expires on Redis's clock
+    assert await b.counts.tick() == 1
+    async with asyncio.timeout(10):
+        while a.received[-1]["likes"] != 3:
+            await asyncio.sleep(0.01)
+    assert await a.counts.tick() == 0  # nothing changed since: nothing to push
+
+
+async def test_one_node_flushes_and_a_change_during_a_flush_is_written_next_time(
+    nodes: tuple[list[Node], FakeStore],
+) -> None:
+    (a, b), store = nodes
+    for name in ("v", "w"):
+        store.add_video(name)
+    await a.counts.add("v", likes=5)
+    await b.counts.add("w", shares=1)
+
+    written = [await a.counts.flush(), await b.counts.flush()]
+
+    assert written == [2, 0]  # b found the interval's lock taken
+    assert store.videos["v"].counts == VideoCounts(5, 0, 0, 1)
+    assert store.videos["w"].counts == VideoCounts(0, 0, 1, 1)
+    await asyncio.sleep(0.25)  # the flush lock expires
+    assert await b.counts.flush() == 0  # nothing left marked
+
+    # A change that lands between the read and the unmark keeps the video marked.
+    original = store.save_video_counts
+
+    async def save_and_like(counts: dict[str, VideoCounts]) -> None:
+        await original(counts)
+        await a.counts.add("v", likes=1)
+
+    await a.counts.add("v", likes=1)
+    store.save_video_counts = save_and_like  # type: ignore[method-assign]
+    await asyncio.sleep(0.25)
+    assert await b.counts.flush() == 1
+    store.save_video_counts = original  # type: ignore[method-assign]
+    assert store.videos["v"].counts == VideoCounts(6, 0, 0, 2)
+    await asyncio.sleep(0.25)
+    assert await a.counts.flush() == 1
+    assert store.videos["v"].counts == VideoCounts(7, 0, 0, 3)
+
+
+async def test_a_failed_store_write_leaves_the_video_marked(
+    nodes: tuple[list[Node], FakeStore],
+) -> None:
+    (a, b), store = nodes
+    store.add_video("v")
+    await a.counts.add("v", likes=2)
+    store.fail = True
+    with pytest.raises(Exception, match="down"):
+        await a.counts.flush()
+    store.fail = False
+    await asyncio.sleep(0.25)
+    assert await b.counts.flush() == 1
+    assert store.videos["v"].counts == VideoCounts(2, 0, 0, 1)
+
+
+async def test_an_unreachable_redis_costs_no_change(redis_server: RedisServer) -> None:
+    store = FakeStore()
+    store.add_video("v")
+    broker = RedisBroker("redis://127.0.0.1:1/0", prefix="x:", metrics=Metrics(), timeout=0.2)
+    counts = RedisHotCounts(
+        store,  # type: ignore[arg-type]
+        broker,
+        prefix="x:",
+        viewers_prefix=b"x:p:c:video:",
+        window=WINDOW,
+        flush_interval=0.5,
+    )
+    await counts.add("v", likes=1)  # never raises: kept to be counted later
+    assert await counts.totals("v") is None
+    assert counts._owed.deltas == {"v": [1, 0, 0]}
+    await broker.close()
