@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import uvloop
 from aiohttp.test_utils import TestClient
@@ -16,9 +17,9 @@ from gateway.app import create_app
 from gateway.ratelimit import RateLimits
 from gateway.settings import Settings
 from tests.support.dynamodb_local import DynamoDBLocal
-from tests.support.servers import RedisServer
+from tests.support.servers import TEST_JWT_SECRET, RedisServer
 
-JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+JWT_SECRET = TEST_JWT_SECRET
 TEST_RATE_LIMITS = RateLimits.parse("publish=off")
 PASSWORD = "correct horse battery"
 
@@ -56,6 +57,13 @@ async def make_client(aiohttp_client: Any, settings: Settings) -> Callable[..., 
 @pytest.fixture
 async def client(make_client: Callable[..., Any]) -> TestClient[Any, Any]:
     return await make_client()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client session for tests that talk to gateway processes."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from gateway.broker.redis import RedisBroker
@@ -46,12 +45,6 @@ def cluster(
     yield env, work, nodes
     for node in nodes:
         node.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_a_publish_budget_is_one_across_nodes(cluster: Any, http: Any) -> None:

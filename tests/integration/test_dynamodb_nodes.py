@@ -6,11 +6,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.conftest import JWT_SECRET
 from tests.support.clients import PASSWORD, WsClient, bearer, register
@@ -18,12 +16,6 @@ from tests.support.dynamodb_local import ACCESS_KEY, REGION, DynamoDBLocal
 from tests.support.servers import ROOT, GatewayNode, RedisServer
 
 MESSAGES = 30
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def create_tables(server: DynamoDBLocal, prefix: str) -> None:

@@ -10,41 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from tests.conftest import JWT_SECRET
 from tests.integration.test_slow_consumer import metric
 from tests.integration.test_ws import token_for
 from tests.support.clients import WsClient
 from tests.support.resilient import Publisher, Subscriber
-from tests.support.servers import GatewayNode, RedisServer
+from tests.support.servers import GatewayNode, RedisServer, node_env
 
 CHANNEL = "room:flow"
-
-
-def node_env(redis: RedisServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "MOOSIC_DEV": "1",
-        "MOOSIC_JWT_SECRET": JWT_SECRET,
-        "MOOSIC_SQLITE_PATH": str(tmp_path / "shared.db"),
-        "MOOSIC_REDIS_URL": redis.url,
-        "MOOSIC_REDIS_PREFIX": f"f{uuid.uuid4().hex[:8]}:",
-        "MOOSIC_LOG_LEVEL": "WARNING",
-        "MOOSIC_SHUTDOWN_TIMEOUT": "10",
-        **extra,
-    }
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 async def wait_for(condition: object, timeout: float, what: str) -> None:
@@ -90,7 +66,7 @@ def check_exactly_once(subs: list[Subscriber], publisher: Publisher) -> None:
 async def test_kill_9_a_node_and_its_clients_recover_on_the_other(
     redis_server: RedisServer, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    env = node_env(redis_server, tmp_path)
+    env = node_env(redis_server, tmp_path, MOOSIC_SHUTDOWN_TIMEOUT="10")
     a = GatewayNode(env, tmp_path / "a.log").start()
     b = GatewayNode(env, tmp_path / "b.log").start()
     try:
@@ -120,7 +96,7 @@ async def test_redis_restart_loses_no_acknowledged_message(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     redis = RedisServer(tmp_path / "redis").start()
-    env = node_env(redis, tmp_path)
+    env = node_env(redis, tmp_path, MOOSIC_SHUTDOWN_TIMEOUT="10")
     a = GatewayNode(env, tmp_path / "a.log").start()
     b = GatewayNode(env, tmp_path / "b.log").start()
     try:
@@ -159,7 +135,7 @@ async def test_reconnect_storm_recovers_everyone_from_the_window(
 ) -> None:
     clients = 1000
     channels = 10
-    env = node_env(redis_server, tmp_path)
+    env = node_env(redis_server, tmp_path, MOOSIC_SHUTDOWN_TIMEOUT="10")
     a = GatewayNode(env, tmp_path / "a.log").start()
     b = GatewayNode(env, tmp_path / "b.log").start()
     urls = [a.base_url, b.base_url]
@@ -211,7 +187,7 @@ async def test_reconnect_storm_recovers_everyone_from_the_window(
 async def test_sigterm_drains_without_losing_a_message(
     redis_server: RedisServer, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    env = node_env(redis_server, tmp_path)
+    env = node_env(redis_server, tmp_path, MOOSIC_SHUTDOWN_TIMEOUT="10")
     a = GatewayNode(env, tmp_path / "a.log").start()
     b = GatewayNode(env, tmp_path / "b.log").start()
     try:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -73,12 +73,6 @@ def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayNod
     finally:
         for node in started:
             node.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def token(user_id: str) -> str:

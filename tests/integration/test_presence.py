@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import JWT_SECRET
 from tests.integration.test_ws import token_for
 from tests.support.clients import WsClient
-from tests.support.servers import GatewayNode, RedisServer
+from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes
 
 
 async def test_watch_presence_reports_status_and_changes(client: Any) -> None:
@@ -97,29 +95,10 @@ async def test_typing_is_pushed_and_throttled(client: Any) -> None:
 
 @pytest.fixture
 def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayNode]]:
-    env = {
-        "MOOSIC_DEV": "1",
-        "MOOSIC_JWT_SECRET": JWT_SECRET,
-        "MOOSIC_SQLITE_PATH": str(tmp_path / "shared.db"),
-        "MOOSIC_REDIS_URL": redis_server.url,
-        "MOOSIC_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
-        "MOOSIC_PRESENCE_TTL": "3",
-        "MOOSIC_LOG_LEVEL": "WARNING",
-    }
-    started: list[GatewayNode] = []
-    try:
-        for name in ("a", "b"):
-            started.append(GatewayNode(env, tmp_path / f"node-{name}.log").start())
+    with running_nodes(
+        node_env(redis_server, tmp_path, MOOSIC_PRESENCE_TTL="3"), tmp_path
+    ) as started:
         yield started
-    finally:
-        for node in started:
-            node.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def connect(http: aiohttp.ClientSession, node: GatewayNode, user: str) -> WsClient:

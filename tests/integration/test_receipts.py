@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -11,9 +10,8 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from tests.conftest import JWT_SECRET
 from tests.support.clients import WsClient, bearer, register
-from tests.support.servers import GatewayNode, RedisServer
+from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes
 
 QUIET = 0.3
 """Seconds to wait for a push that must not come."""
@@ -328,29 +326,8 @@ async def test_read_and_conversations_over_rest(client: Any) -> None:
 
 @pytest.fixture
 def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayNode]]:
-    env = {
-        "MOOSIC_DEV": "1",
-        "MOOSIC_JWT_SECRET": JWT_SECRET,
-        "MOOSIC_SQLITE_PATH": str(tmp_path / "shared.db"),
-        "MOOSIC_REDIS_URL": redis_server.url,
-        "MOOSIC_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
-        "MOOSIC_SCRYPT_N": "1024",
-        "MOOSIC_LOG_LEVEL": "WARNING",
-    }
-    started: list[GatewayNode] = []
-    try:
-        for name in ("a", "b"):
-            started.append(GatewayNode(env, tmp_path / f"node-{name}.log").start())
+    with running_nodes(node_env(redis_server, tmp_path), tmp_path) as started:
         yield started
-    finally:
-        for node in started:
-            node.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_a_read_receipt_crosses_nodes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,3 +135,36 @@ class GatewayNode:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.process = None
+
+
+TEST_JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+"""The secret every test gateway signs with (tests/conftest.py re-exports it as JWT_SECRET)."""
+
+
+def node_env(redis: RedisServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Settings for gateway processes that share one Redis and one SQLite file (a cluster)."""
+    return {
+        "MOOSIC_DEV": "1",
+        "MOOSIC_JWT_SECRET": TEST_JWT_SECRET,
+        "MOOSIC_SQLITE_PATH": str(tmp_path / "shared.db"),
+        "MOOSIC_REDIS_URL": redis.url,
+        "MOOSIC_REDIS_PREFIX": f"t{os.urandom(4).hex()}:",
+        "MOOSIC_SCRYPT_N": "1024",
+        "MOOSIC_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def running_nodes(
+    env: dict[str, str], tmp_path: Path, count: int = 2
+) -> Iterator[list[GatewayNode]]:
+    """Start ``count`` gateway processes one after the other; always stop them."""
+    started: list[GatewayNode] = []
+    try:
+        for index in range(count):
+            started.append(GatewayNode(env, tmp_path / f"node-{index}.log").start())
+        yield started
+    finally:
+        for node in started:
+            node.stop()
