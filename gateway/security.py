@@ -17,6 +17,9 @@ IDENTITY = web.RequestKey("identity", Identity)
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/ws"})
 """Probes and scrapers are not counted; WebSocket opens have their own rules."""
+UNLIMITED_PREFIXES = ("/v1/media/play/",)
+"""Signed, short-lived playback links: an HLS player fetches many segments, and many viewers
+can share one carrier address; the signature and its expiry are the control there."""
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -43,7 +46,7 @@ async def limit(request: web.Request, rule: str, subject: str) -> None:
 @web.middleware
 async def rest_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every REST request per client address and, when signed in, per user."""
-    if request.path in UNLIMITED_PATHS:
+    if request.path in UNLIMITED_PATHS or request.path.startswith(UNLIMITED_PREFIXES):
         return await handler(request)
     limiter = request.app[LIMITER]
     await limiter.check("rest", client_address(request))

@@ -189,6 +189,10 @@ async def test_rest_requests_are_limited_per_user_and_address(make_client: Any) 
         assert r.status == 200  # 6th
     async with client.get("/v1/openapi.json") as r:
         assert (r.status, (await r.json())["code"]) == (429, "rate_limited")  # 7th
+    # Signed playback links are not counted (their signature and expiry are the control):
+    # an unknown link is refused as such, not as rate limited.
+    async with client.get("/v1/media/play/not-a-token/master.m3u8") as r:
+        assert r.status != 429
 
 
 async def test_default_limits_let_a_normal_session_through(make_client: Any) -> None:
