@@ -13,7 +13,7 @@ from functools import partial
 
 from aiohttp import web
 
-from gateway import media_routes, rest, rest_social
+from gateway import media_routes, rest, rest_follows, rest_social
 from gateway.broker import Broker
 from gateway.broker.memory import MemoryBroker
 from gateway.broker.redis import RedisBroker
@@ -24,6 +24,7 @@ from gateway.geo import CountryGate
 from gateway.hub import Hub
 from gateway.jwks import JwksError, JwksKeys
 from gateway.keys import (
+    FEEDS,
     GATE,
     HUB,
     LIMITER,
@@ -48,6 +49,7 @@ from gateway.ws import websocket
 from handlers import OPERATIONS, chat
 from handlers.base import Limits, Services
 from handlers.cache import TtlCache
+from handlers.feed import FeedFanout
 from handlers.passwords import ScryptHasher
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
@@ -89,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws", websocket)
     app.router.add_routes(rest.routes)
     app.router.add_routes(rest_social.routes)
+    app.router.add_routes(rest_follows.routes)
     media_routes.setup(app)  # its cleanup context runs after the services'
     return app
 
@@ -186,6 +189,15 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LIMITER] = limiter
     app[REVOCATIONS] = revocations
     app[TOKENS].revocations = revocations
+    feeds = FeedFanout(
+        app[STORE],
+        hub,
+        presence,
+        threshold=settings.feed_fanout_threshold,
+        batch=settings.feed_fanout_batch,
+        item_ttl=settings.feed_item_ttl,
+    )
+    app[FEEDS] = feeds
     app[SERVICES] = Services(
         store=app[STORE],
         fanout=app[HUB],
@@ -207,6 +219,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         videos=TtlCache(ttl=settings.video_cache_seconds),
         limiter=limiter,
         sessions=revocations,
+        feeds=feeds,
+        blocks=TtlCache(ttl=settings.video_cache_seconds),
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
     counters = app[SERVICES].counters
@@ -215,6 +229,14 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics.counters["recoveries_from_store"] = lambda: counters.recovery_from_store
     metrics.counters["video_counts_pushes"] = lambda: hot_counts.pushed
     metrics.counters["video_counts_flushed"] = lambda: hot_counts.flushed
+    metrics.counters["feed_posts"] = lambda: feeds.stats.posts
+    metrics.counters["feed_wide_posts"] = lambda: feeds.stats.wide_posts
+    metrics.counters["feed_items_written"] = lambda: feeds.stats.items_written
+    metrics.counters["feed_pushes"] = lambda: feeds.stats.pushes
+    metrics.counters["feed_fanouts_failed"] = lambda: feeds.stats.failed
+    metrics.gauges["feed_fanouts_running"] = lambda: feeds.running
+    metrics.gauges["feed_last_fanout_seconds"] = lambda: feeds.stats.last_walk_seconds
+    metrics.gauges["feed_longest_batch_seconds"] = lambda: feeds.stats.longest_batch_seconds
     app[WS_NODE] = WsNode(
         hub=app[HUB],
         registry=app[REGISTRY],
@@ -228,6 +250,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await hot_counts.start()
     yield
+    await feeds.close(settings.shutdown_timeout)  # walks still running finish, bounded
     await hot_counts.close()  # the last flush: a clean stop loses no counted change
 
 

@@ -14,6 +14,7 @@ from gateway.revocation import Revocations
 from gateway.settings import Settings
 from gateway.tokens import TokenService
 from handlers.base import Services
+from handlers.feed import FeedFanout
 from storage.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,3 +28,4 @@ SERVICES = web.AppKey("services", Services)
 WS_NODE = web.AppKey("ws_node", WsNode)
 LIMITER = web.AppKey("limiter", Limiter)
 REVOCATIONS = web.AppKey("revocations", Revocations)
+FEEDS = web.AppKey("feeds", FeedFanout)

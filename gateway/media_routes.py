@@ -25,7 +25,7 @@ from aiohttp import BodyPartReader, ClientPayloadError, web
 
 from gateway.errors import json_response
 from gateway.http import context, read_body
-from gateway.keys import HUB, METRICS, SETTINGS, STORE
+from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
 from gateway.settings import Settings
 from handlers import media as media_ops
 from handlers.errors import INVALID_PARAMS, NOT_FOUND, UPLOAD_TOO_LARGE, OpError
@@ -97,7 +97,9 @@ def setup(app: web.Application) -> None:
 
 
 async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
-    backend = build_media(app[SETTINGS], media_ops.StoreLedger(app[STORE], app[HUB]))
+    backend = build_media(
+        app[SETTINGS], media_ops.StoreLedger(app[STORE], app[HUB], app[SERVICES].feeds)
+    )
     await backend.start()
     app[MEDIA] = backend
     metrics = app[METRICS]

@@ -60,7 +60,11 @@ BOOLEAN = {"type": "boolean"}
 
 
 def _schemas() -> dict[str, Any]:
-    from gateway import media_openapi, social_openapi  # they build on this module's pieces
+    from gateway import (  # they build on this module's pieces
+        follows_openapi,
+        media_openapi,
+        social_openapi,
+    )
 
     message = {
         "message_id": STRING,
@@ -159,6 +163,7 @@ def _schemas() -> dict[str, Any]:
         ),
         **media_openapi.schemas(),
         **social_openapi.schemas(),
+        **follows_openapi.schemas(),
     }
 
 
@@ -209,7 +214,11 @@ SIGNED_IN = (400, 401, 429, 503)
 
 
 def endpoints(settings: Settings) -> list[Endpoint]:
-    from gateway import media_openapi, social_openapi  # they build on this module's pieces
+    from gateway import (  # they build on this module's pieces
+        follows_openapi,
+        media_openapi,
+        social_openapi,
+    )
 
     publish_body = _struct_schema(chat.PublishParams, drop=("channel",))
     publish_body["properties"]["data"] = {
@@ -402,6 +411,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         ),
         *media_openapi.endpoints(settings),
         *social_openapi.endpoints(settings),
+        *follows_openapi.endpoints(settings),
     ]
 
 

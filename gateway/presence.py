@@ -213,8 +213,14 @@ class RedisPresence:
         return bool(count <= 0)
 
     async def statuses(self, users: list[str]) -> dict[str, UserStatus]:
-        counts = await asyncio.gather(*(self._redis.call(b"GET", self._k("u:", u)) for u in users))
-        seen = await asyncio.gather(*(self._redis.call(b"GET", self._k("ls:", u)) for u in users))
+        if not users:
+            return {}
+        # Two commands for the whole list, not two per user: the feed fan-out asks about
+        # hundreds of followers at once, and a task per key would hold the event loop.
+        counts, seen = await asyncio.gather(
+            self._redis.call(b"MGET", *(self._k("u:", u) for u in users)),
+            self._redis.call(b"MGET", *(self._k("ls:", u) for u in users)),
+        )
         return {
             u: UserStatus(
                 bool(c) and int(c) > 0, None if c and int(c) > 0 else (int(s) if s else None)

@@ -96,6 +96,10 @@ DEFAULT_RULES: dict[str, Rule] = {
     "unlike": Rule(120, 60),
     "comment": Rule(30, 60),
     "share": Rule(60, 60),
+    "follow": Rule(200, 3600),
+    "unfollow": Rule(200, 3600),
+    "block": Rule(100, 3600),
+    "reshare": Rule(30, 60),
 }
 """The limits in force unless ``MOOSIC_RATE_LIMITS`` says otherwise (see docs/security.md)."""
 

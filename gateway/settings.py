@@ -77,6 +77,9 @@ class Settings:
     counts_flush_interval: float = 1.0
     video_cache_seconds: float = 2.0
     video_ready_on_create: bool = False
+    feed_fanout_threshold: int = 10_000
+    feed_fanout_batch: int = 500
+    feed_item_ttl: int = 30 * 86400
     media_backend: str = "local"
     max_upload_bytes: int = 256 * 1024 * 1024
     media_upload_ttl: int = 900
@@ -594,6 +597,21 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "video_ready_on_create",
         _bool,
         "POST /v1/videos creates ready videos with no media (development, tests); off = 403",
+    ),
+    "FEED_FANOUT_THRESHOLD": (
+        "feed_fanout_threshold",
+        _int(0, 100_000_000),
+        "authors with more followers than this are merged into feeds at read time",
+    ),
+    "FEED_FANOUT_BATCH": (
+        "feed_fanout_batch",
+        _int(1, 10_000),
+        "followers read, written and pushed to per step of a post's fan-out",
+    ),
+    "FEED_ITEM_TTL": (
+        "feed_item_ttl",
+        _int(3600, 3650 * 86400),
+        "seconds a feed item is kept (DynamoDB deletes it by TTL; reads skip it)",
     ),
 }
 

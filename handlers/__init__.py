@@ -10,12 +10,14 @@ Map of the package:
 - ``auth`` and ``passwords``: accounts, refresh-token rotation, logout, ``auth`` (a fresh token
   for a live socket), scrypt hashing.
 - ``social``: videos, likes, comments and shares (counted through the gateway's hot counters).
+- ``follows`` and ``feed``: the follow graph and blocks; home feeds (hybrid fan-out: written
+  into followers' feeds in background batches, or merged in at read time for wide authors).
 - ``cache``: the short per-node cache of records read on every request (videos).
 
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
 
-from handlers import auth, chat, groups, presence, receipts, social
+from handlers import auth, chat, follows, groups, presence, receipts, social
 from handlers.base import Operation
 
 OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
@@ -44,4 +46,13 @@ OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
     social.comments,
     social.delete_comment,
     social.share,
+    follows.follow,
+    follows.unfollow,
+    follows.followers,
+    follows.following,
+    follows.follow_counts,
+    follows.block,
+    follows.unblock,
+    follows.feed,
+    follows.reshare,
 )

@@ -19,6 +19,7 @@ import msgspec
 from handlers.cache import TtlCache
 from handlers.errors import FORBIDDEN, OpError
 from storage.base import Store
+from storage.follows import FeedItem
 from storage.videos import Video, VideoCounts
 
 
@@ -193,6 +194,16 @@ class HotCounts(Protocol):
         ...
 
 
+class Feeds(Protocol):
+    """Posts on their way to followers' feeds (:class:`handlers.feed.FeedFanout`)."""
+
+    async def publish(self, video: Video, by: str) -> FeedItem | None:
+        """Post the video as ``by`` (its owner, or a user re-sharing it) and deliver it to their
+        followers in the background; None when ``by`` posted this video already. Returns
+        before any follower is reached."""
+        ...
+
+
 class TokenIssuer(Protocol):
     def issue_access_token(self, user_id: str, session_id: str) -> tuple[str, int]:
         """Return a signed access token of the login ``session_id`` and its lifetime in seconds."""
@@ -298,6 +309,10 @@ class Services:
     sessions: SessionRevoker | None = None
     videos: TtlCache[str, Video | None] = field(default_factory=TtlCache)
     """Video records by id, as each node last read them (status checks on every like)."""
+    feeds: Feeds | None = None
+    """None: posts reach no feed (a gateway built without the feed fan-out)."""
+    blocks: TtlCache[tuple[str, str], bool] = field(default_factory=TtlCache)
+    """(blocker, blocked) → blocked, as this node last read it (checked on every DM)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,14 @@
 
 | name | who may subscribe / read | who may publish |
 | --- | --- | --- |
-| ``dm:{a}:{b}`` (ids sorted, a < b) | users a and b | users a and b |
+| ``dm:{a}:{b}`` (ids sorted, a < b) | users a and b | users a and b, unless the other blocks them |
 | ``group:{id}`` | members | members |
 | ``video:{id}`` | anyone signed in | nobody (server events only) |
 | ``user:{id}`` | that user | nobody (server notifications only) |
 | ``room:{name}`` | anyone signed in | anyone signed in |
+
+Blocks are read through a per-node cache (``services.blocks``, as long as video records): a
+block reaches the node that took it at once and every other node within that time.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from handlers.base import Context
-from handlers.errors import FORBIDDEN, INVALID_CHANNEL, OpError
+from handlers.base import Context, Services
+from handlers.errors import BLOCKED, FORBIDDEN, INVALID_CHANNEL, OpError
 
 _ID = r"[A-Za-z0-9_-]{1,64}"
 _ID_RE = re.compile(_ID)
@@ -107,6 +110,12 @@ async def authorize_write(ctx: Context, channel: Channel) -> None:
     if kind is Kind.VIDEO or kind is Kind.USER:
         raise OpError(FORBIDDEN, f"{kind.value} channels carry server events only")
     await _require_member(ctx, channel)
+    if kind is Kind.DM:
+        assert channel.peers is not None
+        a, b = channel.peers
+        peer = b if a == ctx.user_id else a
+        if await is_blocked(ctx.services, peer, ctx.user_id):
+            raise OpError(BLOCKED, "this user blocked you")
 
 
 async def _require_member(ctx: Context, channel: Channel) -> None:
@@ -117,3 +126,13 @@ async def _require_member(ctx: Context, channel: Channel) -> None:
         return
     if not await ctx.services.store.is_member(channel.key, ctx.user_id):
         raise OpError(FORBIDDEN, "only members may use a group channel")
+
+
+async def is_blocked(services: Services, blocker: str, blocked: str) -> bool:
+    """Tell whether ``blocker`` blocks ``blocked``, through the node's short cache."""
+    hit, found = services.blocks.lookup((blocker, blocked))
+    if hit:
+        return bool(found)
+    answer = await services.store.is_blocked(blocker, blocked)
+    services.blocks.put((blocker, blocked), answer)
+    return answer

@@ -3,7 +3,9 @@
 The media backends (:mod:`media`) know no database. :class:`StoreLedger` is what they record
 through: it moves a video record's status with a compare-and-set (so a duplicate delivery or a
 second worker changes nothing) and then tells the owner on ``user:{owner}``, as a stored event
-(so an owner who was offline finds "your video is ready" in the channel's history).
+(so an owner who was offline finds "your video is ready" in the channel's history). A video
+that reaches ``ready`` is posted to its owner's followers' feeds (:mod:`handlers.feed`); one
+that is rejected, fails or waits for moderation never is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Annotated
 import msgspec
 import orjson
 
-from handlers.base import Context, Fanout, Result
+from handlers.base import Context, Fanout, Feeds, Result
 from handlers.chat import encode_event
 from handlers.errors import (
     INVALID_PARAMS,
@@ -72,9 +74,10 @@ class UploadParams(msgspec.Struct, forbid_unknown_fields=False):
 class StoreLedger:
     """Video records in the store; each change pushed to the owner's ``user:`` channel."""
 
-    def __init__(self, store: Store, fanout: Fanout) -> None:
+    def __init__(self, store: Store, fanout: Fanout, feeds: Feeds | None = None) -> None:
         self._store = store
         self._fanout = fanout
+        self._feeds = feeds
 
     async def get(self, video_id: str) -> VideoRef | None:
         video = await self._store.get_video(video_id)
@@ -92,7 +95,22 @@ class StoreLedger:
         )
         if moved:
             await self.notify(change)
+            if change.state is VideoState.READY:
+                await self.post(change.video_id)
         return moved
+
+    async def post(self, video_id: str) -> None:
+        """Post a video that just became ready to its owner's followers (in the background)."""
+        if self._feeds is None:
+            return
+        try:
+            video = await self._store.get_video(video_id)
+            if video is not None and video.status is VideoStatus.READY:
+                await self._feeds.publish(video, video.owner)
+        except Exception:
+            # Like the notification: the status is recorded; a post that could not be made is
+            # logged, not retried by undoing the move.
+            log.exception("could not post video %s to feeds", video_id)
 
     async def notify(self, change: Change) -> None:
         """Store the change as an event in ``user:{owner}`` and push it (once per state)."""

@@ -177,6 +177,10 @@ async def create_video(ctx: Context, params: CreateVideoParams) -> Result:
     title = _non_blank(params.title, "title").strip()
     video = await ctx.services.store.create_video(ctx.user_id, title, status=VideoStatus.READY)
     ctx.services.videos.put(video.id, video)
+    if ctx.services.feeds is not None:
+        # Ready at once: it goes to the followers' feeds as an uploaded video does when media
+        # marks it ready (in the background: this returns before any follower is reached).
+        await ctx.services.feeds.publish(video, video.owner)
     return video_fields(video, video.counts)
 
 

@@ -14,8 +14,9 @@ methods store, in the same write, so they never drift from it:
 - appending to a ``dm:`` or ``group:`` channel moves the sender's read position to the message
   (their own messages are never unread).
 
-Videos, likes, comments and their totals are :class:`storage.videos.VideoStore`, which
-:class:`Store` includes.
+Videos, likes, comments and their totals are :class:`storage.videos.VideoStore`; follows,
+blocks, posts and home feeds are :class:`storage.follows.FollowStore`. :class:`Store` includes
+both.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from storage.follows import FollowStore
 from storage.videos import VideoStore
 
 
@@ -229,6 +231,7 @@ class Store(
     GroupStore,
     ConversationStore,
     VideoStore,
+    FollowStore,
     Protocol,
 ):
     """Everything the gateway persists, with a lifecycle."""

@@ -34,6 +34,7 @@ from storage.base import (
 from storage.conversations import dm_users, group_channel, is_conversation, list_key
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import IdGenerator
+from storage.sqlite_follows import FOLLOW_SCHEMA, SQLiteFollows
 from storage.sqlite_videos import VIDEO_SCHEMA, SQLiteVideos
 
 T = TypeVar("T")
@@ -162,7 +163,7 @@ def _note_append(
     )
 
 
-class SQLiteStore(SQLiteVideos):
+class SQLiteStore(SQLiteVideos, SQLiteFollows):
     """:class:`storage.base.Store` on one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
@@ -194,7 +195,7 @@ class SQLiteStore(SQLiteVideos):
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA + VIDEO_SCHEMA)
+        db.executescript(SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA)
         self._db = db
 
     async def close(self) -> None:

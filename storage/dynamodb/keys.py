@@ -13,6 +13,9 @@ collide, and user-controlled parts sit where each key decodes one way only:
   the channel. Group ids (ULIDs) never contain ``#``, so these never meet a group's items.
 - videos table: ``v#{video}`` (the record), ``l#{video}#{shard}`` (likes, sort key = user id),
   ``c#{video}`` (comments, sort key = comment id), ``k#...`` (comments' client-id records).
+- follows table: ``fr#{user}`` / ``fg#{user}`` (followers / following, sort key = the other
+  user), ``n#{user}`` (totals), ``b#{user}`` (blocks), ``p#{user}`` (posts), ``q#{user}#{video}`` (posted once), ``w#{user}`` (wide
+  author marker), ``f#{user}`` (feed items, sort key = item id, TTL ``purge_at``).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ ACCOUNTS = "accounts"
 REFRESH_TOKENS = "refresh_tokens"
 GROUPS = "groups"
 VIDEOS = "videos"
-TABLES = (MESSAGES, CHANNELS, ACCOUNTS, REFRESH_TOKENS, GROUPS, VIDEOS)
+FOLLOWS = "follows"
+TABLES = (MESSAGES, CHANNELS, ACCOUNTS, REFRESH_TOKENS, GROUPS, VIDEOS, FOLLOWS)
 GROUP_MEMBERS_BY_JOINED = "by_joined"
 """Local secondary index of the groups table: members in join order."""
 PURGE_ATTRIBUTE = "purge_at"
@@ -195,3 +199,56 @@ def get_b(item: Item, name: str) -> bytes:
 
 def opt_s(item: Item, name: str) -> str | None:
     return get_s(item, name) if name in item else None
+
+
+# -- follows table: the graph, posts and feeds; the kind letter keeps them apart --------------
+
+
+def followers_pk(user_id: str) -> str:
+    """The user's followers; sort key = the follower's id."""
+    return f"fr#{user_id}"
+
+
+def following_pk(user_id: str) -> str:
+    """Whom the user follows; sort key = the followed user's id."""
+    return f"fg#{user_id}"
+
+
+FOLLOW_COUNT_SK = "n"
+
+
+def follow_count_pk(user_id: str) -> str:
+    """The user's totals (``followers``, ``following``); sort key :data:`FOLLOW_COUNT_SK`."""
+    return f"n#{user_id}"
+
+
+def block_pk(user_id: str) -> str:
+    """Whom the user blocks; sort key = the blocked user's id."""
+    return f"b#{user_id}"
+
+
+def post_pk(user_id: str) -> str:
+    """The user's timeline of posts; sort key = the item id (time-sortable)."""
+    return f"p#{user_id}"
+
+
+POSTED_SK = "p"
+
+
+def posted_pk(user_id: str, video_id: str) -> str:
+    """The marker that the user posted (or re-shared) the video once; sort key
+    :data:`POSTED_SK`. Video ids never contain ``#``: the user id is everything before the last."""
+    return f"q#{user_id}#{video_id}"
+
+
+WIDE_SK = "w"
+
+
+def wide_pk(user_id: str) -> str:
+    """The marker of an author whose posts are merged in at read time; sort key :data:`WIDE_SK`."""
+    return f"w#{user_id}"
+
+
+def feed_pk(user_id: str) -> str:
+    """The user's home feed; sort key = the item id; ``purge_at`` expires it (TTL)."""
+    return f"f#{user_id}"

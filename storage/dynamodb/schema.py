@@ -55,7 +55,8 @@ def table_definitions(prefix: str) -> list[dict[str, Any]]:
         }
     ]
     videos = _keyed(table_name(prefix, keys.VIDEOS), sort=True)
-    return [messages, channels, accounts, tokens, groups, videos]
+    follows = _keyed(table_name(prefix, keys.FOLLOWS), sort=True)
+    return [messages, channels, accounts, tokens, groups, videos, follows]
 
 
 async def create_tables(client: Any, prefix: str, *, wait_seconds: float = 120.0) -> list[str]:
@@ -79,11 +80,13 @@ async def create_tables(client: Any, prefix: str, *, wait_seconds: float = 120.0
                 if described["Table"]["TableStatus"] == "ACTIVE":
                     break
                 await asyncio.sleep(0.5)
-    tokens = table_name(prefix, keys.REFRESH_TOKENS)
-    ttl = await client.describe_time_to_live(TableName=tokens)
-    if ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED":
-        await client.update_time_to_live(
-            TableName=tokens,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": keys.PURGE_ATTRIBUTE},
-        )
+    # Revoked token families and old feed items expire.
+    for table in (keys.REFRESH_TOKENS, keys.FOLLOWS):
+        name = table_name(prefix, table)
+        ttl = await client.describe_time_to_live(TableName=name)
+        if ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED":
+            await client.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": keys.PURGE_ATTRIBUTE},
+            )
     return created

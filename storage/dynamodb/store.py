@@ -55,6 +55,7 @@ from storage.conversations import dm_users, group_channel, group_id, is_conversa
 from storage.dynamodb import keys
 from storage.dynamodb.config import DynamoDBConfig
 from storage.dynamodb.dax import CachedReads, DaxClient, connect_dax
+from storage.dynamodb.follows import DynamoDBFollows
 from storage.dynamodb.keys import Item, Layout, b, boolean, get_b, get_n, get_s, n, opt_s, s
 from storage.dynamodb.retry import (
     CANCELLATION_RETRYABLE,
@@ -118,7 +119,7 @@ class _Queue:
     task: asyncio.Task[None] | None = None
 
 
-class DynamoDBStore(DynamoDBVideos):
+class DynamoDBStore(DynamoDBVideos, DynamoDBFollows):
     """:class:`storage.base.Store` on DynamoDB tables named ``{table_prefix}{table}``.
 
     ``session`` (an ``aioboto3.Session``) may be shared with other AWS clients of the process;

@@ -16,6 +16,7 @@ import pytest
 from storage import ids
 from storage.base import ChannelPosition, Conversation, Message, ReadMark, RefreshState, Store
 from storage.errors import Conflict, NotFound
+from storage.follows import FeedItem, FollowCounts
 from storage.videos import VideoCounts, VideoStatus
 from tests.storage.conftest import MakeStore
 
@@ -792,3 +793,104 @@ async def test_saved_totals_apply_only_over_a_lower_version(make_store: MakeStor
     second = await node_a.get_video(other.id)
     assert second is not None
     assert second.counts.likes == 1
+
+
+# -- follows, blocks, posts and feeds ----------------------------------------------------------
+
+
+async def test_a_follow_changes_once_and_moves_both_totals(store: Store) -> None:
+    assert await store.follow("ann", "bob")
+    assert not await store.follow("ann", "bob")
+    assert await store.follow("cid", "bob")
+    assert await store.is_following("ann", "bob")
+    assert not await store.is_following("bob", "ann")
+    assert await store.follow_counts("bob") == FollowCounts(followers=2, following=0)
+    assert await store.follow_counts("ann") == FollowCounts(followers=0, following=1)
+
+    assert await store.unfollow("ann", "bob")
+    assert not await store.unfollow("ann", "bob")
+    assert not await store.is_following("ann", "bob")
+    assert await store.follow_counts("bob") == FollowCounts(followers=1, following=0)
+    assert await store.follow_counts("ann") == FollowCounts()
+    assert await store.follow_counts("nobody") == FollowCounts()
+
+
+async def test_the_same_follow_on_two_nodes_at_once_changes_once(make_store: MakeStore) -> None:
+    one, two = await make_store(), await make_store()
+    results = await asyncio.gather(*(s.follow("ann", "bob") for s in (one, two, one, two)))
+    assert sorted(results) == [False, False, False, True]
+    assert await two.follow_counts("bob") == FollowCounts(followers=1)
+
+
+async def test_followers_and_following_are_listed_in_id_order_in_pages(store: Store) -> None:
+    fans = [f"fan{i:02d}" for i in range(7)]
+    for fan in reversed(fans):
+        await store.follow(fan, "star")
+        await store.follow("star", fan)
+    first = await store.list_followers("star", limit=3, after=None)
+    second = await store.list_followers("star", limit=3, after=first[-1])
+    third = await store.list_followers("star", limit=3, after=second[-1])
+    assert first + second + third == fans
+    assert await store.list_following("star", limit=100, after="fan04") == fans[5:]
+    assert await store.list_following("fan00", limit=10, after=None) == ["star"]
+    assert await store.list_followers("nobody", limit=10, after=None) == []
+
+
+async def test_a_block_removes_follows_both_ways(store: Store) -> None:
+    await store.follow("ann", "bob")
+    await store.follow("bob", "ann")
+    assert await store.block("ann", "bob")
+    assert not await store.block("ann", "bob")
+    assert await store.is_blocked("ann", "bob")
+    assert not await store.is_blocked("bob", "ann")
+    assert not await store.is_following("ann", "bob")
+    assert not await store.is_following("bob", "ann")
+    assert await store.follow_counts("ann") == FollowCounts()
+    assert await store.follow_counts("bob") == FollowCounts()
+
+    assert await store.unblock("ann", "bob")
+    assert not await store.unblock("ann", "bob")
+    assert not await store.is_blocked("ann", "bob")
+
+
+async def test_feed_items_are_listed_newest_first_in_pages_once_each(store: Store) -> None:
+    posted = [FeedItem(ids.IdGenerator().new(), f"v{i}", "author") for i in range(5)]
+    later = int(time.time()) + 3600
+    for item in posted:
+        await store.add_feed_items(["ann", "bob"], item, expires_at=later)
+    await store.add_feed_items(["ann"], posted[2], expires_at=later)  # written twice: kept once
+
+    newest_first = sorted(posted, key=lambda i: i.id, reverse=True)
+    first = await store.list_feed("ann", limit=3, before=None)
+    rest = await store.list_feed("ann", limit=3, before=first[-1].id)
+    assert first + rest == newest_first
+    assert await store.list_feed("bob", limit=10, before=None) == newest_first
+    assert await store.list_feed("cid", limit=10, before=None) == []
+
+
+async def test_expired_feed_items_are_not_listed(store: Store) -> None:
+    old = FeedItem(ids.IdGenerator().new(), "v-old", "author")
+    new = FeedItem(ids.IdGenerator().new(), "v-new", "author")
+    await store.add_feed_items(["ann"], old, expires_at=int(time.time()) - 1)
+    await store.add_feed_items(["ann"], new, expires_at=int(time.time()) + 3600)
+    assert await store.list_feed("ann", limit=10, before=None) == [new]
+
+
+async def test_posts_are_listed_per_author_and_wide_authors_per_follower(store: Store) -> None:
+    generator = ids.IdGenerator()
+    narrow = FeedItem(generator.new(), "v1", "nina")
+    wide = [FeedItem(generator.new(), f"w{i}", "walt") for i in range(3)]
+    assert await store.add_post(narrow, wide=False)
+    for item in wide:
+        assert await store.add_post(item, wide=True)
+    assert not await store.add_post(wide[0], wide=True)  # a repeat
+    # Each author posts a video once, whatever the item's id.
+    assert not await store.add_post(FeedItem(generator.new(), "v1", "nina"), wide=False)
+    for author in ("nina", "walt", "zed"):
+        await store.follow("ann", author)
+
+    assert await store.list_posts("walt", limit=2, before=None) == [wide[2], wide[1]]
+    assert await store.list_posts("walt", limit=5, before=wide[1].id) == [wide[0]]
+    assert await store.list_posts("nina", limit=5, before=None) == [narrow]
+    assert await store.wide_followees("ann") == ["walt"]
+    assert await store.wide_followees("bob") == []

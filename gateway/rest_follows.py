@@ -1,0 +1,90 @@
+"""REST routes of follows, blocks, the home feed and re-shares; the same handlers as the ops.
+
+The feed and the follow lists are per-user reads (``private, no-cache``): they answer with an
+``ETag`` and ``304 Not Modified`` to a matching ``If-None-Match``, but no shared cache may keep
+them.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import json_response
+from gateway.http import context, read_params
+from gateway.rest_social import etag_matches, etag_of
+from handlers import follows
+
+routes = web.RouteTableDef()
+
+
+def private_read(request: web.Request, body: object) -> web.Response:
+    payload = orjson.dumps(body)
+    headers = {"ETag": etag_of(payload), "Cache-Control": "private, no-cache"}
+    if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=payload, content_type="application/json", headers=headers)
+
+
+@routes.put("/v1/users/{user_id}/follow")
+async def follow(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.FollowParams)
+    return json_response(await follows.follow(ctx, params))
+
+
+@routes.delete("/v1/users/{user_id}/follow")
+async def unfollow(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.UnfollowParams)
+    return json_response(await follows.unfollow(ctx, params))
+
+
+@routes.get("/v1/users/{user_id}/followers")
+async def followers(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.FollowersParams)
+    return private_read(request, await follows.followers(ctx, params))
+
+
+@routes.get("/v1/users/{user_id}/following")
+async def following(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.FollowingParams)
+    return private_read(request, await follows.following(ctx, params))
+
+
+@routes.get("/v1/users/{user_id}/follow-counts")
+async def follow_counts(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.FollowCountsParams)
+    return json_response(await follows.follow_counts(ctx, params))
+
+
+@routes.put("/v1/users/{user_id}/block")
+async def block(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.BlockParams)
+    return json_response(await follows.block(ctx, params))
+
+
+@routes.delete("/v1/users/{user_id}/block")
+async def unblock(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.UnblockParams)
+    return json_response(await follows.unblock(ctx, params))
+
+
+@routes.get("/v1/feed")
+async def feed(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.FeedParams)
+    return private_read(request, await follows.feed(ctx, params))
+
+
+@routes.post("/v1/videos/{video_id}/reshares")
+async def reshare(request: web.Request) -> web.Response:
+    ctx = context(request)
+    params = await read_params(request, follows.ReshareParams)
+    result = await follows.reshare(ctx, params)
+    return json_response(result, status=200 if result["duplicate"] else 201)
