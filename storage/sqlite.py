@@ -38,6 +38,8 @@ from storage.sqlite_follows import FOLLOW_SCHEMA, SQLiteFollows
 from storage.sqlite_videos import VIDEO_SCHEMA, SQLiteVideos
 
 T = TypeVar("T")
+CONNECT_ATTEMPTS = 20
+"""Tries to open a file another process is initialising at the same moment (about 10 s)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -191,11 +193,22 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
 
     def _connect(self) -> None:
         db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA)
+        # Switching a new file to WAL and creating the schema can meet another process doing
+        # the same (nodes started together on one new file): SQLite then says "locked" at once,
+        # without waiting on the busy timeout. Retry for a bounded time.
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=10000")
+                db.execute("PRAGMA foreign_keys=ON")
+                db.executescript(SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == CONNECT_ATTEMPTS - 1:
+                    db.close()
+                    raise
+                time.sleep(0.05 * (attempt + 1))
         self._db = db
 
     async def close(self) -> None:

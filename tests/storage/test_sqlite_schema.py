@@ -35,3 +35,39 @@ async def test_a_database_without_the_conversations_table_gains_it(tmp_path: Pat
         assert (await store.mark_read("u2", "dm:u1:u2", 1)).moved
     finally:
         await store.close()
+
+
+def test_processes_opening_one_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Nodes started at the same moment on one new SQLite file all open it (no 'locked')."""
+    import asyncio
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from storage.sqlite import SQLiteStore\n"
+        "async def main():\n"
+        "    store = SQLiteStore(sys.argv[1])\n"
+        "    await store.open()\n"
+        "    await store.append('room:x', 'u', b'{}', None)\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    path = str(tmp_path / "shared.db")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, path], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+
+    async def offset() -> int:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            return (await store.position("room:x")).offset
+        finally:
+            await store.close()
+
+    assert asyncio.run(offset()) == 4
