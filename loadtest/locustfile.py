@@ -7,6 +7,7 @@ environment (``loadtest/.venv``): it must not be imported next to the app's pack
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -26,6 +27,28 @@ from tracking import (
 from users import RUN, RestUser, VideoViewer, WsChatUser
 
 __all__ = ["RestUser", "SurgeShape", "VideoViewer", "WsChatUser"]
+
+SCENARIOS = frozenset(
+    s.strip() for s in os.environ.get("LOADTEST_SCENARIOS", "chat,flood,viral").split(",") if s
+)
+"""chat (always): the chat, REST and viewer users; flood: a like flood on one viral video with
+counts watchers (social.py); viral: an author posting to many followers (viral.py)."""
+# Locust runs every User class it finds in this module, so the optional ones are imported only
+# when asked for. Their weights are set here so chat stays most of the load.
+if "flood" in SCENARIOS:
+    from social import CountsWatcher, VideoFan
+    from social import configure as configure_flood
+    from social import report as flood_report
+
+    VideoFan.weight, CountsWatcher.weight = 2, 1
+    __all__ += ["CountsWatcher", "VideoFan"]
+if "viral" in SCENARIOS:
+    from viral import FeedFollower, ViralAuthor
+    from viral import configure as configure_viral
+    from viral import report as viral_report
+
+    FeedFollower.weight = 3
+    __all__ += ["FeedFollower", "ViralAuthor"]
 
 log = logging.getLogger("loadtest")
 
@@ -49,6 +72,14 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
     clock = shape.get_run_time if shape is not None else (lambda: 0.0)
     RUN.configure(CONFIG, PLAN, clock)
     environment.events.request.add_listener(on_request)
+
+    def phase() -> str:
+        return PLAN.phase_name(RUN.clock())
+
+    if "flood" in SCENARIOS:
+        configure_flood(CONFIG.hosts, phase)
+    if "viral" in SCENARIOS:
+        configure_viral(CONFIG.hosts, phase)
 
 
 def on_request(
@@ -145,3 +176,10 @@ def on_quitting(environment: Environment, **_kwargs: Any) -> None:
     RUN_CHECKS.setdefault("storm_expected", "")
     RECORDER.write_csv(os.path.join(CONFIG.out_dir, "phases.csv"))
     write_checks(os.path.join(CONFIG.out_dir, "checks.csv"), RUN_CHECKS)
+    extra: dict[str, Any] = {"scenarios": sorted(SCENARIOS)}
+    if "flood" in SCENARIOS:
+        extra["flood"] = flood_report()
+    if "viral" in SCENARIOS:
+        extra["viral"] = viral_report()
+    with open(os.path.join(CONFIG.out_dir, "scenarios.json"), "w") as out:
+        json.dump(extra, out, indent=2, default=str)

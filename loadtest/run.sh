@@ -3,7 +3,11 @@
 # nodes), run locust headless with the surge shape for a bounded time, stop everything it
 # started, write reports under loadtest/reports/locust-<UTC time>/ and print a summary.
 #
-#   loadtest/run.sh [--duration SECONDS] [--baseline USERS] [--nodes 1|2]
+#   loadtest/run.sh [--duration SECONDS] [--baseline USERS] [--nodes 1|2] [--scenarios LIST]
+#
+# Scenarios (LOADTEST_SCENARIOS, default chat,flood,viral): chat (chat, REST and viewer users,
+# always on), flood (a like flood on one video with counts watchers, loadtest/social.py), viral
+# (an author posting to many followers, loadtest/viral.py); their own checks go to scenarios.json.
 #
 # Environment: LOADTEST_DURATION (default 180), LOADTEST_BASELINE (20 users; the surge is 6x),
 # LOADTEST_NODES (2 gateway nodes; 1 to compare),
@@ -19,6 +23,7 @@ ROOT=$(dirname "$HERE")
 DURATION=${LOADTEST_DURATION:-180}
 BASELINE=${LOADTEST_BASELINE:-20}
 NODES=${LOADTEST_NODES:-2}
+SCENARIOS=${LOADTEST_SCENARIOS:-chat,flood,viral}
 SCRYPT_N=${LOADTEST_SCRYPT_N:-1024}
 APP_PY=${LOADTEST_APP_PYTHON:-$ROOT/.venv/bin/python}
 REDIS_SERVER=${REDIS_SERVER:-/usr/bin/redis-server}
@@ -30,6 +35,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --baseline) BASELINE=$2; shift 2 ;;
         --nodes) NODES=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -115,7 +121,14 @@ SECRET=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(48))')
 # itself; real users come from many addresses. Per-user limits stay as in production.
 EXTRA_ENV=()
 if "$APP_PY" -c 'import sys; from gateway.settings import FIELDS; sys.exit("RATE_LIMITS" not in FIELDS)' 2>/dev/null; then
-    EXTRA_ENV+=("MOOSIC_RATE_LIMITS=register=off,login=off,refresh=off,rest=off,connect_ip=off")
+    LIMITS="register=off,login=off,refresh=off,rest=off,connect_ip=off"
+    # A fan in the like flood likes faster than a person may.
+    [[ ",$SCENARIOS," == *,flood,* ]] && LIMITS="$LIMITS,like=off,unlike=off"
+    EXTRA_ENV+=("MOOSIC_RATE_LIMITS=$LIMITS")
+fi
+# The flood and viral users make ready videos with POST /v1/videos (no media pipeline here).
+if [[ ",$SCENARIOS," == *,flood,* || ",$SCENARIOS," == *,viral,* ]]; then
+    EXTRA_ENV+=("MOOSIC_VIDEO_READY_ON_CREATE=1")
 fi
 # One node at a time: the nodes share a new SQLite file, and two nodes creating it at the same
 # moment can fail with "database is locked" (seen here; a rolling start is what deploys do).
@@ -164,7 +177,7 @@ LIMIT=$((DURATION + 60))
     cd "$HERE" && exec env \
         LOADTEST_HOSTS="$HOSTS" \
         LOADTEST_DURATION="$DURATION" LOADTEST_BASELINE="$BASELINE" LOADTEST_OUT="$OUT" \
-        LOADTEST_RUN_ID="$RUN_ID" \
+        LOADTEST_RUN_ID="$RUN_ID" LOADTEST_SCENARIOS="$SCENARIOS" \
         LOADTEST_PIDS="$WATCH" \
         timeout --signal=INT --kill-after=20 "$LIMIT" \
         "$VENV/bin/locust" -f locustfile.py --headless --run-time "$((DURATION + 30))s" \
