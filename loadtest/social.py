@@ -28,9 +28,7 @@ the end, :func:`report` compares the last push with ``GET /v1/videos/{id}``.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import random
 import time
 from collections import deque
@@ -44,17 +42,12 @@ from gevent.event import AsyncResult
 from locust import User, between, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
+from wsclient import PASSWORD, REPLY_TIMEOUT, LoadError, Socket
 
-PASSWORD = "loadtest password"
-REPLY_TIMEOUT = 10.0
 WINDOW = 0.25
 """The gateway's ``MOOSIC_COUNTS_PUSH_WINDOW`` (its default)."""
 BOUND_SPAN = 5.0
 """Seconds over which a watcher's pushes are checked against one per window (+1)."""
-
-
-class LoadError(Exception):
-    """A failure as locust reports it."""
 
 
 class _Flood:
@@ -132,47 +125,6 @@ def _video_id(base: str, token: str) -> str | None:
         return None
 
 
-class _Socket:
-    """One user's WebSocket with a reader greenlet: replies by id, pushes to a callback."""
-
-    def __init__(self, base: str, token: str, on_push: Callable[[dict[str, Any]], None]) -> None:
-        url = "ws" + base.removeprefix("http") + "/ws?token=" + token
-        self.ws = websocket.create_connection(
-            url, timeout=REPLY_TIMEOUT, skip_utf8_validation=True, suppress_origin=True
-        )
-        self.ws.settimeout(None)
-        self.ids = itertools.count(1)
-        self.waiting: dict[int, AsyncResult] = {}
-        self.on_push = on_push
-        self.reader = gevent.spawn(self._read)
-
-    def _read(self) -> None:
-        try:
-            while True:
-                message = json.loads(self.ws.recv())
-                waiter = self.waiting.pop(message.get("id") or -1, None)
-                if message.get("op") in ("reply", "error") and waiter is not None:
-                    waiter.set(message)
-                else:
-                    self.on_push(message)
-        except (websocket.WebSocketException, OSError, ValueError) as exc:
-            for waiter in self.waiting.values():
-                waiter.set_exception(LoadError(repr(exc)))
-
-    def call(self, op: str, **fields: Any) -> dict[str, Any]:
-        request_id = next(self.ids)
-        waiter = AsyncResult()
-        self.waiting[request_id] = waiter
-        self.ws.send(json.dumps({"op": op, "id": request_id, **fields}))
-        answer: dict[str, Any] = waiter.get(timeout=REPLY_TIMEOUT)
-        return answer
-
-    def close(self) -> None:
-        self.reader.kill(block=False)
-        with contextlib.suppress(websocket.WebSocketException, OSError):
-            self.ws.close()
-
-
 class VideoFan(User):
     """Likes one video as fast as a thumb can tap, from many accounts at once."""
 
@@ -187,7 +139,7 @@ class VideoFan(User):
         if token is None or video is None:
             raise StopUser
         self.video = video
-        self.socket = _Socket(base, token, lambda _push: None)
+        self.socket = Socket(base, token, lambda _push: None)
 
     @task
     def tap(self) -> None:
@@ -227,7 +179,7 @@ class CountsWatcher(User):
             raise StopUser
         self.arrivals: deque[float] = deque()
         self.last_version = -1
-        self.socket = _Socket(base, token, self._push)
+        self.socket = Socket(base, token, self._push)
         answer = self.socket.call("subscribe", channel=f"video:{video}")
         if answer["op"] != "reply":
             raise StopUser

@@ -29,9 +29,7 @@ follower saw pushed against how many were made.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import random
 import time
 from collections.abc import Callable
@@ -39,20 +37,14 @@ from typing import Any
 
 import gevent
 import requests
-import websocket
 from gevent.event import AsyncResult
 from locust import User, between, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
+from wsclient import PASSWORD, REPLY_TIMEOUT, LoadError, Socket
 
-PASSWORD = "loadtest password"
-REPLY_TIMEOUT = 10.0
 POST_EVERY = 10.0
 """Seconds between two posts of the author."""
-
-
-class LoadError(Exception):
-    """A failure as locust reports it."""
 
 
 class _Viral:
@@ -150,47 +142,6 @@ class ViralAuthor(User):
         _fire(self.environment, "REST", "post video", ms)
 
 
-class _Socket:
-    """One follower's WebSocket with a reader greenlet: replies by id, pushes to a callback."""
-
-    def __init__(self, base: str, token: str, on_push: Callable[[dict[str, Any]], None]) -> None:
-        url = "ws" + base.removeprefix("http") + "/ws?token=" + token
-        self.ws = websocket.create_connection(
-            url, timeout=REPLY_TIMEOUT, skip_utf8_validation=True, suppress_origin=True
-        )
-        self.ws.settimeout(None)
-        self.ids = itertools.count(1)
-        self.waiting: dict[int, AsyncResult] = {}
-        self.on_push = on_push
-        self.reader = gevent.spawn(self._read)
-
-    def _read(self) -> None:
-        try:
-            while True:
-                message = json.loads(self.ws.recv())
-                waiter = self.waiting.pop(message.get("id") or -1, None)
-                if message.get("op") in ("reply", "error") and waiter is not None:
-                    waiter.set(message)
-                else:
-                    self.on_push(message)
-        except (websocket.WebSocketException, OSError, ValueError) as exc:
-            for waiter in self.waiting.values():
-                waiter.set_exception(LoadError(repr(exc)))
-
-    def call(self, op: str, **fields: Any) -> dict[str, Any]:
-        request_id = next(self.ids)
-        waiter = AsyncResult()
-        self.waiting[request_id] = waiter
-        self.ws.send(json.dumps({"op": op, "id": request_id, **fields}))
-        answer: dict[str, Any] = waiter.get(timeout=REPLY_TIMEOUT)
-        return answer
-
-    def close(self) -> None:
-        self.reader.kill(block=False)
-        with contextlib.suppress(websocket.WebSocketException, OSError):
-            self.ws.close()
-
-
 class FeedFollower(User):
     """Follows the author, listens on its ``user:`` channel, reads its feed now and then."""
 
@@ -220,7 +171,7 @@ class FeedFollower(User):
         _fire(self.environment, "REST", "follow", ms, failure)
         if failure is not None:
             raise StopUser
-        self.socket = _Socket(self.base, account["access_token"], self._push)
+        self.socket = Socket(self.base, account["access_token"], self._push)
         reply = self.socket.call("subscribe", channel=f"user:{account['user_id']}")
         if reply["op"] != "reply":
             raise StopUser
