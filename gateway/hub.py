@@ -103,6 +103,7 @@ class _Channel:
     """What this node knows of one channel it has subscribers for."""
 
     __slots__ = (
+        "based",
         "epoch",
         "filling",
         "held",
@@ -124,6 +125,8 @@ class _Channel:
         self.held: dict[int, bytes] | None = None
         """Events that arrived after a gap, by offset, waiting for the gap to fill."""
         self.filling = False
+        self.based = False
+        """True once a subscriber's position gave ``last`` a known starting point."""
         self.users: dict[str, int] | None = None
         """Local subscriptions per user, for channel presence (client channels only)."""
 
@@ -312,10 +315,11 @@ class Hub:
             if offset == 0 or offset > after:
                 member.deliver(frame)
         state.subscribers.add(member)
-        if not state.epoch and epoch:
-            # No event seen on this node yet: the subscriber's position is the baseline for
-            # gap detection.
-            state.epoch, state.last = epoch, after
+        if not state.epoch and not state.based:
+            # No event seen on this node yet: the subscriber's position (0 for a channel with
+            # no event at all) is the baseline, so even the channel's first events are put in
+            # order if they arrive out of it.
+            state.epoch, state.last, state.based = epoch, after, True
 
     def unsubscribe(self, channel: str, subscriber: Subscriber) -> None:
         """Remove a local subscriber; the last one unsubscribes the node."""
@@ -372,8 +376,12 @@ class Hub:
             self._fan_out(state, 0, payload)
             return
         if epoch != state.epoch:
-            # First event on this node, or the channel's history was reset: start from here.
-            state.epoch, state.last, state.held = epoch, offset - 1, None
+            if not state.epoch and state.based:
+                state.epoch = epoch  # the channel's first epoch: the baseline still holds
+            else:
+                # First event on a node that had no baseline, or the channel's history was
+                # reset: start from here.
+                state.epoch, state.last, state.held = epoch, offset - 1, None
         if offset <= state.last:
             self._metrics.duplicates_dropped += 1
             return

@@ -121,3 +121,23 @@ def test_recent_windows_are_bounded_sorted_and_per_epoch() -> None:
     windows.add("b", 1, "e", b"x")
     windows.add("c", 1, "e", b"y")  # a third channel: the least recent ("a") is forgotten
     assert windows.get("a", 0, 10) is None
+
+
+class Member(Inbox):
+    user_id = "m"
+
+    def lagged(self) -> None:
+        raise AssertionError("not expected")
+
+
+async def test_a_channels_first_events_are_put_in_order_too() -> None:
+    """Two first messages of a new channel arriving swapped: neither is taken as a repeat."""
+    hub, broker, metrics = await started_hub()
+    member = Member()
+    await hub.subscribe("room:new", member, pending=True)  # type: ignore[arg-type]
+    hub.activate("room:new", member, 0, "")  # type: ignore[arg-type]
+    await broker.publish("room:new", b"e2", 2, "e1")
+    await broker.publish("room:new", b"e1", 1, "e1")
+    assert member.payloads() == [b"e1", b"e2"]
+    assert metrics.duplicates_dropped == 0
+    await hub.close()
