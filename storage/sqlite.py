@@ -10,16 +10,14 @@ IMMEDIATE``), so offsets stay gap-free and unique across processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from storage import ids
 from storage.base import (
@@ -40,15 +38,6 @@ from storage.sqlite_follows import FOLLOW_SCHEMA, SQLiteFollows
 from storage.sqlite_videos import VIDEO_SCHEMA, SQLiteVideos
 
 T = TypeVar("T")
-
-
-class _Busy(Exception):
-    """Another process holds SQLite's write lock: take the queued path, which waits."""
-
-
-BUSY_TIMEOUT_MS = 10_000
-CHECKPOINT_EVERY = 1000
-"""Commits between two WAL checkpoints (automatic checkpoints are off: they fsync)."""
 CONNECT_ATTEMPTS = 20
 """Tries to open a file another process is initialising at the same moment (about 10 s)."""
 
@@ -192,9 +181,6 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
             tuple[tuple[str, str, bytes, str | None], asyncio.Future[AppendResult]]
         ] = []
         self._appending = False
-        self._lock = threading.Lock()
-        self._inline_commits = 0
-        self._thread_commits = 0
         self._init_videos()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -214,11 +200,8 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                db.execute("PRAGMA busy_timeout=10000")
                 db.execute("PRAGMA foreign_keys=ON")
-                # Checkpoints (they fsync) run on the store's thread, never inside an append
-                # made on the event loop: see _checkpoint_soon.
-                db.execute("PRAGMA wal_autocheckpoint=0")
                 db.executescript(SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA)
                 break
             except sqlite3.OperationalError as exc:
@@ -259,19 +242,12 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
         self._pending -= 1
         self._room.set()
 
-    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` holding the connection (on the store's thread, or inline on the loop)."""
-        with self._lock:
-            return fn(*args)
-
     async def _run(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
             raise Unavailable("the SQLite store is not open")
         await self._enter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._locked, fn
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
         except sqlite3.OperationalError as exc:
             raise Unavailable(f"SQLite: {exc}") from exc
         finally:
@@ -289,21 +265,10 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
         """
         if self._executor is None:
             raise Unavailable("the SQLite store is not open")
-        item = (channel, sender, data, client_msg_id)
-        if not self._appending and not self._appends and self._lock.acquire(blocking=False):
-            # Nothing queued and the connection free: one short transaction right here costs
-            # less than the hop to the store's thread (~33 µs against ~75 µs of CPU,
-            # loadtest/store_bench.py). A busy file (another process writing) goes the queued way.
-            try:
-                return self._append_inline(item)
-            except _Busy:
-                pass
-            finally:
-                self._lock.release()
         await self._enter()
         try:
             future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-            self._appends.append((item, future))
+            self._appends.append(((channel, sender, data, client_msg_id), future))
             if not self._appending:
                 self._write_appends()
             return await future
@@ -318,9 +283,7 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
             return
         self._appending = True
         loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(
-            executor, self._locked, self._append_batch, [item for item, _ in batch]
-        )
+        done = loop.run_in_executor(executor, self._append_batch, [item for item, _ in batch])
 
         def finished(results: asyncio.Future[list[AppendResult | BaseException]]) -> None:
             self._appending = False
@@ -343,38 +306,8 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
 
         done.add_done_callback(finished)
 
-    def _append_inline(self, item: tuple[str, str, bytes, str | None]) -> AppendResult:
-        """Append on the event loop without waiting for a lock held by another process."""
-        db = self._conn()
-        db.execute("PRAGMA busy_timeout=0")
-        try:
-            outcome = self._append_batch([item], on_thread=False)[0]
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise _Busy from exc
-            raise Unavailable(f"SQLite: {exc}") from exc
-        finally:
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._inline_commits += 1
-        if self._inline_commits % CHECKPOINT_EVERY == 0:
-            self._checkpoint_soon()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    def _checkpoint_soon(self) -> None:
-        """Fold the WAL back into the database on the store's thread (it may fsync)."""
-        if self._executor is None:
-            return
-
-        def checkpoint() -> None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-        self._executor.submit(self._locked, checkpoint)
-
     def _append_batch(
-        self, items: list[tuple[str, str, bytes, str | None]], on_thread: bool = True
+        self, items: list[tuple[str, str, bytes, str | None]]
     ) -> list[AppendResult | BaseException]:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
@@ -401,11 +334,6 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        if on_thread:
-            self._thread_commits += 1
-            if self._thread_commits % CHECKPOINT_EVERY == 0:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         return results
 
     def _append_one(

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from storage.errors import Unavailable
 from storage.videos import Comment, CommentResult, Video, VideoCounts, VideoStatus
@@ -107,8 +107,6 @@ class SQLiteVideos:
         def _leave(self) -> None: ...
 
         async def _run(self, fn: Callable[[], T]) -> T: ...
-
-        def _locked(self, fn: Callable[..., T], *args: Any) -> T: ...
 
     def _init_videos(self) -> None:
         self._likes: list[tuple[LikeChange, asyncio.Future[bool]]] = []
@@ -207,9 +205,7 @@ class SQLiteVideos:
             return
         self._liking = True
         loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(
-            executor, self._locked, self._like_batch, [change for change, _ in batch]
-        )
+        done = loop.run_in_executor(executor, self._like_batch, [change for change, _ in batch])
 
         def finished(results: asyncio.Future[list[bool]]) -> None:
             self._liking = False
