@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.keys import GATE, SERVICES, TOKENS
 from gateway.security import IDENTITY
 from gateway.tokens import Identity
-from handlers.base import Context
+from handlers.base import Context, Operation, Result
 from handlers.errors import COUNTRY_NOT_ALLOWED, INVALID_JSON, INVALID_PARAMS, UNAUTHORIZED, OpError
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ def authenticate(request: web.Request, *, allow_query: bool = False) -> Identity
     if header and IDENTITY in request:
         return request[IDENTITY]  # verified by the limits middleware, to count the user
     return request.app[TOKENS].verify(token)
+
+
+async def call(request: web.Request, op: Operation[Any], *, body: bool = False) -> Result:
+    """Authenticate a REST request, build the op's params from it, and run the op."""
+    return await op(context(request), await read_params(request, op.params, body=body))
 
 
 def context(request: web.Request) -> Context:

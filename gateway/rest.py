@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway import openapi
 from gateway.errors import json_response
-from gateway.http import authenticate, check_country, context, read_body, read_params
+from gateway.http import authenticate, call, check_country, context, read_body, read_params
 from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
 from gateway.security import client_address, limit
 from handlers import auth, chat, groups, receipts
@@ -124,28 +124,22 @@ async def post_message(request: web.Request) -> web.Response:
 
 @routes.get("/v1/channels/{channel}/messages")
 async def get_messages(request: web.Request) -> web.Response:
-    ctx = context(request)
-    return json_response(await chat.history(ctx, await read_params(request, chat.HistoryParams)))
+    return json_response(await call(request, chat.history))
 
 
 @routes.get("/v1/channels/{channel}/events")
 async def get_events(request: web.Request) -> web.Response:
-    ctx = context(request)
-    return json_response(await chat.events(ctx, await read_params(request, chat.EventsParams)))
+    return json_response(await call(request, chat.events))
 
 
 @routes.post("/v1/channels/{channel}/read")
 async def post_read(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, receipts.ReadParams, body=True)
-    return json_response(await receipts.read(ctx, params))
+    return json_response(await call(request, receipts.read, body=True))
 
 
 @routes.get("/v1/conversations")
 async def get_conversations(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, receipts.ConversationsParams)
-    return json_response(await receipts.conversations(ctx, params))
+    return json_response(await call(request, receipts.conversations))
 
 
 # -- groups --------------------------------------------------------------------------------
@@ -160,21 +154,14 @@ async def create_group(request: web.Request) -> web.Response:
 
 @routes.get("/v1/groups/{group_id}")
 async def get_group(request: web.Request) -> web.Response:
-    ctx = context(request)
-    return json_response(
-        await groups.get_group(ctx, await read_params(request, groups.GetGroupParams))
-    )
+    return json_response(await call(request, groups.get_group))
 
 
 @routes.post("/v1/groups/{group_id}/members")
 async def add_member(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, groups.AddMemberParams, body=True)
-    return json_response(await groups.add_member(ctx, params))
+    return json_response(await call(request, groups.add_member, body=True))
 
 
 @routes.delete("/v1/groups/{group_id}/members/{user_id}")
 async def remove_member(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, groups.RemoveMemberParams)
-    return json_response(await groups.remove_member(ctx, params))
+    return json_response(await call(request, groups.remove_member))

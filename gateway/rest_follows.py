@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import json_response
-from gateway.http import context, read_params
+from gateway.http import call, context, read_params
 from gateway.rest_social import etag_matches, etag_of
 from handlers import follows
 
@@ -28,58 +28,42 @@ def private_read(request: web.Request, body: object) -> web.Response:
 
 @routes.put("/v1/users/{user_id}/follow")
 async def follow(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.FollowParams)
-    return json_response(await follows.follow(ctx, params))
+    return json_response(await call(request, follows.follow))
 
 
 @routes.delete("/v1/users/{user_id}/follow")
 async def unfollow(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.UnfollowParams)
-    return json_response(await follows.unfollow(ctx, params))
+    return json_response(await call(request, follows.unfollow))
 
 
 @routes.get("/v1/users/{user_id}/followers")
 async def followers(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.FollowersParams)
-    return private_read(request, await follows.followers(ctx, params))
+    return private_read(request, await call(request, follows.followers))
 
 
 @routes.get("/v1/users/{user_id}/following")
 async def following(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.FollowingParams)
-    return private_read(request, await follows.following(ctx, params))
+    return private_read(request, await call(request, follows.following))
 
 
 @routes.get("/v1/users/{user_id}/follow-counts")
 async def follow_counts(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.FollowCountsParams)
-    return json_response(await follows.follow_counts(ctx, params))
+    return json_response(await call(request, follows.follow_counts))
 
 
 @routes.put("/v1/users/{user_id}/block")
 async def block(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.BlockParams)
-    return json_response(await follows.block(ctx, params))
+    return json_response(await call(request, follows.block))
 
 
 @routes.delete("/v1/users/{user_id}/block")
 async def unblock(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.UnblockParams)
-    return json_response(await follows.unblock(ctx, params))
+    return json_response(await call(request, follows.unblock))
 
 
 @routes.get("/v1/feed")
 async def feed(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, follows.FeedParams)
-    return private_read(request, await follows.feed(ctx, params))
+    return private_read(request, await call(request, follows.feed))
 
 
 @routes.post("/v1/videos/{video_id}/reshares")

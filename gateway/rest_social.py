@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import json_response
-from gateway.http import context, read_params
+from gateway.http import call, context, read_params
 from gateway.keys import SETTINGS
 from handlers import social
 from storage.videos import VideoStatus
@@ -71,21 +71,17 @@ async def get_video(request: web.Request) -> web.Response:
 
 @routes.get("/v1/videos/{video_id}/like")
 async def like_status(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, social.LikeStatusParams)
-    return json_response(await social.like_status(ctx, params))
+    return json_response(await call(request, social.like_status))
 
 
 @routes.put("/v1/videos/{video_id}/like")
 async def like(request: web.Request) -> web.Response:
-    ctx = context(request)
-    return json_response(await social.like(ctx, await read_params(request, social.LikeParams)))
+    return json_response(await call(request, social.like))
 
 
 @routes.delete("/v1/videos/{video_id}/like")
 async def unlike(request: web.Request) -> web.Response:
-    ctx = context(request)
-    return json_response(await social.unlike(ctx, await read_params(request, social.UnlikeParams)))
+    return json_response(await call(request, social.unlike))
 
 
 @routes.get("/v1/videos/{video_id}/comments")
@@ -107,9 +103,7 @@ async def add_comment(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/videos/{video_id}/comments/{comment_id}")
 async def delete_comment(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, social.DeleteCommentParams)
-    return json_response(await social.delete_comment(ctx, params))
+    return json_response(await call(request, social.delete_comment))
 
 
 @routes.post("/v1/videos/{video_id}/shares")
