@@ -115,14 +115,17 @@ async def catch_up(services: Services, channel: str, since: int, limit: int) -> 
     """
     window = await services.fanout.recent(channel, since, limit)
     if window is not None and window.covers(since):
-        services.counters.recovery_from_window += 1
+        if limit:  # a plain subscribe only reads the position: not a recovery
+            services.counters.recovery_from_window += 1
         missed = max(0, window.last - since)
         return CatchUp(window.epoch, window.last, window.events, len(window.events) >= missed)
-    services.counters.recovery_from_store += 1
     store = services.store
     position = await store.position(channel)
-    if since >= position.offset:
-        return CatchUp(position.epoch, position.offset, [], True)
+    if since >= position.offset or limit == 0:  # nothing missed, or only the position asked
+        return CatchUp(position.epoch, position.offset, [], since >= position.offset)
+    # Only a read of missed events is a recovery from the store (not a first subscribe's
+    # position, which every plain subscribe to a quiet channel reads).
+    services.counters.recovery_from_store += 1
     messages = await store.read_since(channel, since, limit=limit)
     events = [(m.offset, encode_event(m)) for m in messages]
     last = max(position.offset, messages[-1].offset if messages else 0)

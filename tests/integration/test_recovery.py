@@ -43,9 +43,8 @@ async def test_subscribe_since_replays_the_missed_events_then_goes_live(client: 
     assert [e["offset"] for e in live] == [9, 10]
     async with client.get("/metrics") as r:
         text = await r.text()
-    # The first subscribe, before any event, read the position from the store; the recovery
-    # itself came from the recent window.
-    assert "moosic_recoveries_from_store_total 1" in text
+    # The first subscribe, before any event, is no recovery; the recovery came from the window.
+    assert "moosic_recoveries_from_store_total 0" in text
     assert "moosic_recoveries_from_window_total 1" in text
 
 
@@ -95,3 +94,35 @@ async def test_long_poll_uses_the_recent_window(client: Any) -> None:
     assert body["events"][0]["op"] == "event"
     assert body["next_since"] == 4
     assert await metric(client, "moosic_recoveries_from_store_total") == 0
+
+
+async def test_only_replays_that_read_the_store_count_as_recoveries_from_it(
+    make_client: Any,
+) -> None:
+    client = await make_client(recovery_window=5, recovery_max_events=10)
+    talker = await WsClient.connect(client, token_for("talker"))
+    phone = await WsClient.connect(client, token_for("phone"))
+    # Plain first subscribes: to a channel that never had an event, and to one whose history
+    # is longer than the recent window (its position comes from the store).
+    assert (await phone.result("subscribe", channel="room:empty"))["offset"] == 0
+    replies = await publish_many(talker, "room:long", range(12))
+    epoch = replies[-1]["epoch"]
+    assert (await phone.result("subscribe", channel="room:long"))["offset"] == 12
+    await phone.result("unsubscribe", channel="room:long")
+    # A subscribe with `since` that missed nothing, and a long poll from now on.
+    current = await phone.result(
+        "subscribe", channel="room:long", since={"offset": 12, "epoch": epoch}
+    )
+    assert (current["recovered"], current["missed"]) == (True, 0)
+    headers = {"Authorization": "Bearer " + token_for("poller")}
+    async with client.get("/v1/channels/room:long/events?timeout=0", headers=headers) as r:
+        assert (r.status, (await r.json())["events"]) == (200, [])
+    assert await metric(client, "moosic_recoveries_from_store_total") == 0
+    assert await metric(client, "moosic_recoveries_from_window_total") == 1
+    # A replay from behind the window is one.
+    await phone.result("unsubscribe", channel="room:long")
+    behind = await phone.result(
+        "subscribe", channel="room:long", since={"offset": 4, "epoch": epoch}
+    )
+    assert (behind["recovered"], behind["missed"]) == (True, 8)
+    assert await metric(client, "moosic_recoveries_from_store_total") == 1
