@@ -15,11 +15,13 @@ reads Redis's own clock, so every node sees the same bucket and node clocks do n
 script runs on the broker's pipelined connection (no extra connection). When Redis does not
 answer, the node falls back to its own in-process buckets (counted in
 ``moosic_rate_limit_fallbacks_total``): limits then hold per node instead of across nodes.
+A frozen Redis costs at most :data:`REDIS_TIMEOUT` per check only until the broker's circuit
+breaker opens (a few checks); while it is open every check goes straight to the local buckets
+(fail open, with this node's limits), and the breaker's probe finds Redis again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -274,8 +276,7 @@ class Limiter:
         key = b"%s%s:%s" % (self._prefix, name.encode(), subject.encode())
         args = [repr(rule.rate).encode(), str(rule.capacity).encode()]
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                wait_ms = await self._redis.script(BUCKET_SCRIPT, [key], args)
+            wait_ms = await self._redis.script(BUCKET_SCRIPT, [key], args, timeout=REDIS_TIMEOUT)
         except (OSError, TimeoutError, ConnectionLost, RespError, Unavailable) as exc:
             self._metrics.rate_limit_fallbacks += 1
             if not self._fallback_logged:

@@ -12,6 +12,14 @@ publishes it, atomically, so a node that notices a gap can always find the missi
 window. While Redis is unreachable a publish is delivered to this node's own subscribers only and
 counted in ``moosic_broker_publish_failures_total``: cross-node fan-out degrades, nothing else
 does; other nodes' clients catch up from the store.
+
+Every command that someone waits for (scripts, ``call``, subscriptions, ``ping``) goes through
+one :class:`~gateway.broker.breaker.CircuitBreaker` per broker: after ``breaker_failures``
+timeouts or lost connections in a row, callers fail at once with ``Unavailable`` instead of each
+waiting out a timeout while Redis is frozen; a probe goes through every ``breaker_cooldown``
+seconds and the first answer closes it. State and trips are in ``/metrics``
+(``moosic_redis_circuit_state``, ``moosic_redis_circuit_trips_total``). Publishes do not wait for
+Redis and are not refused: they stay queued on the pipelined connection.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ import logging
 import random
 import secrets
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from gateway.broker import Deliver, Recent, envelope, open_envelope
+from gateway.broker.breaker import CircuitBreaker
 from gateway.broker.resp import ConnectionLost, RedisAddress, RespConnection, RespError
 from gateway.metrics import Metrics
 from storage.errors import Unavailable
@@ -36,6 +45,10 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 1000
+
+T = TypeVar("T")
+_FAILURES = (OSError, TimeoutError, ConnectionLost, Unavailable)
+"""What says Redis is not answering (an error reply is an answer: Redis is up)."""
 
 PUBLISH_SCRIPT = b"""
 local offset = tonumber(ARGV[3])
@@ -87,6 +100,8 @@ class RedisBroker:
         timeout: float = 5.0,
         window: int = 500,
         window_ttl: float = 300.0,
+        breaker_failures: int = 5,
+        breaker_cooldown: float = 2.0,
     ) -> None:
         self._address = RedisAddress.parse(url)
         self._window = str(window).encode()
@@ -110,6 +125,28 @@ class RedisBroker:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failure_logged = False
+        self.breaker = CircuitBreaker(
+            "Redis", threshold=breaker_failures, cooldown=breaker_cooldown
+        )
+        """Shared by every caller of this client (limiter, presence, revocations, counters)."""
+        metrics.gauges["redis_circuit_state"] = lambda: self.breaker.state
+        metrics.counters["redis_circuit_trips"] = lambda: self.breaker.trips
+        metrics.counters["redis_circuit_rejected"] = lambda: self.breaker.rejected
+
+    async def _guarded(self, run: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+        """Run one exchange with Redis through the breaker, within ``timeout`` seconds."""
+        self.breaker.check()
+        try:
+            async with asyncio.timeout(self._timeout if timeout is None else timeout):
+                result = await run()
+        except RespError:
+            self.breaker.success()
+            raise
+        except _FAILURES:
+            self.breaker.failure()
+            raise
+        self.breaker.success()
+        return result
 
     def _key(self, channel: str) -> bytes:
         return self._prefix_bytes + channel.encode()
@@ -140,9 +177,7 @@ class RedisBroker:
         if self._sub is None or self._sub.closed:
             return False
         try:
-            conn = await self._publisher()
-            async with asyncio.timeout(self._timeout):
-                return bool(await conn.command(b"PING") == b"PONG")
+            return bool(await self.call(b"PING") == b"PONG")
         except (OSError, TimeoutError, ConnectionLost, RespError, Unavailable):
             return False
 
@@ -214,6 +249,7 @@ class RedisBroker:
                     del self._confirm[channel]
 
     async def subscribe(self, channel: str) -> None:
+        self.breaker.check()  # while Redis is frozen, say so now rather than after the timeout
         self._channels.add(channel)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, deque()).append([future])
@@ -224,7 +260,9 @@ class RedisBroker:
                 await asyncio.shield(future)
         except TimeoutError:
             future.cancel()
+            self.breaker.failure()
             raise Unavailable("Redis did not confirm the subscription in time") from None
+        self.breaker.success()
 
     def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
@@ -245,25 +283,38 @@ class RedisBroker:
                     raise Unavailable(f"Redis is unreachable: {exc}") from exc
             return self._pub
 
-    async def script(self, script: bytes, keys: list[bytes], args: list[bytes]) -> Any:
-        """Run a Lua script by its SHA1, loading it on first use (or after a Redis restart)."""
-        conn = await self._publisher()
+    async def script(
+        self, script: bytes, keys: list[bytes], args: list[bytes], *, timeout: float | None = None
+    ) -> Any:
+        """Run a Lua script by its SHA1, loading it on first use (or after a Redis restart).
+
+        Waits at most ``timeout`` seconds (the broker's timeout when None); refused at once
+        with ``Unavailable`` while the breaker is open.
+        """
         sha = self._scripts.get(script)
         if sha is None:
             sha = self._scripts[script] = hashlib.sha1(script).hexdigest().encode()
         number = str(len(keys)).encode()
-        try:
-            return await conn.command(b"EVALSHA", sha, number, *keys, *args)
-        except RespError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            return await conn.command(b"EVAL", script, number, *keys, *args)
 
-    async def call(self, *args: bytes | str) -> Any:
-        """Run one command on the shared, pipelined publisher connection."""
-        conn = await self._publisher()
-        async with asyncio.timeout(self._timeout):
+        async def run() -> Any:
+            conn = await self._publisher()
+            try:
+                return await conn.command(b"EVALSHA", sha, number, *keys, *args)
+            except RespError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                return await conn.command(b"EVAL", script, number, *keys, *args)
+
+        return await self._guarded(run, timeout)
+
+    async def call(self, *args: bytes | str, timeout: float | None = None) -> Any:
+        """Run one command on the shared, pipelined publisher connection (through the breaker)."""
+
+        async def run() -> Any:
+            conn = await self._publisher()
             return await conn.command(*args)
+
+        return await self._guarded(run, timeout)
 
     async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
         """Deliver on this node at once, then send to Redis without waiting for the answer.
