@@ -8,6 +8,10 @@ is picked up without waiting for the next refresh. A failed read keeps the keys 
 
 Only RSA keys for signatures (``use`` absent or ``sig``) with ``alg`` absent or ``RS256`` are
 taken; anything else in the document is ignored.
+
+The provider's subjects live in their own namespace: a token whose ``sub`` is ``abc`` acts as
+user ``ext-abc`` (:data:`EXTERNAL_SUBJECT_PREFIX`), never as a local account, even when the
+provider's ``sub`` equals a local user id (see docs/security.md, "Red-team findings").
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ MIN_REFETCH_SECONDS = 30.0
 """Unknown key ids make the document be read again, but not more often than this."""
 RETRY_SECONDS = 30.0
 """After a failed read, the next attempt comes this much later (or at the refresh, if sooner)."""
+EXTERNAL_SUBJECT_PREFIX = "ext-"
+"""Put before the provider's ``sub`` to make the user id. Local ids are 26 characters of
+upper-case Crockford base32 (:mod:`storage.ids`), so an id with a lower-case letter and a ``-``
+can never be one; the ids stay user ids (letters, digits, ``_``, ``-``: no ``:``, which channel
+names use as a separator), so subjects are at most 60 characters."""
 
 
 class JwksError(Exception):

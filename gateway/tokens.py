@@ -8,7 +8,8 @@ previous, then drop the old one an access-token lifetime later. A token without 
 before key ids existed) is checked against the current secret only.
 
 With ``MOOSIC_JWKS_URL``, RS256 tokens of an external identity provider are accepted too, with
-the keys of its JWKS document (see :mod:`gateway.jwks`) and its own issuer and audience.
+the keys of its JWKS document (see :mod:`gateway.jwks`) and its own issuer and audience; their
+subjects are mapped into their own namespace (``ext-{sub}``), apart from local user ids.
 
 The algorithm comes from the key the ``kid`` names, never from the token: ``alg: none``, HS256
 signed with an RSA public key, or any algorithm other than the key's is refused. ``exp``,
@@ -26,7 +27,7 @@ from typing import Any
 
 import jwt
 
-from gateway.jwks import JwksKeys
+from gateway.jwks import EXTERNAL_SUBJECT_PREFIX, JwksKeys
 from handlers.base import Identity, SessionRevoker
 from handlers.channels import is_user_id
 from handlers.errors import SESSION_REVOKED, TOKEN_EXPIRED, UNAUTHORIZED, OpError
@@ -52,6 +53,8 @@ class _Key:
     key: Any
     issuer: str
     audience: str
+    subject_prefix: str = ""
+    """Put before ``sub`` to make the user id (an external provider's namespace)."""
 
 
 class TokenService:
@@ -108,7 +111,13 @@ class TokenService:
         if self._jwks is not None:
             public = self._jwks.get(kid)
             if public is not None:
-                return _Key("RS256", public, self._jwks_issuer, self._jwks_audience)
+                return _Key(
+                    "RS256",
+                    public,
+                    self._jwks_issuer,
+                    self._jwks_audience,
+                    EXTERNAL_SUBJECT_PREFIX,
+                )
         raise OpError(UNAUTHORIZED, "invalid access token: unknown key id")
 
     def verify(self, token: str) -> Identity:
@@ -135,8 +144,9 @@ class TokenService:
             raise OpError(TOKEN_EXPIRED, "the access token has expired; refresh it") from None
         except jwt.PyJWTError as exc:
             raise OpError(UNAUTHORIZED, f"invalid access token: {exc}") from None
-        subject = claims["sub"]
-        if not isinstance(subject, str) or not is_user_id(subject):
+        sub = claims["sub"]
+        subject = key.subject_prefix + sub if isinstance(sub, str) else None
+        if subject is None or not is_user_id(subject):
             raise OpError(UNAUTHORIZED, "invalid access token: bad sub claim")
         session = claims.get("sid")
         if session is not None and (

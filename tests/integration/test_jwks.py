@@ -10,7 +10,7 @@ import jwt
 import orjson
 from aiohttp import web
 
-from tests.support.clients import WsClient
+from tests.support.clients import WsClient, bearer, register
 from tests.unit.test_token_keys import OTHER_RSA_KEY, RSA_KEY, jwk
 
 ISSUER = "https://idp.moosic.example/pool-1"
@@ -63,7 +63,7 @@ async def test_rs256_tokens_from_the_provider_work_and_its_rotation_is_followed(
     assert provider.reads == 1  # read at start-up, before serving
 
     token = rs_token(RSA_KEY, "key-1")
-    assert await me(client, token) == (200, {"user_id": "idp-user-1", "username": None})
+    assert await me(client, token) == (200, {"user_id": "ext-idp-user-1", "username": None})
     ws = await WsClient.connect(client, token)
     assert "ts" in await ws.result("ping")
     await ws.close()
@@ -90,6 +90,45 @@ async def test_rs256_tokens_from_the_provider_work_and_its_rotation_is_followed(
         while provider.reads < reads + 2:
             await asyncio.sleep(0.1)
     assert (await me(client, fresh))[0] == 200
+
+
+async def test_a_provider_subject_equal_to_a_local_user_id_does_not_act_as_that_user(
+    aiohttp_server: Any, make_client: Any
+) -> None:
+    _provider, url = await start_provider(aiohttp_server)
+    client = await make_client(jwks_url=url, jwks_issuer=ISSUER, jwks_audience=AUDIENCE)
+    alice = await register(client, "alice")
+    local_id = alice["user_id"]
+    async with client.post("/v1/groups", json={"name": "private"}, headers=bearer(alice)) as r:
+        assert r.status == 201
+        group = await r.json()
+    async with client.post(
+        f"/v1/channels/{group['channel']}/messages",
+        json={"data": {"t": "secret"}},
+        headers=bearer(alice),
+    ) as r:
+        assert r.status == 201
+
+    # The provider (or one of its users) has a subject that is alice's local id.
+    twin = rs_token(RSA_KEY, "key-1", sub=local_id)
+    as_twin = {"Authorization": f"Bearer {twin}"}
+    assert await me(client, twin) == (200, {"user_id": "ext-" + local_id, "username": None})
+    async with client.get(f"/v1/groups/{group['group_id']}", headers=as_twin) as r:
+        assert (r.status, (await r.json())["code"]) == (404, "not_found")
+    async with client.get(f"/v1/channels/{group['channel']}/messages", headers=as_twin) as r:
+        assert (r.status, (await r.json())["code"]) == (403, "forbidden")
+    ws = await WsClient.connect(client, twin)
+    refused = await ws.call("subscribe", channel=f"user:{local_id}")
+    assert (refused["op"], refused["code"]) == ("error", "forbidden")
+    assert (await ws.result("subscribe", channel=f"user:ext-{local_id}"))["offset"] == 0
+    await ws.close()
+    # Alice herself still is alice.
+    async with client.get(f"/v1/channels/{group['channel']}/messages", headers=bearer(alice)) as r:
+        assert r.status == 200
+        assert [m["data"] for m in (await r.json())["messages"]] == [{"t": "secret"}]
+    # A subject too long to take the prefix and stay a user id is refused, not cut.
+    assert (await me(client, rs_token(RSA_KEY, "key-1", sub="a" * 61)))[0] == 401
+    assert (await me(client, rs_token(RSA_KEY, "key-1", sub="a" * 60)))[0] == 200
 
 
 async def test_the_gateway_starts_when_the_provider_is_down(

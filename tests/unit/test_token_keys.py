@@ -132,7 +132,7 @@ def test_rs256_tokens_verify_with_the_jwks_key_their_kid_names() -> None:
     good = claims(iss="https://idp.example", aud="app-client", sub="cognito-sub-1")
     token = jwt.encode(good, RSA_KEY, algorithm="RS256", headers={"kid": "idp-1"})
     identity = service.verify(token)
-    assert (identity.user_id, identity.session_id) == ("cognito-sub-1", None)
+    assert (identity.user_id, identity.session_id) == ("ext-cognito-sub-1", None)
     # Signed by the other key of the set while naming this one: refused.
     forged = jwt.encode(good, OTHER_RSA_KEY, algorithm="RS256", headers={"kid": "idp-1"})
     assert code_of(service, forged) == "unauthorized"
