@@ -7,12 +7,26 @@ task kept alive for it. That is what keeps an idle connection small.
 
 Outbound frames are written straight to the transport: no queue object, no writer task, no
 await per delivery. The transport's own buffer is the backlog, and its size is checked before
-each write; a connection whose unsent bytes would pass ``max_backlog`` stops receiving and is
-closed with :attr:`CloseCode.SLOW_CONSUMER`, so one stalled phone costs at most its bound.
+each write in :meth:`Connection.deliver`, the one path every frame takes (events, replies,
+errors, pongs, the heartbeat's pings); a connection whose unsent bytes would pass
+``max_backlog`` stops receiving and is closed with :attr:`CloseCode.SLOW_CONSUMER`, so one
+stalled phone costs at most its bound. The only bytes written past the bound are one close
+frame (at most 127 bytes, once per connection: :meth:`Connection._write_close`).
 
-Inbound frames are parsed here (RFC 6455: masking, fragmentation, control frames). Complete
-messages are handled one at a time, in order, by a task that exists only while there is work;
-when more than ``max_inbound`` bytes wait, reading pauses until they are handled.
+Inbound frames are parsed here (RFC 6455: masking, fragmentation, control frames), within one
+budget per connection that the loop enforces:
+
+- every frame (data, continuation, ping, pong, empty or not) takes a token from a bucket of
+  ``frame_burst`` refilled at ``frame_rate`` a second; when it is empty, reading pauses until
+  it has refilled, and a connection kept at an empty bucket for ``flood_close`` seconds is
+  closed with :attr:`CloseCode.FLOODING`;
+- one call parses at most :data:`FRAMES_PER_CALL` frames, then yields to the loop (reading
+  pauses, the rest of the bytes are parsed on a later turn), so one large read of tiny frames
+  cannot hold the loop;
+- complete messages are handled one at a time, in order, by a task that exists only while
+  there is work; when ``max_queued`` messages or more than ``max_inbound`` bytes wait (each
+  message counts :data:`MESSAGE_COST` bytes on top of its size, so empty ones count too),
+  reading pauses until they are handled.
 """
 
 from __future__ import annotations
@@ -56,6 +70,13 @@ log = logging.getLogger(__name__)
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 SHUTDOWN_RETRY_MS = (500, 5000)
 """Range of the reconnect delay suggested to each client of a node that shuts down."""
+FRAMES_PER_CALL = 64
+"""Frames parsed per turn of the loop for one connection; the rest waits for the next turn."""
+MESSAGE_COST = 128
+"""Bytes a queued message counts for on top of its payload: about what the tuple, the bytes
+object and the deque slot take, so a flood of empty messages pauses reading too."""
+THROTTLE_WAKEUP = 0.01
+"""Shortest pause of a connection whose frame budget is spent: wake-ups come in batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +95,14 @@ class WsNode:
     close_timeout: float
     max_inbound: int
     """Bytes of received, unhandled messages before reading pauses."""
+    max_queued: int
+    """Received, unhandled messages before reading pauses."""
+    frame_rate: float
+    """Inbound frames a second a connection's budget refills by."""
+    frame_burst: float
+    """Inbound frames a connection may send at once (the bucket's size)."""
+    flood_close: float
+    """Seconds at an empty frame budget before the connection is closed as a flooder."""
 
 
 class Connection(asyncio.Protocol):
@@ -90,11 +119,15 @@ class Connection(asyncio.Protocol):
         "_inbound_bytes",
         "_node",
         "_pinged",
+        "_refilled",
         "_seen",
         "_shutting_down",
         "_state",
         "_task",
+        "_throttled_since",
+        "_tokens",
         "_transport",
+        "_wakeup",
         "context",
         "expires_at",
         "session_id",
@@ -118,6 +151,10 @@ class Connection(asyncio.Protocol):
         self._pinged = False
         self._after_reply: list[tuple[str, list[bytes], int, str]] | None = None
         self._shutting_down = False
+        self._tokens = node.frame_burst  # the frame budget: a full bucket to start with
+        self._refilled = 0.0  # loop time of the last refill
+        self._throttled_since = 0.0  # loop time the budget ran out (0: not running out)
+        self._wakeup: asyncio.Handle | None = None  # parses on once the budget allows
         self.expires_at = 0
         """When the access token the socket runs on expires (0: never checked)."""
         self.session_id: str | None = None
@@ -137,9 +174,7 @@ class Connection(asyncio.Protocol):
             buffer = self._buffer = bytearray(data)
         else:
             buffer += data
-        self._parse(buffer)
-        if self._buffer is not None and not self._buffer:
-            self._buffer = None
+        self._pump()
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close
@@ -150,10 +185,13 @@ class Connection(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        self._inbound = None
+        self._drop_inbound()
         self._buffer = self._fragments = None
         hub = self._node.hub
         if self._channels:
@@ -164,47 +202,130 @@ class Connection(asyncio.Protocol):
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def _parse(self, buffer: bytearray) -> None:
-        """Take every complete frame off the front of ``buffer``."""
+    def _pump(self) -> None:
+        """Parse what the budget allows, then read on, or stay paused until something wakes us.
+
+        Reading is paused while any of these holds, and each wakes the pump when it is over:
+        the frame budget is spent (a timer), one turn's frames were parsed (``call_soon``), too
+        much waits unhandled (:meth:`_handle_inbound`), the node shuts down (never).
+        """
+        if self._wakeup is not None:
+            self._wakeup.cancel()  # called early (a no-op when it is the wake-up itself)
+            self._wakeup = None
+        if self._state == _CLOSED:
+            return
+        buffer = self._buffer
+        if buffer is not None:
+            self._seen = True  # frames still parsed prove the peer is alive, as bytes do
+            if not self._parse(buffer) or self._state == _CLOSED:
+                return
+            if not buffer:
+                self._buffer = None
+        transport = self._transport
+        if transport is not None and not self._shutting_down and not transport.is_reading():
+            transport.resume_reading()
+
+    def _pause(self) -> None:
+        transport = self._transport
+        if transport is not None and transport.is_reading():
+            transport.pause_reading()
+
+    def _budget(self) -> bool:
+        """Refill the frame budget; False if it is spent (then reading pauses and a timer is set).
+
+        A connection that finds its budget spent again and again without the bucket ever
+        refilling to half is sending faster than ``frame_rate`` all along: after ``flood_close``
+        seconds of that it is closed with 4502. A burst followed by quiet refills the bucket.
+        """
         node = self._node
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        tokens = min(node.frame_burst, self._tokens + (now - self._refilled) * node.frame_rate)
+        self._tokens = tokens
+        self._refilled = now
+        if tokens >= node.frame_burst / 2:
+            self._throttled_since = 0.0
+        if tokens >= 1:
+            return True
+        if not self._throttled_since:
+            self._throttled_since = now
+            node.metrics.ws_frame_budget_pauses += 1
+        elif now - self._throttled_since >= node.flood_close and self._state == _OPEN:
+            log.info("closing a WebSocket of %s: over its frame budget", self.user_id)
+            node.metrics.ws_flood_closes += 1
+            self.close(CloseCode.FLOODING, "too many frames: slow down")
+        self._pause()
+        delay = max((1.0 - tokens) / node.frame_rate, THROTTLE_WAKEUP)
+        self._wakeup = loop.call_later(delay, self._pump)
+        return False
+
+    def _queue_full(self) -> bool:
+        inbound = self._inbound
+        node = self._node
+        return inbound is not None and (
+            len(inbound) >= node.max_queued or self._inbound_bytes > node.max_inbound
+        )
+
+    def _parse(self, buffer: bytearray) -> bool:
+        """Take complete frames off the front of ``buffer`` while the budget allows.
+
+        Return True when every complete frame is taken (more bytes are wanted), False when
+        parsing stopped early: reading is then paused and something is set to pump again.
+        """
+        node = self._node
+        frames = FRAMES_PER_CALL
         while self._state != _CLOSED:
+            if self._queue_full():
+                self._pause()  # _handle_inbound pumps again once half of it is handled
+                return False
             size = len(buffer)
             if size < 2:
-                return
+                return True
             first, second = buffer[0], buffer[1]
             opcode = first & 0x0F
             length = second & 0x7F
             start = 2
             if length == 126:
                 if size < 4:
-                    return
+                    return True
                 length = int.from_bytes(buffer[2:4], "big")
                 start = 4
             elif length == 127:
                 if size < 10:
-                    return
+                    return True
                 length = int.from_bytes(buffer[2:10], "big")
                 start = 10
             if first & 0x70 or not second & 0x80:
                 self._fail(CloseCode.PROTOCOL_ERROR, "reserved bits set or frame not masked")
-                return
+                return True
             if opcode >= OP_CLOSE and (length > 125 or not first & 0x80):
                 self._fail(CloseCode.PROTOCOL_ERROR, "bad control frame")
-                return
+                return True
             pending = len(self._fragments) if self._fragments is not None else 0
             if length + pending > node.hard_frame:
                 # Refused on its header: the payload is never read into memory.
                 self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                return
+                return True
             end = start + 4 + length
             if size < end:
-                return
+                return True
+            # Every complete frame costs budget, whatever it is: control frames, continuations
+            # and empty frames cost the loop as much to parse as any other.
+            if self._tokens < 1 and not self._budget():
+                return False
+            if not frames:
+                self._pause()
+                self._wakeup = asyncio.get_running_loop().call_soon(self._pump)
+                return False
+            frames -= 1
+            self._tokens -= 1
             mask = bytes(buffer[start : start + 4])
             payload = buffer[start + 4 : end]
             del buffer[:end]
             if length:
                 websocket_mask(mask, payload)
             self._frame(opcode, bool(first & 0x80), payload)
+        return True
 
     def _frame(self, opcode: int, fin: bool, payload: bytearray) -> None:
         if opcode in (OP_TEXT, OP_BINARY):
@@ -225,7 +346,7 @@ class Connection(asyncio.Protocol):
                 self._fragments = None
                 self._received(fragments[0], bytes(fragments[1:]))
         elif opcode == OP_PING:
-            self._write_control(frame(OP_PONG, bytes(payload)))
+            self.deliver(frame(OP_PONG, bytes(payload)))  # within the backlog bound, as any frame
         elif opcode == OP_PONG:
             pass  # _seen is already set: any bytes prove the peer is alive
         elif opcode == OP_CLOSE:
@@ -242,10 +363,7 @@ class Connection(asyncio.Protocol):
         if inbound is None:
             inbound = self._inbound = deque()
         inbound.append((opcode, message))
-        self._inbound_bytes += len(message)
-        transport = self._transport
-        if self._inbound_bytes > node.max_inbound and transport is not None:
-            transport.pause_reading()
+        self._inbound_bytes += len(message) + MESSAGE_COST
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._handle_inbound())
 
@@ -255,15 +373,16 @@ class Connection(asyncio.Protocol):
         try:
             while inbound and self._state == _OPEN and not self._shutting_down:
                 opcode, message = inbound.popleft()
-                self._inbound_bytes -= len(message)
+                self._inbound_bytes -= len(message) + MESSAGE_COST
                 transport = self._transport
                 if (
-                    transport is not None
-                    and self._inbound_bytes <= node.max_inbound // 2
+                    self._wakeup is None
+                    and transport is not None
                     and not transport.is_reading()
-                    and self._state == _OPEN
+                    and len(inbound) <= node.max_queued // 2
+                    and self._inbound_bytes <= node.max_inbound // 2
                 ):
-                    transport.resume_reading()
+                    self._pump()  # parses what was read meanwhile, then reads on
                 if opcode == OP_BINARY:
                     self.error(None, OpError(BINARY_NOT_SUPPORTED, "send JSON in text frames"))
                 elif len(message) > node.max_frame:
@@ -283,7 +402,11 @@ class Connection(asyncio.Protocol):
     # -- outbound --------------------------------------------------------------------------
 
     def deliver(self, frame: bytes) -> None:
-        """Write one encoded frame now, or close the connection if it is too far behind."""
+        """Write one encoded frame now, or close the connection if it is too far behind.
+
+        The one checked path for every frame the server sends (events, replies, errors,
+        pongs, pings): only :meth:`_write_close` writes past it.
+        """
         if self._state != _OPEN:
             return
         transport = self._transport
@@ -302,10 +425,10 @@ class Connection(asyncio.Protocol):
         self._node.metrics.ws_errors_sent += 1
         self.deliver(text_frame(error_payload(request_id, error)))
 
-    def _write_control(self, data: bytes) -> None:
-        # Control frames are tiny and bypass the backlog check: a pong must not close anyone.
-        if self._transport is not None and self._state != _CLOSED:
-            self._transport.write(data)
+    def _write_close(self, transport: asyncio.Transport, code: int, reason: str = "") -> None:
+        # The only write past the backlog bound: one close frame (at most 127 bytes) per
+        # connection, since every caller leaves the open state for good before writing it.
+        transport.write(close_frame(code, reason))
 
     def buffered_bytes(self) -> int:
         transport = self._transport
@@ -391,7 +514,7 @@ class Connection(asyncio.Protocol):
             self._pinged = False
         elif not self._pinged:
             self._pinged = True
-            self._write_control(PING_FRAME)
+            self.deliver(PING_FRAME)
         else:
             self.abort()  # nothing at all for a whole interval after a ping: the peer is gone
 
@@ -404,7 +527,7 @@ class Connection(asyncio.Protocol):
         if self._state != _OPEN or self._transport is None:
             return
         self._transport.pause_reading()
-        self._inbound = None  # frames read but not started are not answered: clients retry
+        self._drop_inbound()  # frames read but not started are not answered: clients retry
         if self._task is None:
             self._close_for_shutdown()
         else:
@@ -419,10 +542,10 @@ class Connection(asyncio.Protocol):
         if self._state != _OPEN or self._transport is None:
             return
         self._state = _CLOSING
-        self._inbound = None
+        self._drop_inbound()
         # The close frame queues behind whatever the peer has not read yet; a peer that does
         # not read it in time is dropped, which frees its buffer.
-        self._transport.write(close_frame(code, reason))
+        self._write_close(self._transport, code, reason)
         self._close_timer = asyncio.get_running_loop().call_later(
             self._node.close_timeout, self.abort
         )
@@ -434,9 +557,9 @@ class Connection(asyncio.Protocol):
         if self._state == _OPEN:
             # Echo the peer's code, as RFC 6455 asks, then let the transport flush and close.
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL
-            transport.write(close_frame(code if 1000 <= code < 5000 else CloseCode.NORMAL))
+            self._write_close(transport, code if 1000 <= code < 5000 else CloseCode.NORMAL)
         self._state = _CLOSED
-        self._inbound = None
+        self._drop_inbound()
         transport.close()
         if self._close_timer is None:
             self._close_timer = asyncio.get_running_loop().call_later(
@@ -450,14 +573,19 @@ class Connection(asyncio.Protocol):
             return
         log.info("closing a WebSocket of %s: %s", self.user_id, reason)
         if self._state == _OPEN:
-            transport.write(close_frame(code, reason))
+            self._write_close(transport, code, reason)
         self._state = _CLOSED
-        self._inbound = None
+        self._drop_inbound()
         transport.close()
         if self._close_timer is None:
             self._close_timer = asyncio.get_running_loop().call_later(
                 self._node.close_timeout, self.abort
             )
+
+    def _drop_inbound(self) -> None:
+        """Forget the messages not handled yet (their budget goes with them)."""
+        self._inbound = None
+        self._inbound_bytes = 0
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -14,6 +14,8 @@ class Metrics:
     ws_frames_received: int = 0
     ws_errors_sent: int = 0
     ws_slow_consumer_closes: int = 0
+    ws_frame_budget_pauses: int = 0
+    ws_flood_closes: int = 0
     events_published: int = 0
     deliveries: int = 0
     broker_publish_failures: int = 0

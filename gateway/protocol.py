@@ -42,6 +42,9 @@ class CloseCode(IntEnum):
     ``auth`` with a fresh token before it expires to keep the socket)."""
     SESSION_REVOKED = 4501
     """The login session was revoked (logout, refresh-token reuse): sign in again."""
+    FLOODING = 4502
+    """The client sent frames faster than its frame budget (``MOOSIC_WS_FRAMES_PER_SECOND``)
+    for ``MOOSIC_WS_FLOOD_CLOSE_SECONDS`` on end: slow down before reconnecting."""
 
 
 def accept_key(key: str) -> str:

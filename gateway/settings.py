@@ -59,6 +59,10 @@ class Settings:
     ws_max_backlog_bytes: int = 1024 * 1024
     ws_heartbeat: float = 30.0
     ws_close_timeout: float = 5.0
+    ws_max_queued_messages: int = 64
+    ws_frames_per_second: float = 1000.0
+    ws_frame_burst: int = 2000
+    ws_flood_close_seconds: float = 10.0
     max_subscriptions: int = 100
     max_message_bytes: int = 8192
     history_max_limit: int = 100
@@ -424,6 +428,26 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "ws_close_timeout",
         _float(0.1, 60),
         "seconds to wait for a closing peer before dropping it",
+    ),
+    "WS_MAX_QUEUED_MESSAGES": (
+        "ws_max_queued_messages",
+        _int(1, 100_000),
+        "received, unhandled messages per socket before reading pauses",
+    ),
+    "WS_FRAMES_PER_SECOND": (
+        "ws_frames_per_second",
+        _float(1, 1_000_000),
+        "inbound frames a second per socket (every kind counts) before reading pauses",
+    ),
+    "WS_FRAME_BURST": (
+        "ws_frame_burst",
+        _int(1, 10_000_000),
+        "inbound frames a socket may send at once before its frame rate applies",
+    ),
+    "WS_FLOOD_CLOSE_SECONDS": (
+        "ws_flood_close_seconds",
+        _float(0.1, 3600),
+        "seconds a socket may stay over its frame rate before it is closed (4502)",
     ),
     "MAX_SUBSCRIPTIONS": ("max_subscriptions", _int(1, 100_000), "subscriptions per connection"),
     "MAX_MESSAGE_BYTES": (
