@@ -247,12 +247,12 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         max_backlog=settings.ws_max_backlog_bytes,
         close_timeout=settings.ws_close_timeout,
         max_inbound=settings.ws_close_frame_bytes + settings.ws_max_frame_bytes,
-    )
-    await hot_counts.start()
         max_queued=settings.ws_max_queued_messages,
         frame_rate=settings.ws_frames_per_second,
         frame_burst=float(settings.ws_frame_burst),
         flood_close=settings.ws_flood_close_seconds,
+    )
+    await hot_counts.start()
     yield
     await feeds.close(settings.shutdown_timeout)  # walks still running finish, bounded
     await hot_counts.close()  # the last flush: a clean stop loses no counted change
