@@ -85,6 +85,11 @@ def build_media(settings: Settings, ledger: Ledger, session: Any = None) -> Medi
         workers=settings.media_workers,
         ffmpeg=settings.media_ffmpeg,
         watermark=watermark,
+        max_dimension=settings.media_max_dimension,
+        max_pixels=settings.media_max_pixels,
+        ffmpeg_memory_bytes=settings.media_ffmpeg_memory_bytes,
+        ffmpeg_cpu_seconds=settings.media_ffmpeg_cpu_seconds,
+        ffmpeg_threads=settings.media_ffmpeg_threads,
         **common,
     )
     return LocalMedia(local, ledger)

@@ -89,6 +89,11 @@ class Settings:
     media_upload_ttl: int = 900
     media_playback_ttl: int = 900
     media_max_seconds: float = 300.0
+    media_max_dimension: int = 4096
+    media_max_pixels: int = 4096 * 4096
+    media_ffmpeg_memory_bytes: int = 2 * 1024**3
+    media_ffmpeg_cpu_seconds: int = 3600
+    media_ffmpeg_threads: int = 2
     media_ladder: tuple[Rung, ...] = DEFAULT_LADDER
     media_segment_seconds: int = 4
     media_public_url: str | None = None
@@ -506,6 +511,32 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "seconds signed playback links and cookies are valid",
     ),
     "MEDIA_MAX_SECONDS": ("media_max_seconds", _float(1, 3600), "longest video, seconds"),
+    # Limits of each local ffmpeg job, whatever the upload's header claims (issue 21, 5).
+    "MEDIA_MAX_DIMENSION": (
+        "media_max_dimension",
+        _int(64, 16384),
+        "widest and tallest video frame, pixels; larger is rejected before decoding (local)",
+    ),
+    "MEDIA_MAX_PIXELS": (
+        "media_max_pixels",
+        _int(64 * 64, 16384 * 16384),
+        "largest video frame, pixels (width x height); also each decoder's max_pixels (local)",
+    ),
+    "MEDIA_FFMPEG_MEMORY_BYTES": (
+        "media_ffmpeg_memory_bytes",
+        _int(256 * 1024**2, 64 * 1024**3),
+        "address space (RLIMIT_AS) of each ffmpeg run, bytes; past it the video is rejected",
+    ),
+    "MEDIA_FFMPEG_CPU_SECONDS": (
+        "media_ffmpeg_cpu_seconds",
+        _int(10, 86400),
+        "CPU time (RLIMIT_CPU, all threads) of each ffmpeg run, seconds",
+    ),
+    "MEDIA_FFMPEG_THREADS": (
+        "media_ffmpeg_threads",
+        _int(1, 64),
+        "threads of each ffmpeg decoder, encoder and filter graph",
+    ),
     "MEDIA_LADDER": (
         "media_ladder",
         parse_ladder,

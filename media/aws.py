@@ -40,7 +40,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from media.cloudfront import CloudFrontSigner
-from media.errors import UploadTooLarge
+from media.errors import CONVERT_FAILED, TOO_LONG, UploadTooLarge
 from media.keys import CONTENT_TYPES, UploadKey, parse_upload_key, upload_key, video_prefix
 from media.mediaconvert import MAX_FRAMES, job_request, png_size, thumbnail_key
 from media.model import (
@@ -437,16 +437,21 @@ class AwsMedia:
                     detail.get("errorMessage"),
                 )
                 await self._record(
-                    video, VideoState.FAILED, reason="the video could not be converted"
+                    video,
+                    VideoState.FAILED,
+                    reason="the video could not be converted",
+                    detail={"code": CONVERT_FAILED},
                 )
             return
         if video.state is VideoState.PROCESSING:
+            # The outputs' length is what MediaConvert decoded, not what the header claimed.
             too_long = _duration_ms(detail) > self.config.max_seconds * 1000
             if too_long:
                 await self._record(
                     video,
-                    VideoState.FAILED,
+                    VideoState.REJECTED,
                     reason=f"videos are at most {self.config.max_seconds:g} seconds long",
+                    detail={"code": TOO_LONG},
                 )
                 return
             names = [rung.name for rung in self.config.ladder]

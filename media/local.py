@@ -32,8 +32,14 @@ from typing import Literal, Self
 
 import orjson
 
-from media.errors import LinkInvalid, TranscodeFailed, UploadRefused, UploadTooLarge
-from media.ffmpeg import find_ffmpeg, probe, transcode
+from media.errors import (
+    LinkInvalid,
+    MediaRejected,
+    TranscodeFailed,
+    UploadRefused,
+    UploadTooLarge,
+)
+from media.ffmpeg import Limits, find_ffmpeg, probe, transcode
 from media.keys import extension_for, parse_upload_key, upload_key, video_prefix
 from media.model import (
     DEFAULT_LADDER,
@@ -69,12 +75,28 @@ class LocalConfig:
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
     segment_seconds: int = 4
     max_seconds: float = 300.0
+    max_dimension: int = 4096
+    max_pixels: int = 4096 * 4096
+    ffmpeg_memory_bytes: int = 2 * 1024**3
+    ffmpeg_cpu_seconds: int = 3600
+    ffmpeg_threads: int = 2
     moderation: Literal["allow", "hold"] = "allow"
     workers: int = 1
     ffmpeg: str | None = None
     watermark: Path = DEFAULT_WATERMARK
     transcode_timeout: float = 1800.0
     clock: Callable[[], float] = field(default=time.time)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_seconds=self.max_seconds,
+            max_dimension=self.max_dimension,
+            max_pixels=self.max_pixels,
+            memory_bytes=self.ffmpeg_memory_bytes,
+            cpu_seconds=self.ffmpeg_cpu_seconds,
+            threads=self.ffmpeg_threads,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,11 +372,12 @@ class LocalMedia:
         await asyncio.to_thread(job.unlink, missing_ok=True)
 
     async def _convert(self, video: VideoRef, key: str) -> VideoRef | None:
-        """Transcode, then record ``moderating`` (or ``failed``)."""
+        """Transcode, then record ``moderating`` (or ``rejected`` past a limit, or ``failed``)."""
         try:
             renditions = await self._transcode(video, self.root / key)
         except TranscodeFailed as exc:
-            await self._advance(video, VideoState.FAILED, reason=str(exc))
+            state = VideoState.REJECTED if isinstance(exc, MediaRejected) else VideoState.FAILED
+            await self._advance(video, state, reason=str(exc), detail={"code": exc.code})
             return None
         held = self.config.moderation == "hold"
         detail: dict[str, object] = {"renditions": renditions}
@@ -382,9 +405,9 @@ class LocalMedia:
         return VideoRef(video.id, video.owner, state)
 
     async def _transcode(self, video: VideoRef, source: Path) -> list[str]:
-        info = await probe(self._ffmpeg, source)
-        if info.duration > self.config.max_seconds:
-            raise TranscodeFailed(f"videos are at most {self.config.max_seconds:g} seconds long")
+        limits = self.config.limits
+        # Refuses what the probe shows is too large or says is too long, before decoding.
+        info = await probe(self._ffmpeg, source, limits)
         work = self.root / ".work" / f"{video.id}-{uuid.uuid4().hex[:8]}"
         final = self.root / video_prefix(video.owner, video.id)
         await asyncio.to_thread(work.mkdir, parents=True)
@@ -398,6 +421,7 @@ class LocalMedia:
                 segment_seconds=self.config.segment_seconds,
                 watermark=self.config.watermark,
                 timeout=self.config.transcode_timeout,
+                limits=limits,
             )
             await asyncio.to_thread(_publish_dir, work, final)
         finally:

@@ -5,8 +5,9 @@ video's owner and state, and records each change of state (and tells the owner, 
 backends and workers only decide *which* change to make, in this order::
 
     uploading -> processing -> moderating -> ready
-                    |              |  \\-> rejected
-                    \\-> failed <---/
+                    |    |             |  \\-> rejected (content rules)
+                    |    \\-> rejected (a limit: too long, too large, resource limit)
+                    \\-> failed <------/
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class VideoState(StrEnum):
 
 NEXT_STATES: dict[VideoState, frozenset[VideoState]] = {
     VideoState.UPLOADING: frozenset({VideoState.PROCESSING, VideoState.FAILED}),
-    VideoState.PROCESSING: frozenset({VideoState.MODERATING, VideoState.FAILED}),
+    # A video breaking a limit (found while converting) is rejected without moderation.
+    VideoState.PROCESSING: frozenset(
+        {VideoState.MODERATING, VideoState.REJECTED, VideoState.FAILED}
+    ),
     VideoState.MODERATING: frozenset({VideoState.READY, VideoState.REJECTED, VideoState.FAILED}),
     VideoState.READY: frozenset(),
     VideoState.REJECTED: frozenset(),

@@ -270,14 +270,15 @@ async def test_rejected_by_rekognition_stops_at_the_first_bad_frame(aws: Aws) ->
     assert rejected.detail == {"labels": ["Violence"]}
 
 
-async def test_transcode_errors_and_too_long_videos_fail(aws: Aws) -> None:
+async def test_transcode_errors_fail_and_too_long_videos_are_rejected(aws: Aws) -> None:
     aws.ledger.add("v1", "alice", VideoState.PROCESSING)
     aws.ledger.add("v2", "alice", VideoState.PROCESSING)
     await aws.media.handle_message(orjson.loads(completion("v1", "alice", "ERROR")))
+    # The length MediaConvert decoded and wrote, whatever the upload's header said.
     await aws.media.handle_message(orjson.loads(completion("v2", "alice", ms=61_000)))
-    assert [(c.video_id, c.state, c.reason) for c in aws.ledger.changes] == [
-        ("v1", VideoState.FAILED, "the video could not be converted"),
-        ("v2", VideoState.FAILED, "videos are at most 60 seconds long"),
+    assert [(c.video_id, c.state, c.reason, c.detail) for c in aws.ledger.changes] == [
+        ("v1", VideoState.FAILED, "the video could not be converted", {"code": "convert_failed"}),
+        ("v2", VideoState.REJECTED, "videos are at most 60 seconds long", {"code": "too_long"}),
     ]
     # A repeated event finds the video failed already and changes nothing.
     await aws.media.handle_message(orjson.loads(completion("v1", "alice", "ERROR")))

@@ -329,10 +329,11 @@ async def test_not_a_video_fails_with_a_reason(
         await media.close()
     assert ledger.states("vid1") == ["processing", "failed"]
     assert ledger.changes[-1].reason == "the upload is not a video ffmpeg can read"
+    assert ledger.changes[-1].detail == {"code": "not_a_video"}
     assert files_under(tmp_path / "media" / ".work") == []
 
 
-async def test_too_long_videos_fail(
+async def test_too_long_videos_are_rejected(
     tmp_path: Path, clip_bytes: bytes, ledger: MemoryLedger, clock: Clock
 ) -> None:
     ledger.add("vid1", "alice")
@@ -344,8 +345,9 @@ async def test_too_long_videos_fail(
         assert await media.wait_idle(30)
     finally:
         await media.close()
-    assert ledger.states("vid1") == ["processing", "failed"]
+    assert ledger.states("vid1") == ["processing", "rejected"]
     assert ledger.changes[-1].reason == "videos are at most 2 seconds long"
+    assert ledger.changes[-1].detail == {"code": "too_long"}
 
 
 async def test_a_job_interrupted_after_moderating_resumes(
