@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.app import create_app
+from gateway.server import run as serve
 from gateway.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("gateway")
@@ -73,14 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     loop_name = _event_loop_name()
     _announce(settings, loop_name)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log_class=AccessLogger,
-        shutdown_timeout=settings.shutdown_timeout,
-        print=None,
-    )
+    # web.run_app's loop, on a server with the connection limits of gateway/server.py.
+    serve(create_app(settings), settings, AccessLogger)
     return 0
 
 

@@ -14,6 +14,7 @@ from functools import partial
 from aiohttp import web
 
 from gateway import media_routes, rest, rest_follows, rest_social
+from gateway import server as http_server
 from gateway.broker import Broker
 from gateway.broker.memory import MemoryBroker
 from gateway.broker.redis import RedisBroker
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    http_server.setup(app)  # body limits and pace, innermost middleware; HTTP counters
     jwks = None
     if settings.jwks_url:
         jwks = JwksKeys(settings.jwks_url, refresh=settings.jwks_refresh)

@@ -13,7 +13,14 @@ from gateway.keys import GATE, SERVICES, TOKENS
 from gateway.security import IDENTITY
 from gateway.tokens import Identity
 from handlers.base import Context, Operation, Result
-from handlers.errors import COUNTRY_NOT_ALLOWED, INVALID_JSON, INVALID_PARAMS, UNAUTHORIZED, OpError
+from handlers.errors import (
+    COUNTRY_NOT_ALLOWED,
+    INVALID_JSON,
+    INVALID_PARAMS,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+    OpError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +69,27 @@ def context(request: web.Request) -> Context:
     return Context(authenticate(request).user_id, request.app[SERVICES])
 
 
+def require_json(request: web.Request) -> None:
+    """Refuse a body declared as anything but JSON, before reading it (``unsupported_media_type``).
+
+    ``text/plain``, forms and ``multipart`` (the types a web page may send elsewhere without
+    asking first) and any other declared type are refused; no ``Content-Type`` and
+    ``application/octet-stream`` (what HTTP libraries say of bytes of no declared type) are read
+    as JSON.
+    """
+    if not request.body_exists or request.content_length == 0:
+        return
+    kind = request.content_type  # application/octet-stream when there is no header
+    if kind in ("application/json", "application/octet-stream") or (
+        kind.startswith("application/") and kind.endswith("+json")
+    ):
+        return
+    raise OpError(UNSUPPORTED_MEDIA_TYPE, "the request body must be application/json")
+
+
 async def read_body(request: web.Request, kind: type[T]) -> T:
     """Decode and validate a JSON body into ``kind``."""
+    require_json(request)
     body = await request.read()
     try:
         body.decode("utf-8")  # msgspec does not check the UTF-8 of Raw values
@@ -82,6 +108,7 @@ async def read_params(request: web.Request, kind: type[T], *, body: bool = False
     """Build ``kind`` from the path, the query string and (optionally) a JSON object body."""
     merged: dict[str, Any] = {**request.query, **request.match_info}
     if body:
+        require_json(request)
         raw = await request.read()
         try:
             doc = orjson.loads(raw or b"{}")

@@ -70,6 +70,12 @@ class Settings:
     longpoll_max_seconds: float = 25.0
     max_longpolls: int = 10000
     rest_max_body_bytes: int = 64 * 1024
+    # Connections held without signing in (issue 21, item 4): gateway/server.py.
+    http_keepalive_timeout: float = 15.0
+    http_body_timeout: float = 15.0
+    http_body_min_rate: int = 8192
+    http_max_unauthenticated_per_address: int = 64
+    fd_reserve: int = 128
     shutdown_timeout: float = 10.0
     recovery_window: int = 500
     recovery_ttl: float = 300.0
@@ -474,6 +480,31 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "largest REST request body",
     ),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout", _float(0, 300), "seconds to drain on SIGTERM"),
+    "HTTP_KEEPALIVE_TIMEOUT": (
+        "http_keepalive_timeout",
+        _float(1, 3600),
+        "seconds an idle HTTP connection is kept, and within which a request's headers must come",
+    ),
+    "HTTP_BODY_TIMEOUT": (
+        "http_body_timeout",
+        _float(0.5, 3600),
+        "seconds a request body may take before it must average MOOSIC_HTTP_BODY_MIN_RATE",
+    ),
+    "HTTP_BODY_MIN_RATE": (
+        "http_body_min_rate",
+        _int(1, 1024**3),
+        "bytes a second a request body must average once MOOSIC_HTTP_BODY_TIMEOUT has passed",
+    ),
+    "HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS": (
+        "http_max_unauthenticated_per_address",
+        _int(0, 10_000_000),
+        "connections one address may hold open before signing in; 0 = no cap",
+    ),
+    "FD_RESERVE": (
+        "fd_reserve",
+        _int(0, 10_000_000),
+        "file descriptors kept free: past RLIMIT_NOFILE minus this, unauthenticated connections are shed",
+    ),
     "PRESENCE_TTL": (
         "presence_ttl",
         _float(3, 3600),

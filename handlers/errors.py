@@ -51,6 +51,10 @@ BLOCKED = ErrorKind("blocked", 403, False)
 SERVER_BUSY = ErrorKind("server_busy", 503, True)
 UNAVAILABLE = ErrorKind("unavailable", 503, True)
 INTERNAL_ERROR = ErrorKind("internal_error", 500, True)
+BAD_REQUEST = ErrorKind("bad_request", 400, False)
+"""The HTTP request itself does not parse (request line, headers, chunked framing)."""
+REQUEST_TIMEOUT = ErrorKind("request_timeout", 408, True)
+"""Headers or body did not arrive in time (``MOOSIC_HTTP_KEEPALIVE_TIMEOUT``, ``..._BODY_*``)."""
 
 ALL_KINDS: tuple[ErrorKind, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, ErrorKind)
