@@ -43,6 +43,7 @@ from typing import Any, cast
 import orjson
 from aiohttp import ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
@@ -240,7 +241,7 @@ class ConnectionGuard:
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's connection protocol, with the admission, timeouts and answers above."""
 
-    __slots__ = ("_drop_after", "_guard", "_metrics", "_partial")
+    __slots__ = ("_body", "_drop_after", "_guard", "_metrics", "_partial")
 
     def __init__(
         self, manager: GatewayServer, *, guard: ConnectionGuard, metrics: Metrics, **kwargs: Any
@@ -252,6 +253,8 @@ class GatewayRequestHandler(RequestHandler):
         """Bytes of a request arrived since the last answer that did not make a request yet."""
         self._drop_after = False
         """Close the connection after the answer being made, instead of lingering for the body."""
+        self._body: StreamReader | None = None
+        """The body of the last request parsed, until it is answered."""
 
     @property
     def busy(self) -> bool:
@@ -295,6 +298,7 @@ class GatewayRequestHandler(RequestHandler):
         super().data_received(data)
         if self._request_count > before:
             self._partial = False
+            self._body = self._messages[-1][1] if self._messages else None
         elif data and self._payload_parser is None and not self._upgraded:
             self._partial = True
 
@@ -321,23 +325,27 @@ class GatewayRequestHandler(RequestHandler):
     ) -> tuple[StreamResponse, bool]:
         answer = await super().finish_response(request, resp, start_time)
         self._partial = False
+        if self._body is request.content:
+            self._body = None
         if self._drop_after and not request.content.is_eof():
             self.force_close()  # the rest of the body is not worth reading
         self._drop_after = False
         return answer
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        request = self._current_request
-        if request is not None and not request.content.is_eof():
+        body = self._body
+        if body is not None and not body.is_eof() and body.exception() is None:
+            # Left mid-body (the handler may not have started yet): fail the body at once.
             self._guard.stats.client_disconnects += 1
-            log.info(
-                "client %s left during the body of %s %s",
-                request.remote,
-                request.method,
-                request.path,
-            )
+            log.info("client %s left in the middle of a request body", self._peer_host())
+            body.set_exception(ConnectionResetError("the client left mid-body"))
+        self._body = None
         self._guard.release(self)
         super().connection_lost(exc)
+
+    def _peer_host(self) -> str:
+        peer = self.peername
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
     def handle_error(
         self,
