@@ -141,6 +141,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await store.open()
     app[STORE] = store
+    # The store's own view (storage.base.StoreHealth, no I/O): 0 while it refuses writes.
+    app[METRICS].gauges["store_healthy"] = lambda: float(store.health().healthy)
+    app[METRICS].counters["store_refused_writes"] = lambda: store.health().refused_writes
     yield
     await store.close()
 

@@ -92,6 +92,17 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What :meth:`Store.health` says: whether the store may be trusted with writes now."""
+
+    healthy: bool
+    reason: str | None = None
+    """Why not (for the log and operators; never sent to clients)."""
+    refused_writes: int = 0
+    """Calls refused with :class:`storage.errors.Unavailable` because the store was unhealthy."""
+
+
+@dataclass(frozen=True, slots=True)
 class User:
     id: str
     username: str
@@ -241,5 +252,13 @@ class Store(
     async def close(self) -> None: ...
 
     async def ping(self) -> bool:
-        """Return True when the backend answers."""
+        """Return True when the backend answers and :meth:`health` says healthy (``/readyz``)."""
+        ...
+
+    def health(self) -> StoreHealth:
+        """The store's own view of itself, without I/O (cheap enough for every scrape).
+
+        An unhealthy store refuses writes with :class:`storage.errors.Unavailable` rather than
+        acknowledge what it may not keep, and logs an ERROR once when it becomes unhealthy.
+        """
         ...

@@ -5,11 +5,16 @@ blocks on disk. Calls waiting for that thread are bounded (``max_pending``); pas
 caller waits for a slot, which pushes back on the clients that cause the load. Several gateway
 processes on one machine may share the file: writes take SQLite's write lock (``BEGIN
 IMMEDIATE``), so offsets stay gap-free and unique across processes.
+
+The store watches its own files and errors (``sqlite_health``): when it cannot keep writes it
+says so in :meth:`SQLiteStore.health` and ``ping`` and refuses them with ``Unavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -29,15 +34,25 @@ from storage.base import (
     ReadMark,
     RefreshState,
     RefreshUse,
+    StoreHealth,
     User,
 )
 from storage.conversations import dm_users, group_channel, is_conversation, list_key
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import IdGenerator
 from storage.sqlite_follows import FOLLOW_SCHEMA, SQLiteFollows
+from storage.sqlite_health import (
+    CHECK_INTERVAL,
+    HEALTH_SCHEMA,
+    Health,
+    check_files,
+    fail_waiters,
+    submit,
+)
 from storage.sqlite_videos import VIDEO_SCHEMA, SQLiteVideos
 
 T = TypeVar("T")
+log = logging.getLogger("storage.sqlite")
 CONNECT_ATTEMPTS = 20
 """Tries to open a file another process is initialising at the same moment (about 10 s)."""
 
@@ -181,6 +196,8 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
             tuple[tuple[str, str, bytes, str | None], asyncio.Future[AppendResult]]
         ] = []
         self._appending = False
+        self._health = Health(self._path)
+        self._watcher: asyncio.Task[None] | None = None
         self._init_videos()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -189,9 +206,21 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
         if self._path.parent != Path():
             self._path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        await self._run(self._connect)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        except BaseException as exc:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            if isinstance(exc, sqlite3.OperationalError):
+                raise Unavailable(f"SQLite: {exc}") from exc
+            raise
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="sqlite-health")
 
     def _connect(self) -> None:
+        problem = check_files(self._path)
+        if problem is not None:
+            log.error("SQLite store %s cannot start: %s", self._path, problem)
+            raise Unavailable(f"SQLite store {self._path} cannot start: {problem}")
         db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=10)
         # Switching a new file to WAL and creating the schema can meet another process doing
         # the same (nodes started together on one new file): SQLite then says "locked" at once,
@@ -202,7 +231,7 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=10000")
                 db.execute("PRAGMA foreign_keys=ON")
-                db.executescript(SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA)
+                db.executescript(SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA + HEALTH_SCHEMA)
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == CONNECT_ATTEMPTS - 1:
@@ -210,21 +239,80 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         self._db = db
+        self._health.record()
 
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         if self._db is not None:
-            await self._run(self._db.close)
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
             self._db = None
+            self._health.release()
         self._executor.shutdown(wait=True)
         self._executor = None
 
     async def ping(self) -> bool:
+        if self._health.reason is not None:
+            return False
         try:
             return await self._run(lambda: self._conn().execute("SELECT 1").fetchone() == (1,))
         except Unavailable:
             return False
+
+    def health(self) -> StoreHealth:
+        health = self._health
+        if self._db is None:
+            return StoreHealth(False, "the SQLite store is not open", health.refused)
+        return StoreHealth(health.reason is None, health.reason, health.refused)
+
+    async def _watch(self) -> None:
+        """Every second: are the files still ours? While unhealthy, probe for recovery."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            health = self._health
+            if health.reason is None:
+                moved = health.moved()
+                if moved is not None:
+                    health.fail(moved)
+                continue
+            executor = self._executor
+            if health.lasting or executor is None:
+                continue
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(executor, self._probe)
+
+    def _probe(self) -> None:
+        if self._db is not None:
+            self._health.probe(self._db, _now_ms())
+
+    def _guarded(self, fn: Callable[[], T], *, verify: bool = False) -> T:
+        """Run ``fn`` on the store's thread under the health rules.
+
+        Writes are refused while unhealthy (``PRAGMA query_only``); SQLite errors that say the
+        file is broken make it unhealthy; a write that committed into files no longer at the
+        path (``verify``, or any call that changed rows) is answered ``Unavailable``, never
+        acknowledged.
+        """
+        db = self._conn()
+        health = self._health
+        try:
+            health.apply(db)
+            before = db.total_changes
+            result = fn()
+        except sqlite3.Error as exc:
+            raise health.translate(exc) from exc
+        if verify or db.total_changes != before:
+            moved = health.moved()
+            if moved is not None:
+                health.fail(moved)
+                raise health.refuse()
+        return result
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -247,7 +335,9 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
             raise Unavailable("the SQLite store is not open")
         await self._enter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._guarded, fn
+            )
         except sqlite3.OperationalError as exc:
             raise Unavailable(f"SQLite: {exc}") from exc
         finally:
@@ -265,6 +355,8 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
         """
         if self._executor is None:
             raise Unavailable("the SQLite store is not open")
+        if self._health.reason is not None:
+            raise self._health.refuse()
         await self._enter()
         try:
             future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
@@ -278,16 +370,24 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
     def _write_appends(self) -> None:
         """Hand every queued append to the store's thread as one batch (on the event loop)."""
         batch, self._appends = self._appends, []
-        executor = self._executor
-        if not batch or executor is None:
+        if not batch:
+            return
+        items = [item for item, _ in batch]
+        done = submit(
+            self._executor, lambda: self._guarded(lambda: self._append_batch(items), verify=True)
+        )
+        if done is None:
+            fail_waiters([future for _item, future in batch])
             return
         self._appending = True
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(executor, self._append_batch, [item for item, _ in batch])
 
         def finished(results: asyncio.Future[list[AppendResult | BaseException]]) -> None:
             self._appending = False
-            error = results.exception()
+            error: BaseException | None = (
+                Unavailable("the SQLite store is not open")
+                if results.cancelled()
+                else results.exception()
+            )
             for index, (_item, future) in enumerate(batch):
                 if future.done():
                     continue

@@ -15,12 +15,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from storage.errors import Unavailable
+from storage.sqlite_health import fail_waiters, submit
 from storage.videos import Comment, CommentResult, Video, VideoCounts, VideoStatus
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from storage.ids import IdGenerator
+    from storage.sqlite_health import Health
 
 T = TypeVar("T")
 
@@ -108,6 +110,10 @@ class SQLiteVideos:
 
         async def _run(self, fn: Callable[[], T]) -> T: ...
 
+        def _guarded(self, fn: Callable[[], T], *, verify: bool = False) -> T: ...
+
+        _health: Health
+
     def _init_videos(self) -> None:
         self._likes: list[tuple[LikeChange, asyncio.Future[bool]]] = []
         self._liking = False
@@ -184,6 +190,8 @@ class SQLiteVideos:
         """Queue the change; queued changes are written together, in order (group commit)."""
         if self._executor is None:
             raise Unavailable("the SQLite store is not open")
+        if self._health.reason is not None:
+            raise self._health.refuse()
         await self._enter()
         try:
             future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -197,19 +205,24 @@ class SQLiteVideos:
     def _write_likes(self) -> None:
         """Hand every queued like to the store's thread as one batch (on the event loop)."""
         batch, self._likes = self._likes, []
-        executor = self._executor
-        if not batch or executor is None:
-            for _change, future in batch:
-                if not future.done():
-                    future.set_exception(Unavailable("the SQLite store is not open"))
+        if not batch:
+            return
+        changes = [change for change, _ in batch]
+        done = submit(
+            self._executor, lambda: self._guarded(lambda: self._like_batch(changes), verify=True)
+        )
+        if done is None:
+            fail_waiters([future for _change, future in batch])
             return
         self._liking = True
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(executor, self._like_batch, [change for change, _ in batch])
 
         def finished(results: asyncio.Future[list[bool]]) -> None:
             self._liking = False
-            error = results.exception()
+            error: BaseException | None = (
+                Unavailable("the SQLite store is not open")
+                if results.cancelled()
+                else results.exception()
+            )
             if isinstance(error, sqlite3.OperationalError):
                 error = Unavailable(f"SQLite: {error}")
             for index, (_change, future) in enumerate(batch):

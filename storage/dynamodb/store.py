@@ -49,6 +49,7 @@ from storage.base import (
     ReadMark,
     RefreshState,
     RefreshUse,
+    StoreHealth,
     User,
 )
 from storage.conversations import dm_users, group_channel, group_id, is_conversation, list_key
@@ -236,6 +237,14 @@ class DynamoDBStore(DynamoDBVideos, DynamoDBFollows):
         except (ClientError, BotoCoreError, TimeoutError, OSError):
             return False
         return True
+
+    def health(self) -> StoreHealth:
+        """Always healthy: DynamoDB keeps no local state to break; :meth:`ping` asks the table.
+
+        Every write is acknowledged by DynamoDB itself, so a failing one already raises
+        ``Unavailable`` and nothing unkept is acknowledged.
+        """
+        return StoreHealth(healthy=self._client is not None)
 
     # -- calls -----------------------------------------------------------------------------
 
