@@ -538,7 +538,7 @@ def setup(app: web.Application) -> None:
 async def _serve(runner: GatewayRunner, host: str, port: int) -> None:
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = web.TCPSite(runner, host, port, backlog=128)  # as web.run_app; see FD_RESERVE
         await site.start()
         await asyncio.Event().wait()  # until cancelled (SIGINT/SIGTERM)
     finally:
