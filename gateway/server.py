@@ -287,6 +287,9 @@ class GatewayRequestHandler(RequestHandler):
         )
         tcp = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         tcp.write(raw_answer(refusal, message))
+        if refusal is SERVER_BUSY:
+            tcp.close()  # no descriptor to spare for a linger: closed once the answer is out
+            return
         if tcp.can_write_eof():
             tcp.write_eof()  # FIN after the answer; reading goes on, so close sends no reset
         self._loop.call_later(REFUSED_LINGER, tcp.abort)
