@@ -152,7 +152,7 @@ class Connection(asyncio.Protocol):
         self._after_reply: list[tuple[str, list[bytes], int, str]] | None = None
         self._shutting_down = False
         self._tokens = node.frame_burst  # the frame budget: a full bucket to start with
-        self._refilled = 0.0  # loop time of the last refill
+        self._refilled = 0.0  # loop time of the last refill (set in connection_made)
         self._throttled_since = 0.0  # loop time the budget ran out (0: not running out)
         self._wakeup: asyncio.Handle | None = None  # parses on once the budget allows
         self.expires_at = 0
@@ -164,6 +164,9 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but they implement it.
         self._transport = cast(asyncio.Transport, transport)
+        # The bucket starts full now: from loop time 0 the first refill would fill it again,
+        # a second burst for free.
+        self._refilled = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
         self._seen = True

@@ -91,5 +91,15 @@ class RawWebSocket:
             (size,) = struct.unpack("!Q", self._read(8))
         return first & 0x0F, self._read(size)
 
+    def read_close(self) -> tuple[int, str, int]:
+        """Read up to the server's close frame; return its (code, reason) and the frames before."""
+        frames = 0
+        while True:
+            opcode, payload = self.read_frame()
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                return code, payload[2:].decode(errors="replace"), frames
+            frames += 1
+
     def close(self) -> None:
         self.sock.close()
