@@ -250,11 +250,17 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
             self._watcher = None
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
-                await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._shut)
             self._db = None
             self._health.release()
         self._executor.shutdown(wait=True)
         self._executor = None
+
+    def _shut(self) -> None:
+        """Close the connection on its thread; calls queued behind it find no connection."""
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     async def ping(self) -> bool:
         if self._health.reason is not None:

@@ -153,6 +153,11 @@ class Health:
 
     def record(self) -> None:
         """Remember which files the new connection uses (on the store's thread, after open)."""
+        self.release()
+        with self._lock:
+            self.reason = None
+            self.lasting = False
+        self.readonly = False  # a new connection starts with query_only off
         self._ids = {}
         for file in companions(self._path):
             try:
