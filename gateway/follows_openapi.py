@@ -9,6 +9,7 @@ from gateway.openapi import (
     BOOLEAN,
     NULLABLE_STRING,
     SIGNED_IN,
+    STORE_ID,
     STRING,
     Endpoint,
     _object,
@@ -18,9 +19,14 @@ from gateway.openapi import (
 from gateway.settings import Settings
 from gateway.social_openapi import COUNT, VIDEO_PARAM
 from handlers import follows
+from handlers.channels import ID_PATTERN
 
 USER_PARAM: dict[str, dict[str, Any]] = {
-    "user_id": {"type": "string", "minLength": 1, "maxLength": 64}
+    "user_id": {
+        "type": "string",
+        "pattern": f"^{ID_PATTERN}$",
+        "description": "a user id; not the caller's own on `follow` and `block` (`invalid_params`)",
+    }
 }
 
 
@@ -57,6 +63,7 @@ def schemas() -> dict[str, Any]:
 def endpoints(settings: Settings) -> list[Endpoint]:
     page_query = _struct_schema(follows.FollowersParams, drop=("user_id",))["properties"]
     feed_query = _struct_schema(follows.FeedParams)["properties"]
+    feed_query["before"] = {**feed_query["before"], "anyOf": [STORE_ID, {"type": "null"}]}
     return [
         Endpoint(
             "PUT",

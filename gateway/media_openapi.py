@@ -9,6 +9,7 @@ import msgspec
 from gateway.openapi import INTEGER, NULLABLE_STRING, SIGNED_IN, STRING, Endpoint
 from gateway.settings import Settings
 from handlers.media import UploadParams
+from media.keys import CONTENT_TYPES
 
 VIDEO_PARAM = {"video_id": {"type": "string", "minLength": 1, "maxLength": 64}}
 
@@ -64,6 +65,18 @@ def endpoints(settings: Settings) -> list[Endpoint]:
     upload = dict(components[body["$ref"]])
     upload.pop("title", None)
     upload["properties"]["size"]["maximum"] = settings.max_upload_bytes
+    # The types `media.keys.extension_for` accepts (others: 415 `unsupported_media_type`).
+    upload["properties"]["content_type"] = {"enum": list(CONTENT_TYPES)}
+    # The signed form's fields (`media.local`), then the file: a form made up, or one not signed
+    # for this key, is refused before the file is read (403 `upload_refused`).
+    form = {
+        "type": "object",
+        "properties": {
+            **{name: STRING for name in ("key", "Content-Type", "policy", "signature")},
+            "file": {"type": "string", "format": "binary"},
+        },
+        "required": ["key", "Content-Type", "policy", "signature", "file"],
+    }
     return [
         Endpoint(
             "POST",
@@ -83,6 +96,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             (400, 403, 404, 413, 429),
             auth=False,
             tag="media",
+            form=form,
         ),
         Endpoint(
             "GET",

@@ -17,8 +17,9 @@ import msgspec
 import orjson
 
 from gateway.settings import Settings
-from handlers import auth, chat, groups, receipts
+from handlers import auth, channels, chat, groups, receipts
 from handlers.errors import ALL_KINDS
+from storage import ids
 
 JSON = "application/json"
 MAX_ID = 2**53 - 1
@@ -57,6 +58,11 @@ INTEGER = {"type": "integer"}
 OFFSET = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
 NULLABLE_STRING = {"type": ["string", "null"]}
 BOOLEAN = {"type": "boolean"}
+STORE_ID = {
+    "type": "string",
+    # What `storage.ids.is_valid` accepts: an id the store made (a feed item's, a comment's).
+    "pattern": f"^[{ids._ALPHABET}]{{{ids.ID_LENGTH}}}$",  # noqa: SLF001 - the one source
+}
 
 
 def _schemas() -> dict[str, Any]:
@@ -199,14 +205,18 @@ class Endpoint:
     tag: str = "chat"
     text: bool = False
     """The success body is text/plain."""
+    form: dict[str, Any] | None = None
+    """A multipart/form-data request body (its schema), instead of a JSON one."""
 
 
 CHANNEL_PARAM = {
     "channel": {
         "type": "string",
         "minLength": 1,
-        "maxLength": 200,
-        "description": "e.g. `room:lobby`, `dm:{a}:{b}`, `group:{id}` (see the protocol)",
+        "maxLength": channels.MAX_CHANNEL_LENGTH,
+        "pattern": channels.CHANNEL_PATTERN,
+        "description": "e.g. `room:lobby`, `dm:{a}:{b}`, `group:{id}` (see the protocol); a DM's "
+        "two user ids are different and in sorted order (`a < b`), else `invalid_channel`",
     }
 }
 GROUP_PARAM = {"group_id": {"type": "string", "minLength": 1, "maxLength": 64}}
@@ -459,9 +469,16 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     if parameters:
         operation["parameters"] = parameters
     if endpoint.body is not None:
+        # Required when the params struct has required fields (a missing body decodes as `{}`
+        # and is refused with `invalid_params`); optional when every field has a default.
         operation["requestBody"] = {
-            "required": False,
+            "required": bool(endpoint.body.get("required")),
             "content": {JSON: {"schema": {**endpoint.body, "type": "object"}}},
+        }
+    if endpoint.form is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": endpoint.form}},
         }
     operation["security"] = [{"bearer": []}] if endpoint.auth else []
     return operation

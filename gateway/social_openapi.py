@@ -10,6 +10,7 @@ from gateway.openapi import (
     NULLABLE_STRING,
     OFFSET,
     SIGNED_IN,
+    STORE_ID,
     STRING,
     Endpoint,
     _object,
@@ -18,12 +19,15 @@ from gateway.openapi import (
 )
 from gateway.settings import Settings
 from handlers import social
+from handlers.channels import ID_PATTERN, MAX_CHANNEL_LENGTH
 from storage.videos import VideoStatus
 
 VIDEO_PARAM: dict[str, dict[str, Any]] = {
     "video_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 }
 COUNT = {"type": "integer", "minimum": 0}
+SHARE_CHANNEL_PATTERN = f"^(?:dm:{ID_PATTERN}:{ID_PATTERN}|group:{ID_PATTERN})$"
+"""Videos are shared to DMs and groups only (`share` refuses other kinds)."""
 
 
 def schemas() -> dict[str, Any]:
@@ -80,9 +84,17 @@ def schemas() -> dict[str, Any]:
 
 def endpoints(settings: Settings) -> list[Endpoint]:
     comments_query = _struct_schema(social.CommentsParams, drop=("video_id",))["properties"]
+    comments_query["before"] = {**comments_query["before"], "anyOf": [STORE_ID, {"type": "null"}]}
     comment_path: dict[str, dict[str, Any]] = {
         **VIDEO_PARAM,
         "comment_id": {"type": "string", "minLength": 1},
+    }
+    share_body = _struct_schema(social.ShareParams, drop=("video_id",))
+    share_body["properties"]["channel"] = {
+        "type": "string",
+        "maxLength": MAX_CHANNEL_LENGTH,
+        "pattern": SHARE_CHANNEL_PATTERN,
+        "description": "a `dm:{a}:{b}` (ids different and sorted) or `group:{id}` channel",
     }
     return [
         Endpoint(
@@ -167,7 +179,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "`client_msg_id` repeats",
             {200: "Shared", 201: "Shared"},
             (*SIGNED_IN, 403, 404, 409, 413),
-            body=_struct_schema(social.ShareParams, drop=("video_id",)),
+            body=share_body,
             path_params=VIDEO_PARAM,
             tag="videos",
         ),

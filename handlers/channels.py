@@ -21,10 +21,18 @@ from enum import Enum
 from handlers.base import Context, Services
 from handlers.errors import BLOCKED, FORBIDDEN, INVALID_CHANNEL, OpError
 
-_ID = r"[A-Za-z0-9_-]{1,64}"
-_ID_RE = re.compile(_ID)
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+"""A user, group or video id (also the key of ``video:``/``user:`` channels)."""
+ROOM_NAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+_ID_RE = re.compile(ID_PATTERN)
+_NAME_RE = re.compile(ROOM_NAME_PATTERN)
 MAX_CHANNEL_LENGTH = 140
+CHANNEL_PATTERN = (
+    rf"^(?:dm:{ID_PATTERN}:{ID_PATTERN}|(?:group|video|user):{ID_PATTERN}"
+    rf"|room:{ROOM_NAME_PATTERN})$"
+)
+"""Every name :func:`parse_channel` accepts matches this (it also wants a DM's ids sorted and
+different, which a pattern cannot say); the OpenAPI document uses it."""
 
 
 class Kind(Enum):
