@@ -55,7 +55,17 @@ class Signer:
         self._key = key
 
     def _mac(self, kind: bytes, payload: str) -> str:
-        return _b64(hmac.new(self._key, kind + payload.encode(), hashlib.sha256).digest())
+        data = kind + payload.encode("utf-8", "surrogatepass")
+        return _b64(hmac.new(self._key, data, hashlib.sha256).digest())
+
+    def _matches(self, kind: bytes, payload: str, given: str) -> bool:
+        """Compare ``given`` with the payload's MAC in constant time, whatever its characters.
+
+        ``hmac.compare_digest`` refuses ``str`` with non-ASCII characters (a ``TypeError``, a
+        500): a client's field is compared as bytes, so any text is simply a mismatch.
+        """
+        expected = self._mac(kind, payload).encode()
+        return hmac.compare_digest(expected, given.encode("utf-8", "surrogatepass"))
 
     # -- upload policies -------------------------------------------------------------------
 
@@ -76,7 +86,7 @@ class Signer:
         """Return the policy if ``signature`` is its own and it has not expired."""
         if not encoded or not signature or len(encoded) > 4096:
             raise UploadRefused("the form has no policy or no signature")
-        if not hmac.compare_digest(self._mac(_UPLOAD, encoded), signature):
+        if not self._matches(_UPLOAD, encoded, signature):
             raise UploadRefused("the form's signature does not match its policy")
         try:
             doc = orjson.loads(_unb64(encoded))
@@ -109,7 +119,7 @@ class Signer:
             raise LinkInvalid("malformed playback link")
         owner, video_id, expires, mac = parts
         payload = f"{owner}.{video_id}.{expires}"
-        if not hmac.compare_digest(self._mac(_PLAY, payload), mac):
+        if not self._matches(_PLAY, payload, mac):
             raise LinkInvalid("the playback link's signature does not match")
         if ID_RE.fullmatch(owner) is None or ID_RE.fullmatch(video_id) is None:
             raise LinkInvalid("malformed playback link")

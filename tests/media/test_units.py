@@ -63,6 +63,13 @@ def test_upload_policy_signatures() -> None:
     token = signer.sign_playback("a", "v", 2000)
     with pytest.raises(UploadRefused):
         signer.verify_policy("a.v.2000", token.rsplit(".", 1)[1], 0)
+    # Any text in the client's fields is a mismatch, never a TypeError (a 500 once, found by
+    # schemathesis): hmac.compare_digest refuses str with non-ASCII characters.
+    for field in ["\x05\x1e\xc0K\x1d\xfb", "\udc80", "é" * 43]:
+        with pytest.raises(UploadRefused, match="signature"):
+            signer.verify_policy(encoded, field, 0)
+        with pytest.raises(UploadRefused, match="signature"):
+            signer.verify_policy(field, signature, 0)
     assert derive_key("s" * 32, "local") != derive_key("s" * 32, "other")
     with pytest.raises(ValueError, match="32"):
         Signer(b"short")
@@ -81,6 +88,8 @@ def test_playback_tokens() -> None:
         f"{owner}.{video}.{expires}",
         token + ".x",
         "",
+        f"{owner}.{video}.{expires}.\xe9{mac[1:]}",
+        f"{owner}.\udc80.{expires}.{mac}",
     ]:
         with pytest.raises(LinkInvalid):
             signer.verify_playback(bad, 0)
