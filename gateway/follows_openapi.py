@@ -22,12 +22,17 @@ from handlers import follows
 from handlers.channels import ID_PATTERN
 
 USER_PARAM: dict[str, dict[str, Any]] = {
+    "user_id": {"type": "string", "minLength": 1, "maxLength": 64}
+}
+"""The reads take any id (an unknown one has no followers)."""
+OTHER_USER_PARAM: dict[str, dict[str, Any]] = {
     "user_id": {
         "type": "string",
         "pattern": f"^{ID_PATTERN}$",
-        "description": "a user id; not the caller's own on `follow` and `block` (`invalid_params`)",
+        "description": "a user id, not the caller's own (that is `invalid_params`, 400)",
     }
 }
+"""Follow, unfollow, block and unblock check the id's shape, and refuse the caller's own."""
 
 
 def schemas() -> dict[str, Any]:
@@ -71,7 +76,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "Follow the user (`follow`; idempotent); `blocked` when either blocks the other",
             {200: "FollowChange"},
             (*SIGNED_IN, 403, 404),
-            path_params=USER_PARAM,
+            path_params=OTHER_USER_PARAM,
             tag="follows",
         ),
         Endpoint(
@@ -80,7 +85,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "Stop following the user (`unfollow`; idempotent)",
             {200: "FollowChange"},
             SIGNED_IN,
-            path_params=USER_PARAM,
+            path_params=OTHER_USER_PARAM,
             tag="follows",
         ),
         Endpoint(
@@ -119,7 +124,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "Block the user (`block`; idempotent): ends the follows both ways",
             {200: "BlockChange"},
             SIGNED_IN,
-            path_params=USER_PARAM,
+            path_params=OTHER_USER_PARAM,
             tag="follows",
         ),
         Endpoint(
@@ -128,7 +133,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "Unblock the user (`unblock`; idempotent)",
             {200: "BlockChange"},
             SIGNED_IN,
-            path_params=USER_PARAM,
+            path_params=OTHER_USER_PARAM,
             tag="follows",
         ),
         Endpoint(

@@ -76,6 +76,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "file": {"type": "string", "format": "binary"},
         },
         "required": ["key", "Content-Type", "policy", "signature", "file"],
+        "additionalProperties": False,
     }
     return [
         Endpoint(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.errors import json_response
 from gateway.http import context, read_body
@@ -195,7 +196,7 @@ async def local_upload(request: web.Request) -> web.Response:
             await sink.commit()
     except MediaError as exc:
         raise media_ops.client_error(exc) from None
-    except ValueError as exc:  # a malformed multipart body
+    except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body (or part header)
         raise OpError(INVALID_PARAMS, f"the upload is not a valid form: {exc}") from None
     except (ClientPayloadError, ConnectionError):
         # The phone went away mid-upload (the partial file is gone already); nothing to log.

@@ -30,6 +30,16 @@ SHARE_CHANNEL_PATTERN = f"^(?:dm:{ID_PATTERN}:{ID_PATTERN}|group:{ID_PATTERN})$"
 """Videos are shared to DMs and groups only (`share` refuses other kinds)."""
 
 
+def _non_blank(schema: dict[str, Any]) -> dict[str, Any]:
+    """A text field the server refuses when it is only whitespace (`_non_blank`)."""
+    options = schema.get("anyOf")
+    if options:
+        return {**schema, "anyOf": [_non_blank(option) for option in options]}
+    if schema.get("type") != "string":
+        return schema
+    return {**schema, "pattern": r"\S", "description": "not only whitespace"}
+
+
 def schemas() -> dict[str, Any]:
     comment = {
         "comment_id": STRING,
@@ -90,6 +100,11 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         "comment_id": {"type": "string", "minLength": 1},
     }
     share_body = _struct_schema(social.ShareParams, drop=("video_id",))
+    share_body["properties"]["text"] = _non_blank(share_body["properties"]["text"])
+    comment_body = _struct_schema(social.CommentParams, drop=("video_id",))
+    comment_body["properties"]["text"] = _non_blank(comment_body["properties"]["text"])
+    video_body = _struct_schema(social.CreateVideoParams)
+    video_body["properties"]["title"] = _non_blank(video_body["properties"]["title"])
     share_body["properties"]["channel"] = {
         "type": "string",
         "maxLength": MAX_CHANNEL_LENGTH,
@@ -104,7 +119,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "`MOOSIC_VIDEO_READY_ON_CREATE`; otherwise 403)",
             {201: "Video"},
             (*SIGNED_IN, 403, 413),
-            body=_struct_schema(social.CreateVideoParams),
+            body=video_body,
             tag="videos",
         ),
         Endpoint(
@@ -159,7 +174,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             "Comment (`comment`); 200 when `client_msg_id` repeats an earlier one",
             {200: "CommentAdded", 201: "CommentAdded"},
             (*SIGNED_IN, 404, 409, 413),
-            body=_struct_schema(social.CommentParams, drop=("video_id",)),
+            body=comment_body,
             path_params=VIDEO_PARAM,
             tag="videos",
         ),
