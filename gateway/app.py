@@ -106,6 +106,8 @@ def _broker(settings: Settings, metrics: Metrics) -> Broker:
             metrics=metrics,
             window=settings.recovery_window,
             window_ttl=settings.recovery_ttl,
+            breaker_failures=settings.redis_breaker_failures,
+            breaker_cooldown=settings.redis_breaker_cooldown,
         )
     return MemoryBroker(
         recent_per_channel=settings.recovery_window,

@@ -45,6 +45,9 @@ class Settings:
     kdf_concurrency: int = 2
     redis_url: str | None = None
     redis_prefix: str = "moosic:"
+    # Circuit breaker in front of Redis (issue 21, item 7): gateway/broker/breaker.py.
+    redis_breaker_failures: int = 5
+    redis_breaker_cooldown: float = 2.0
     store: str = "sqlite"
     sqlite_path: str = "data/moosic.db"
     dynamodb_region: str = "us-east-1"
@@ -394,6 +397,16 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "KDF_CONCURRENCY": ("kdf_concurrency", _int(1, 64), "password hashes computed at once"),
     "REDIS_URL": ("redis_url", _redis_url, "Redis for cross-node fan-out; unset = in-process"),
     "REDIS_PREFIX": ("redis_prefix", _nonempty, "prefix of every Redis channel name"),
+    "REDIS_BREAKER_FAILURES": (
+        "redis_breaker_failures",
+        _int(1, 10_000),
+        "Redis timeouts or lost connections in a row before calls to it fail fast (circuit open)",
+    ),
+    "REDIS_BREAKER_COOLDOWN": (
+        "redis_breaker_cooldown",
+        _float(0.05, 600),
+        "seconds an open Redis circuit fails fast before one probe call is let through",
+    ),
     "STORE": ("store", _choice("sqlite", "dynamodb"), "message store backend"),
     "SQLITE_PATH": ("sqlite_path", _nonempty, "SQLite database file"),
     "DYNAMODB_REGION": ("dynamodb_region", _nonempty, "AWS region of the DynamoDB tables"),
