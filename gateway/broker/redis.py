@@ -17,7 +17,9 @@ Every command that someone waits for (scripts, ``call``, subscriptions, ``ping``
 one :class:`~gateway.broker.breaker.CircuitBreaker` per broker: after ``breaker_failures``
 timeouts or lost connections in a row, callers fail at once with ``Unavailable`` instead of each
 waiting out a timeout while Redis is frozen; a probe goes through every ``breaker_cooldown``
-seconds and the first answer closes it. State and trips are in ``/metrics``
+seconds and the first answer closes it. The probe is a ``PING`` the broker sends by itself in the
+background: the caller whose call would have been the probe is refused like the others, so no
+op waits for a frozen Redis once the circuit is open. State and trips are in ``/metrics``
 (``moosic_redis_circuit_state``, ``moosic_redis_circuit_trips_total``). Publishes do not wait for
 Redis and are not refused: they stay queued on the pipelined connection.
 """
@@ -35,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from gateway.broker import Deliver, Recent, envelope, open_envelope
-from gateway.broker.breaker import CircuitBreaker
+from gateway.broker.breaker import CircuitBreaker, CircuitOpen, State
 from gateway.broker.resp import ConnectionLost, RedisAddress, RespConnection, RespError
 from gateway.metrics import Metrics
 from storage.errors import Unavailable
@@ -129,13 +131,43 @@ class RedisBroker:
             "Redis", threshold=breaker_failures, cooldown=breaker_cooldown
         )
         """Shared by every caller of this client (limiter, presence, revocations, counters)."""
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_timeout = min(timeout, breaker_cooldown)
+        """A probe waits at most a cool-down: a frozen Redis is half-open no longer than open."""
         metrics.gauges["redis_circuit_state"] = lambda: self.breaker.state
         metrics.counters["redis_circuit_trips"] = lambda: self.breaker.trips
         metrics.counters["redis_circuit_rejected"] = lambda: self.breaker.rejected
 
+    def _admit(self) -> None:
+        """Let a call go to Redis, or raise ``CircuitOpen`` at once.
+
+        When the breaker would let this call through as its probe (the cool-down is over), the
+        broker sends its own ``PING`` as the probe in the background and refuses the call too:
+        a caller never waits for a Redis that may still be frozen.
+        """
+        probing = self.breaker.state is not State.CLOSED
+        self.breaker.check()
+        if probing:
+            if self._probe is None or self._probe.done():
+                self._probe = asyncio.create_task(self._send_probe(), name="redis-breaker-probe")
+            self.breaker.rejected += 1
+            raise CircuitOpen("Redis is not answering (circuit open; probing); not waiting for it")
+
+    async def _send_probe(self) -> None:
+        try:
+            async with asyncio.timeout(self._probe_timeout):
+                conn = await self._publisher()
+                await conn.command(b"PING")
+        except RespError:
+            self.breaker.success()  # an error reply is an answer: Redis is up
+        except _FAILURES:
+            self.breaker.failure()
+        else:
+            self.breaker.success()
+
     async def _guarded(self, run: Callable[[], Awaitable[T]], timeout: float | None) -> T:
         """Run one exchange with Redis through the breaker, within ``timeout`` seconds."""
-        self.breaker.check()
+        self._admit()
         try:
             async with asyncio.timeout(self._timeout if timeout is None else timeout):
                 result = await run()
@@ -165,9 +197,10 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._probe):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for conn in (self._sub, self._pub):
             if conn is not None:
                 conn.close()
@@ -249,7 +282,7 @@ class RedisBroker:
                     del self._confirm[channel]
 
     async def subscribe(self, channel: str) -> None:
-        self.breaker.check()  # while Redis is frozen, say so now rather than after the timeout
+        self._admit()  # while Redis is frozen, say so now rather than after the timeout
         self._channels.add(channel)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, deque()).append([future])

@@ -9,6 +9,8 @@ Redis and checks, by counts and codes only:
 - every one of a burst of rate-limited ops sent back to back from one client is answered
   (``publish`` and ``like`` replies: the limiter falls back to the node's own buckets);
 - ``/metrics`` shows the circuit open (``moosic_redis_circuit_state`` 1) and at least one trip;
+- once it is open, every op of a second burst is refused by the breaker without reaching Redis
+  (the half-open probe is the broker's own ``PING``, never a client's op);
 - ``subscribe`` to a new channel and ``watch_presence`` answer ``unavailable`` once it is open;
 - after SIGCONT the breaker closes again and a publish on one node reaches the other.
 
@@ -154,6 +156,22 @@ async def test_a_frozen_redis_trips_the_breaker_and_ops_are_answered_at_once(
         # Of the burst, at most FAILURES ops reached Redis before the first trip, and one
         # probe per later trip: every other one was refused without waiting.
         assert rejected >= OPS - FAILURES - (trips - 1), (rejected, trips)
+
+        # Once open, no op goes to Redis at all: the probe is the broker's own PING, so each
+        # of a second burst is refused by the breaker (and answered from the local buckets).
+        again = await burst(talker, "publish", OPS, channel="room:freeze", data={"x": 2})
+        report("publish, circuit open", again)
+        assert [frame["op"] for frame, _ in again] == ["reply"] * OPS, again
+        after = await metrics(http, a)
+        refused = (
+            after["moosic_redis_circuit_rejected_total"]
+            - during["moosic_redis_circuit_rejected_total"]
+        )
+        assert refused >= OPS, refused
+        assert (
+            after["moosic_rate_limit_fallbacks_total"] - during["moosic_rate_limit_fallbacks_total"]
+            >= OPS
+        )
 
         # Subscriptions and presence say so at once rather than after the broker's timeout.
         subscribed = await talker.call("subscribe", channel="room:freeze-new")
