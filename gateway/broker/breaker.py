@@ -6,7 +6,9 @@ failures of one client; after ``threshold`` of them it *opens* and callers fail 
 :class:`CircuitOpen` (an ``Unavailable``, so every existing fallback applies). After
 ``cooldown`` seconds one caller is let through as a probe (*half-open*): its success closes the
 breaker, its failure opens it for another cooldown. A server that answers with an error reply
-is alive: only timeouts and lost or refused connections count as failures.
+is alive: only timeouts and lost or refused connections count as failures. The Redis broker
+does not let a client's call be the probe: it refuses that call too and sends a ``PING`` of its
+own in the background (``RedisBroker._admit``), so no op waits once the circuit is open.
 
 There is one breaker per Redis client (the broker), shared by everything that uses it: the
 rate limiter, presence, revocations and hot counters all learn at once that Redis is away.
