@@ -23,8 +23,9 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -35,6 +36,7 @@ from handlers.presence import WATCH_PREFIX
 from storage.errors import Unavailable
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _now_ms() -> int:
@@ -65,13 +67,41 @@ class Backend(Protocol):
         """Return up to ``limit`` users in the channel and how many there are in all."""
         ...
 
-    async def sweep(self) -> tuple[list[str], list[tuple[str, str]]]:
-        """Keep this node alive; return (users offline, (channel, user) left) of dead nodes."""
+    async def sweep(self) -> Sweep:
+        """Keep this node alive, clear dead nodes, and say how this node's record looks."""
         ...
 
     async def lost(self) -> bool:
         """Tell whether the shared state forgot this node (Redis restarted, or it was reaped)."""
         ...
+
+    async def recorded(self) -> tuple[set[str], set[tuple[str, str]]]:
+        """This node's record in the shared state: its users and (channel, user) pairs."""
+        ...
+
+    async def add_users(self, users: list[str]) -> list[str] | None:
+        """Add to this node's record; return who came online (None: node not registered)."""
+        ...
+
+    async def remove_users(self, users: list[str], now: int) -> list[str]:
+        """Remove from this node's record; return who went offline."""
+        ...
+
+    async def add_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]] | None: ...
+
+    async def remove_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]: ...
+
+
+@dataclass
+class Sweep:
+    """One heartbeat: is this node still registered, the size of its record, what died."""
+
+    registered: bool = True
+    users: int = -1
+    """How many users this node's record holds (-1: not known, nothing to compare)."""
+    pairs: int = -1
+    offline: list[str] = field(default_factory=list)
+    left: list[tuple[str, str]] = field(default_factory=list)
 
 
 class LocalPresence:
@@ -118,45 +148,172 @@ class LocalPresence:
         users = self._channels.get(channel, set())
         return sorted(users)[:limit], len(users)
 
-    async def sweep(self) -> tuple[list[str], list[tuple[str, str]]]:
-        return [], []
+    async def sweep(self) -> Sweep:
+        return Sweep()
 
     async def lost(self) -> bool:
         return False
 
+    async def recorded(self) -> tuple[set[str], set[tuple[str, str]]]:
+        pairs = {(c, u) for c, users in self._channels.items() for u in users}
+        return set(self._online), pairs
 
+    async def add_users(self, users: list[str]) -> list[str] | None:
+        came = [u for u in users if u not in self._online]
+        for user in came:
+            await self.user_up(user)
+        return came
+
+    async def remove_users(self, users: list[str], now: int) -> list[str]:
+        gone = [u for u in users if u in self._online]
+        for user in gone:
+            await self.user_down(user, now)
+        return gone
+
+    async def add_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        came = [(c, u) for c, u in pairs if u not in self._channels.get(c, ())]
+        for channel, user in came:
+            await self.channel_up(channel, user)
+        return came
+
+    async def remove_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        gone = [(c, u) for c, u in pairs if u in self._channels.get(c, ())]
+        for channel, user in gone:
+            await self.channel_down(channel, user)
+        return gone
+
+
+# Every script writes this node's record (``nu:``/``nc:`` sets) first and changes a shared
+# counter only when that write changed the record (SADD/SREM returned 1): a repeated or stale
+# add/remove never skews a count, and a node can only ever take back what it added itself.
+# Adds are refused (nil) while the node is not registered in the nodes set (it was reaped, or
+# Redis forgot it): its next heartbeat sees that and adds everything again (``_RECORD_*``).
+# Liveness scores are Redis TIME, so the nodes' clocks do not matter.
+_NOW = b"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+# KEYS: u:user, nu:node, nodes. ARGV: user, node.
 _USER_UP = b"""
-redis.call('SADD', KEYS[2], ARGV[1])
+if not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return false end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 return redis.call('INCR', KEYS[1])
 """
+# KEYS: u:user, nu:node, ls:user. ARGV: user, now.
 _USER_DOWN = b"""
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[2])
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return false end
 local n = redis.call('DECR', KEYS[1])
-if n <= 0 then redis.call('DEL', KEYS[1]) end
+if n <= 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[3], ARGV[2])
+end
 return n
 """
+# KEYS: c:channel, nc:node, nodes. ARGV: user, channel\nuser, node.
 _CHANNEL_UP = b"""
-redis.call('SADD', KEYS[2], ARGV[2])
+if not redis.call('ZSCORE', KEYS[3], ARGV[3]) then return false end
+if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then return 0 end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
+# KEYS: c:channel, nc:node. ARGV: user, channel\nuser.
 _CHANNEL_DOWN = b"""
-redis.call('SREM', KEYS[2], ARGV[2])
+if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return false end
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
 if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return n
 """
-# KEYS[1]: the nodes sorted set. ARGV: key prefix, dead node, now (ms).
-_REAP = b"""
+# KEYS: nodes, nu:node, nc:node. ARGV: node, ttl (ms).
+# Returns {1 when the node was not registered, record sizes, nodes whose score has passed}.
+_HEARTBEAT = (
+    _NOW
+    + b"""
+local fresh = redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+return {fresh, redis.call('SCARD', KEYS[2]), redis.call('SCARD', KEYS[3]), dead}
+"""
+)
+# KEYS: nodes. ARGV: key prefix, node, then users (add) or now and users (remove).
+_RECORD_USERS_ADD = b"""
+local p = ARGV[1]
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end
+local rec = p .. 'nu:' .. ARGV[2]
+local up = {}
+for i = 3, #ARGV do
+  local u = ARGV[i]
+  if redis.call('SADD', rec, u) == 1 and redis.call('INCR', p .. 'u:' .. u) == 1 then
+    table.insert(up, u)
+  end
+end
+return up
+"""
+_RECORD_USERS_REMOVE = b"""
+local p = ARGV[1]
+local rec = p .. 'nu:' .. ARGV[2]
+local off = {}
+for i = 4, #ARGV do
+  local u = ARGV[i]
+  if redis.call('SREM', rec, u) == 1 then
+    local n = redis.call('DECR', p .. 'u:' .. u)
+    if n <= 0 then
+      redis.call('DEL', p .. 'u:' .. u)
+      redis.call('SET', p .. 'ls:' .. u, ARGV[3])
+      table.insert(off, u)
+    end
+  end
+end
+return off
+"""
+_RECORD_PAIRS_ADD = b"""
+local p = ARGV[1]
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end
+local rec = p .. 'nc:' .. ARGV[2]
+local up = {}
+for i = 3, #ARGV do
+  local m = ARGV[i]
+  if redis.call('SADD', rec, m) == 1 then
+    local cut = string.find(m, '\\n', 1, true)
+    local key = p .. 'c:' .. string.sub(m, 1, cut - 1)
+    if redis.call('HINCRBY', key, string.sub(m, cut + 1), 1) == 1 then table.insert(up, m) end
+  end
+end
+return up
+"""
+_RECORD_PAIRS_REMOVE = b"""
+local p = ARGV[1]
+local rec = p .. 'nc:' .. ARGV[2]
+local left = {}
+for i = 4, #ARGV do
+  local m = ARGV[i]
+  if redis.call('SREM', rec, m) == 1 then
+    local cut = string.find(m, '\\n', 1, true)
+    local key = p .. 'c:' .. string.sub(m, 1, cut - 1)
+    local u = string.sub(m, cut + 1)
+    local n = redis.call('HINCRBY', key, u, -1)
+    if n <= 0 then
+      redis.call('HDEL', key, u)
+      table.insert(left, m)
+    end
+  end
+end
+return left
+"""
+# KEYS[1]: the nodes sorted set. ARGV: key prefix, dead node.
+# The node's score is read again here, against Redis TIME: a node that refreshed since the
+# caller saw it expired (it came back from a pause) is not reaped on that stale read.
+_REAP = (
+    _NOW
+    + b"""
 local p = ARGV[1]
 local node = ARGV[2]
-if redis.call('ZREM', KEYS[1], node) == 0 then return false end
+local score = redis.call('ZSCORE', KEYS[1], node)
+if not score or tonumber(score) > now then return false end
+redis.call('ZREM', KEYS[1], node)
 local off = {}
 for _, u in ipairs(redis.call('SMEMBERS', p .. 'nu:' .. node)) do
   local n = redis.call('DECR', p .. 'u:' .. u)
   if n <= 0 then
     redis.call('DEL', p .. 'u:' .. u)
-    redis.call('SET', p .. 'ls:' .. u, ARGV[3])
+    redis.call('SET', p .. 'ls:' .. u, string.format('%.0f', now))
     table.insert(off, u)
   end
 end
@@ -174,6 +331,7 @@ end
 redis.call('DEL', p .. 'nu:' .. node, p .. 'nc:' .. node)
 return {off, left}
 """
+)
 
 
 class RedisPresence:
@@ -192,25 +350,25 @@ class RedisPresence:
         return await self._redis.script(script, keys, args)
 
     async def user_up(self, user: str) -> bool:
-        count = await self._run(
-            _USER_UP, [self._k("u:", user), self._k("nu:", self._node)], [user.encode()]
-        )
+        keys = [self._k("u:", user), self._k("nu:", self._node), self._k("nodes")]
+        count = await self._run(_USER_UP, keys, [user.encode(), self._node.encode()])
         return bool(count == 1)
 
     async def user_down(self, user: str, now: int) -> bool:
         keys = [self._k("u:", user), self._k("nu:", self._node), self._k("ls:", user)]
         count = await self._run(_USER_DOWN, keys, [user.encode(), str(now).encode()])
-        return bool(count <= 0)
+        return count is not None and int(count) <= 0
 
     async def channel_up(self, channel: str, user: str) -> bool:
-        keys = [self._k("c:", channel), self._k("nc:", self._node)]
-        count = await self._run(_CHANNEL_UP, keys, [user.encode(), f"{channel}\n{user}".encode()])
+        keys = [self._k("c:", channel), self._k("nc:", self._node), self._k("nodes")]
+        member = f"{channel}\n{user}".encode()
+        count = await self._run(_CHANNEL_UP, keys, [user.encode(), member, self._node.encode()])
         return bool(count == 1)
 
     async def channel_down(self, channel: str, user: str) -> bool:
         keys = [self._k("c:", channel), self._k("nc:", self._node)]
         count = await self._run(_CHANNEL_DOWN, keys, [user.encode(), f"{channel}\n{user}".encode()])
-        return bool(count <= 0)
+        return count is not None and int(count) <= 0
 
     async def statuses(self, users: list[str]) -> dict[str, UserStatus]:
         if not users:
@@ -246,33 +404,78 @@ class RedisPresence:
     async def lost(self) -> bool:
         return await self._redis.call(b"ZSCORE", self._k("nodes"), self._node) is None
 
-    async def sweep(self) -> tuple[list[str], list[tuple[str, str]]]:
+    async def sweep(self) -> Sweep:
         nodes = self._k("nodes")
-        now = _now_ms()
-        await self._redis.call(b"ZADD", nodes, str(now + self._ttl_ms).encode(), self._node)
-        dead = await self._redis.call(b"ZRANGEBYSCORE", nodes, b"-inf", str(now).encode())
-        offline: list[str] = []
-        left: list[tuple[str, str]] = []
+        keys = [nodes, self._k("nu:", self._node), self._k("nc:", self._node)]
+        fresh, users, pairs, dead = await self._run(
+            _HEARTBEAT, keys, [self._node.encode(), str(self._ttl_ms).encode()]
+        )
+        beat = Sweep(registered=not fresh, users=int(users), pairs=int(pairs))
         for node in dead:
-            found = await self._run(_REAP, [nodes], [self._p.encode(), node, str(now).encode()])
+            found = await self._run(_REAP, [nodes], [self._p.encode(), node])
             if not isinstance(found, list):
-                continue  # another node reaped it first
+                continue  # another node reaped it first, or it came back in the meantime
             log.warning(
                 "node %s stopped refreshing its presence; cleared what it held", node.decode()
             )
-            offline += [u.decode() for u in found[0]]
-            for member in found[1]:
-                channel, _, user = member.decode().partition("\n")
-                left.append((channel, user))
-        return offline, left
+            beat.offline += [u.decode() for u in found[0]]
+            beat.left += [_pair(m) for m in found[1]]
+        return beat
+
+    async def recorded(self) -> tuple[set[str], set[tuple[str, str]]]:
+        users, pairs = await asyncio.gather(
+            self._redis.call(b"SMEMBERS", self._k("nu:", self._node)),
+            self._redis.call(b"SMEMBERS", self._k("nc:", self._node)),
+        )
+        return {u.decode() for u in users}, {_pair(m) for m in pairs}
+
+    async def _record(self, script: bytes, extra: list[bytes], items: list[bytes]) -> Any:
+        args = [self._p.encode(), self._node.encode(), *extra, *items]
+        return await self._run(script, [self._k("nodes")], args)
+
+    async def add_users(self, users: list[str]) -> list[str] | None:
+        found = await self._record(_RECORD_USERS_ADD, [], [u.encode() for u in users])
+        return None if found is None else [u.decode() for u in found]
+
+    async def remove_users(self, users: list[str], now: int) -> list[str]:
+        found = await self._record(
+            _RECORD_USERS_REMOVE, [str(now).encode()], [u.encode() for u in users]
+        )
+        return [u.decode() for u in found]
+
+    async def add_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        found = await self._record(_RECORD_PAIRS_ADD, [], [f"{c}\n{u}".encode() for c, u in pairs])
+        return None if found is None else [_pair(m) for m in found]
+
+    async def remove_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        found = await self._record(
+            _RECORD_PAIRS_REMOVE, [b"0"], [f"{c}\n{u}".encode() for c, u in pairs]
+        )
+        return [_pair(m) for m in found]
+
+
+def _pair(member: bytes) -> tuple[str, str]:
+    channel, _, user = member.decode().partition("\n")
+    return channel, user
 
 
 Publish = Callable[[str, bytes], Awaitable[None]]
 Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 
 
+RECONCILE_BATCH = 500
+"""Users or (channel, user) pairs per script call when a node writes its record again."""
+_ERRORS = (Unavailable, ConnectionLost, RespError, OSError, TimeoutError)
+
+
 class PresenceTracker:
-    """Runs the backend off the hot path and publishes the pushes of global transitions."""
+    """Runs the backend off the hot path and publishes the pushes of global transitions.
+
+    It also keeps what this node holds (its online users, its (channel, user) pairs) so that
+    the shared record can be written again when it was lost or disagrees: after this node was
+    reaped (a pause longer than the ttl: a stopped process, a long GC pause, a stalled VM),
+    after Redis forgot everything, or after an update failed.
+    """
 
     def __init__(self, backend: Backend, publish: Publish, spawn: Spawn, *, refresh: float) -> None:
         self.backend = backend
@@ -282,20 +485,30 @@ class PresenceTracker:
         self.audience: Callable[[str], Awaitable[None]] | None = None
         """Told when a user's first subscription to a channel began or their last one ended,
         on any node (video channels show their viewer count)."""
+        self._users: set[str] = set()
+        self._pairs: set[tuple[str, str]] = set()
+        self._suspect = False
+        self._beat_lock = asyncio.Lock()
+        self.reconciles = 0
+        """How many times this node wrote its record again (logged; for tests and operators)."""
 
     # Called synchronously by the hub; the work happens in background tasks. Commands reach
     # Redis in the order these are called (each is one script call on a pipelined connection).
 
     def user_up(self, user: str) -> None:
+        self._users.add(user)
         self._spawn(self._user_up(user))
 
     def user_down(self, user: str) -> None:
+        self._users.discard(user)
         self._spawn(self._user_down(user))
 
     def joined(self, channel: str, user: str) -> None:
+        self._pairs.add((channel, user))
         self._spawn(self._channel(channel, user, up=True))
 
     def left(self, channel: str, user: str) -> None:
+        self._pairs.discard((channel, user))
         self._spawn(self._channel(channel, user, up=False))
 
     async def _user_up(self, user: str) -> None:
@@ -309,8 +522,10 @@ class PresenceTracker:
 
     async def _channel(self, channel: str, user: str, *, up: bool) -> None:
         change = self.backend.channel_up if up else self.backend.channel_down
-        if not await self._guard(change(channel, user)):
-            return
+        if await self._guard(change(channel, user)):
+            await self._channel_push(channel, user, up=up)
+
+    async def _channel_push(self, channel: str, user: str, *, up: bool) -> None:
         if pushes_join_leave(channel):
             await self._join_leave_push(channel, user, up=up)
         elif self.audience is not None:
@@ -319,7 +534,7 @@ class PresenceTracker:
     async def _guard(self, call: Awaitable[bool]) -> bool:
         try:
             return await call
-        except (Unavailable, ConnectionLost, RespError, OSError, TimeoutError) as exc:
+        except _ERRORS as exc:
             log.warning("presence update failed: %s", exc)
             return False
 
@@ -334,34 +549,101 @@ class PresenceTracker:
         await self._publish(channel, payload)
 
     async def resync(self, users: list[str], pairs: list[tuple[str, str]]) -> None:
-        """After a Redis outage: if the shared state lost this node, count its users again."""
+        """After a Redis outage: refresh at once, writing the record again if it was lost.
+
+        ``users`` and ``pairs`` (the hub's view) are what this tracker holds already.
+        """
+        del users, pairs
+        await self._beat(force=False)
+
+    async def _beat(self, *, force: bool) -> None:
+        async with self._beat_lock:
+            try:
+                beat = await self.backend.sweep()
+            except _ERRORS as exc:
+                log.warning("presence sweep failed: %s", exc)
+                return
+            now = _now_ms()
+            for user in beat.offline:
+                await self._status_push(user, UserStatus(False, now))
+            for channel in dict.fromkeys(channel for channel, _ in beat.left):
+                if self.audience is not None and not pushes_join_leave(channel):
+                    await self.audience(channel)
+            for channel, user in beat.left:
+                if pushes_join_leave(channel):
+                    await self._join_leave_push(channel, user, up=False)
+            differs = beat.users >= 0 and (
+                beat.users != len(self._users) or beat.pairs != len(self._pairs)
+            )
+            # A count can differ for a moment while updates are on their way; one that still
+            # differs a refresh later is real. A node that was not registered holds nothing.
+            if force or not beat.registered or (differs and self._suspect):
+                self._suspect = False
+                await self._reconcile(registered=beat.registered)
+            else:
+                self._suspect = differs
+
+    async def _reconcile(self, *, registered: bool) -> None:
+        """Make this node's shared record what this node holds: add what is missing, remove
+        what it no longer holds, in batches; publish the transitions that causes."""
+        self.reconciles += 1
+        log.warning(
+            "presence record of this node %s; writing %d users and %d channel memberships again",
+            "was lost (paused longer than the ttl, or Redis forgot it)"
+            if not registered
+            else "disagrees with what it holds",
+            len(self._users),
+            len(self._pairs),
+        )
         try:
-            lost = await self.backend.lost()
-        except (Unavailable, ConnectionLost, RespError, OSError, TimeoutError) as exc:
-            log.warning("presence resync failed: %s", exc)
-            return
-        if not lost:
-            return
-        log.warning("presence state lost in Redis; registering %d users again", len(users))
-        for user in users:
-            self.user_up(user)
+            users, pairs = await self.backend.recorded()
+            add = [u for u in self._users if u not in users]
+            remove = [u for u in users if u not in self._users]
+            for batch in _batches(add):
+                # Checked again at the moment of sending: what changed meanwhile is not undone.
+                came = await self.backend.add_users([u for u in batch if u in self._users])
+                if came is None:
+                    return  # reaped again in the meantime: the next beat starts over
+                for user in came:
+                    await self._status_push(user, UserStatus(True, None))
+            for batch in _batches(remove):
+                now = _now_ms()
+                gone = await self.backend.remove_users(
+                    [u for u in batch if u not in self._users], now
+                )
+                for user in gone:
+                    await self._status_push(user, UserStatus(False, now))
+            add_pairs = [m for m in self._pairs if m not in pairs]
+            remove_pairs = [m for m in pairs if m not in self._pairs]
+            for pair_batch in _batches(add_pairs):
+                joined = await self.backend.add_pairs([m for m in pair_batch if m in self._pairs])
+                if joined is None:
+                    return
+                await self._channel_pushes(joined, up=True)
+            for pair_batch in _batches(remove_pairs):
+                left = await self.backend.remove_pairs(
+                    [m for m in pair_batch if m not in self._pairs]
+                )
+                await self._channel_pushes(left, up=False)
+        except _ERRORS as exc:
+            log.warning("presence reconcile failed (tried again on the next refresh): %s", exc)
+            self._suspect = True
+
+    async def _channel_pushes(self, pairs: list[tuple[str, str]], *, up: bool) -> None:
         for channel, user in pairs:
-            self.joined(channel, user)
+            if pushes_join_leave(channel):
+                await self._join_leave_push(channel, user, up=up)
+        if self.audience is not None:
+            for channel in dict.fromkeys(c for c, _ in pairs if not pushes_join_leave(c)):
+                await self.audience(channel)
 
     async def run(self) -> None:
         """Refresh this node's liveness and clear what dead nodes left behind, forever."""
         while True:
-            try:
-                offline, left = await self.backend.sweep()
-            except (Unavailable, ConnectionLost, RespError, OSError, TimeoutError) as exc:
-                log.warning("presence sweep failed: %s", exc)
-            else:
-                now = _now_ms()
-                for user in offline:
-                    await self._status_push(user, UserStatus(False, now))
-                for channel, user in left:
-                    if pushes_join_leave(channel):
-                        await self._join_leave_push(channel, user, up=False)
-                    elif self.audience is not None:
-                        await self.audience(channel)
+            await self._beat(force=False)
             await asyncio.sleep(self._refresh)
+
+
+def _batches(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), RECONCILE_BATCH):
+        yield items[start : start + RECONCILE_BATCH]
