@@ -11,10 +11,25 @@ last node); only then is a push published:
 
 ``LocalPresence`` keeps the state in this process (the single-node default). ``RedisPresence``
 keeps counters in Redis, written by small Lua scripts; every node also keeps a liveness entry
-(refreshed every ``refresh`` seconds, expiring after ``ttl``) and a record of what it added. When
-a node dies, the first other node to notice its expired entry removes everything that node had
-added and publishes the resulting offline and leave pushes, so a crashed node leaves no ghosts
-for longer than ``ttl + refresh`` seconds.
+(refreshed every ``refresh`` seconds, expiring after ``ttl``, scored with Redis TIME) and a
+record of what it added. When a node dies, the first other node to notice its expired entry
+removes everything that node had added and publishes the resulting offline and leave pushes, so
+a crashed node leaves no ghosts for longer than ``ttl + refresh`` seconds.
+
+A node that was only paused (a stopped process, a long GC pause, a stalled VM) comes back to
+find itself reaped. Three rules keep its stale view from outvoting the live one:
+
+- a script changes a counter only when it changed this node's own record entry (SADD/SREM
+  returned 1), so a node can only take back what it added itself, once: its sockets that close
+  after the pause change nothing for users it no longer holds in Redis;
+- adds are refused while the node is not registered, and the reaper checks the node's score
+  against Redis TIME inside its script, so a node that refreshed in the meantime is not reaped
+  on a stale read;
+- every heartbeat reports whether the node was registered and how big its record is; when it
+  was not (or the sizes disagree with what the node holds on two heartbeats running), the node
+  writes its record again from what it holds, in batches of ``RECONCILE_BATCH``, adding what is
+  missing and removing what it no longer holds, and publishes the pushes that causes.
+  Presence is whole again one refresh after the node resumes.
 """
 
 from __future__ import annotations
@@ -554,9 +569,9 @@ class PresenceTracker:
         ``users`` and ``pairs`` (the hub's view) are what this tracker holds already.
         """
         del users, pairs
-        await self._beat(force=False)
+        await self._beat()
 
-    async def _beat(self, *, force: bool) -> None:
+    async def _beat(self) -> None:
         async with self._beat_lock:
             try:
                 beat = await self.backend.sweep()
@@ -577,7 +592,7 @@ class PresenceTracker:
             )
             # A count can differ for a moment while updates are on their way; one that still
             # differs a refresh later is real. A node that was not registered holds nothing.
-            if force or not beat.registered or (differs and self._suspect):
+            if not beat.registered or (differs and self._suspect):
                 self._suspect = False
                 await self._reconcile(registered=beat.registered)
             else:
@@ -586,19 +601,26 @@ class PresenceTracker:
     async def _reconcile(self, *, registered: bool) -> None:
         """Make this node's shared record what this node holds: add what is missing, remove
         what it no longer holds, in batches; publish the transitions that causes."""
-        self.reconciles += 1
-        log.warning(
-            "presence record of this node %s; writing %d users and %d channel memberships again",
-            "was lost (paused longer than the ttl, or Redis forgot it)"
-            if not registered
-            else "disagrees with what it holds",
-            len(self._users),
-            len(self._pairs),
-        )
         try:
             users, pairs = await self.backend.recorded()
             add = [u for u in self._users if u not in users]
             remove = [u for u in users if u not in self._users]
+            add_pairs = [m for m in self._pairs if m not in pairs]
+            remove_pairs = [m for m in pairs if m not in self._pairs]
+            if not (add or remove or add_pairs or remove_pairs):
+                return  # a node starting, or updates that were on their way
+            self.reconciles += 1
+            log.warning(
+                "presence record of this node %s: adding %d users and %d channel memberships,"
+                " removing %d and %d",
+                "was lost (paused longer than the ttl, or Redis forgot it)"
+                if not registered
+                else "disagreed with what it holds",
+                len(add),
+                len(add_pairs),
+                len(remove),
+                len(remove_pairs),
+            )
             for batch in _batches(add):
                 # Checked again at the moment of sending: what changed meanwhile is not undone.
                 came = await self.backend.add_users([u for u in batch if u in self._users])
@@ -613,8 +635,6 @@ class PresenceTracker:
                 )
                 for user in gone:
                     await self._status_push(user, UserStatus(False, now))
-            add_pairs = [m for m in self._pairs if m not in pairs]
-            remove_pairs = [m for m in pairs if m not in self._pairs]
             for pair_batch in _batches(add_pairs):
                 joined = await self.backend.add_pairs([m for m in pair_batch if m in self._pairs])
                 if joined is None:
@@ -640,7 +660,7 @@ class PresenceTracker:
     async def run(self) -> None:
         """Refresh this node's liveness and clear what dead nodes left behind, forever."""
         while True:
-            await self._beat(force=False)
+            await self._beat()
             await asyncio.sleep(self._refresh)
 
 
