@@ -321,7 +321,8 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         Endpoint(
             "POST",
             "/v1/auth/logout",
-            "End a session: the refresh token's if given, else the access token's",
+            "End a session: the refresh token's if given, else the access token's (one "
+            "without a session: 400 `invalid_params`)",
             {200: "LoggedOut"},
             (400, 401, 413, 429, 503),
             auth=False,
@@ -506,7 +507,8 @@ def document(settings: Settings) -> dict[str, Any]:
             "title": "Moosic Gateway",
             "version": "1",
             "description": "REST endpoints of the Moosic Gateway; the WebSocket protocol and "
-            "every error code are described in docs/protocol.md.",
+            "every error code are described in docs/protocol.md. Integers in JSON bodies are "
+            "written without a fraction (`16`, not `16.0`: `invalid_params`).",
         },
         "paths": paths,
         "components": {

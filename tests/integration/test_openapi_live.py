@@ -42,7 +42,7 @@ from tests.conftest import JWT_SECRET, PASSWORD
 from tests.integration.test_ws import token_for
 from tests.support.servers import GatewayNode
 
-EXAMPLES = 30
+EXAMPLES = 25
 NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "429"]
 CHECKS = [
     not_a_server_error,
