@@ -112,6 +112,7 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
         "MOOSIC_REDIS_PREFIX": f"b{uuid.uuid4().hex[:8]}:",
         "MOOSIC_LOG_LEVEL": "WARNING",
         "MOOSIC_RATE_LIMITS": "off",
+        "MOOSIC_HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS": "0",  # every socket from one address
         "MOOSIC_VIDEO_READY_ON_CREATE": "1",
         "MOOSIC_FEED_FANOUT_THRESHOLD": str(args.threshold),
         "MOOSIC_MEDIA_DIR": str(folder / "media"),

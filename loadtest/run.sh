@@ -126,6 +126,9 @@ if "$APP_PY" -c 'import sys; from gateway.settings import FIELDS; sys.exit("RATE
     [[ ",$SCENARIOS," == *,flood,* ]] && LIMITS="$LIMITS,like=off,unlike=off"
     EXTRA_ENV+=("MOOSIC_RATE_LIMITS=$LIMITS")
 fi
+if "$APP_PY" -c 'import sys; from gateway.settings import FIELDS; sys.exit("HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS" not in FIELDS)' 2>/dev/null; then
+    EXTRA_ENV+=("MOOSIC_HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS=0")  # a reconnect storm's handshakes
+fi
 # The flood and viral users make ready videos with POST /v1/videos (no media pipeline here).
 if [[ ",$SCENARIOS," == *,flood,* || ",$SCENARIOS," == *,viral,* ]]; then
     EXTRA_ENV+=("MOOSIC_VIDEO_READY_ON_CREATE=1")

@@ -55,6 +55,7 @@ def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayNod
         "MOOSIC_SCRYPT_N": "1024",
         "MOOSIC_LOG_LEVEL": "WARNING",
         "MOOSIC_RATE_LIMITS": "off",  # thousands of sockets and requests from one address
+        "MOOSIC_HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS": "0",  # and their handshakes at once
         "MOOSIC_VIDEO_READY_ON_CREATE": "1",
         "MOOSIC_MEDIA_DIR": str(tmp_path / "media"),
     }

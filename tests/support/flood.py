@@ -57,7 +57,7 @@ class FloodSocket(asyncio.Protocol):
         cls, host: str, port: int, token: str, *, keep: frozenset[str] = frozenset()
     ) -> FloodSocket:
         loop = asyncio.get_running_loop()
-        _transport, sock = await loop.create_connection(lambda: cls(keep), host, port)
+        transport, sock = await loop.create_connection(lambda: cls(keep), host, port)
         key = base64.b64encode(os.urandom(16)).decode()
         sock._write(
             (
@@ -66,8 +66,12 @@ class FloodSocket(asyncio.Protocol):
                 f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
             ).encode()
         )
-        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-            await sock._upgraded
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await sock._upgraded
+        except BaseException:
+            transport.close()  # a refused handshake leaves no open socket behind
+            raise
         return sock
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

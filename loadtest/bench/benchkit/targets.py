@@ -85,6 +85,9 @@ def _moosic(layout: Layout, node: NodeSpec) -> Launch:
         # Publishers here send far faster than a person may (publish=200/40s by default) and
         # the peers have no limits: measure the fan-out, not the rate limiter's refusals.
         "MOOSIC_RATE_LIMITS": "off",
+        # Every client socket comes from 127.0.0.1: the per-address cap of connections not yet
+        # signed in would refuse a connection storm's handshakes, which real users spread out.
+        "MOOSIC_HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS": "0",
     }
     return [str(layout.repo / ".venv" / "bin" / "python"), "-m", "gateway"], env, layout.repo
 
