@@ -474,12 +474,7 @@ class Hub:
                 state.filling = True
                 self.spawn(self._fill_gap(channel, state, wait=0.0))
         if self.presence is not None:
-            pairs = [
-                (channel, user)
-                for channel, state in self._channels.items()
-                for user in (state.users or ())
-            ]
-            self.spawn(self.presence.resync(list(self._members), pairs))
+            self.spawn(self.presence.resync())
 
     def _on_control(self, payload: bytes) -> None:
         try:

@@ -86,10 +86,6 @@ class Backend(Protocol):
         """Keep this node alive, clear dead nodes, and say how this node's record looks."""
         ...
 
-    async def lost(self) -> bool:
-        """Tell whether the shared state forgot this node (Redis restarted, or it was reaped)."""
-        ...
-
     async def recorded(self) -> tuple[set[str], set[tuple[str, str]]]:
         """This node's record in the shared state: its users and (channel, user) pairs."""
         ...
@@ -166,9 +162,6 @@ class LocalPresence:
     async def sweep(self) -> Sweep:
         return Sweep()
 
-    async def lost(self) -> bool:
-        return False
-
     async def recorded(self) -> tuple[set[str], set[tuple[str, str]]]:
         pairs = {(c, u) for c, users in self._channels.items() for u in users}
         return set(self._online), pairs
@@ -207,35 +200,6 @@ class LocalPresence:
 _NOW = b"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-# KEYS: u:user, nu:node, nodes. ARGV: user, node.
-_USER_UP = b"""
-if not redis.call('ZSCORE', KEYS[3], ARGV[2]) then return false end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-return redis.call('INCR', KEYS[1])
-"""
-# KEYS: u:user, nu:node, ls:user. ARGV: user, now.
-_USER_DOWN = b"""
-if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return false end
-local n = redis.call('DECR', KEYS[1])
-if n <= 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[3], ARGV[2])
-end
-return n
-"""
-# KEYS: c:channel, nc:node, nodes. ARGV: user, channel\nuser, node.
-_CHANNEL_UP = b"""
-if not redis.call('ZSCORE', KEYS[3], ARGV[3]) then return false end
-if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then return 0 end
-return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-"""
-# KEYS: c:channel, nc:node. ARGV: user, channel\nuser.
-_CHANNEL_DOWN = b"""
-if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return false end
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return n
 """
 # KEYS: nodes, nu:node, nc:node. ARGV: node, ttl (ms).
 # Returns {1 when the node was not registered, record sizes, nodes whose score has passed}.
@@ -297,7 +261,7 @@ _RECORD_PAIRS_REMOVE = b"""
 local p = ARGV[1]
 local rec = p .. 'nc:' .. ARGV[2]
 local left = {}
-for i = 4, #ARGV do
+for i = 3, #ARGV do
   local m = ARGV[i]
   if redis.call('SREM', rec, m) == 1 then
     local cut = string.find(m, '\\n', 1, true)
@@ -364,26 +328,19 @@ class RedisPresence:
     async def _run(self, script: bytes, keys: list[bytes], args: list[bytes]) -> Any:
         return await self._redis.script(script, keys, args)
 
+    # One connection's change is a batch of one: the same script, so one rule for counting.
+
     async def user_up(self, user: str) -> bool:
-        keys = [self._k("u:", user), self._k("nu:", self._node), self._k("nodes")]
-        count = await self._run(_USER_UP, keys, [user.encode(), self._node.encode()])
-        return bool(count == 1)
+        return bool(await self.add_users([user]))
 
     async def user_down(self, user: str, now: int) -> bool:
-        keys = [self._k("u:", user), self._k("nu:", self._node), self._k("ls:", user)]
-        count = await self._run(_USER_DOWN, keys, [user.encode(), str(now).encode()])
-        return count is not None and int(count) <= 0
+        return bool(await self.remove_users([user], now))
 
     async def channel_up(self, channel: str, user: str) -> bool:
-        keys = [self._k("c:", channel), self._k("nc:", self._node), self._k("nodes")]
-        member = f"{channel}\n{user}".encode()
-        count = await self._run(_CHANNEL_UP, keys, [user.encode(), member, self._node.encode()])
-        return bool(count == 1)
+        return bool(await self.add_pairs([(channel, user)]))
 
     async def channel_down(self, channel: str, user: str) -> bool:
-        keys = [self._k("c:", channel), self._k("nc:", self._node)]
-        count = await self._run(_CHANNEL_DOWN, keys, [user.encode(), f"{channel}\n{user}".encode()])
-        return count is not None and int(count) <= 0
+        return bool(await self.remove_pairs([(channel, user)]))
 
     async def statuses(self, users: list[str]) -> dict[str, UserStatus]:
         if not users:
@@ -415,9 +372,6 @@ class RedisPresence:
         else:
             names = await self._redis.call(b"HKEYS", key)
         return sorted(n.decode() for n in names)[:limit], int(total)
-
-    async def lost(self) -> bool:
-        return await self._redis.call(b"ZSCORE", self._k("nodes"), self._node) is None
 
     async def sweep(self) -> Sweep:
         nodes = self._k("nodes")
@@ -464,7 +418,7 @@ class RedisPresence:
 
     async def remove_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         found = await self._record(
-            _RECORD_PAIRS_REMOVE, [b"0"], [f"{c}\n{u}".encode() for c, u in pairs]
+            _RECORD_PAIRS_REMOVE, [], [f"{c}\n{u}".encode() for c, u in pairs]
         )
         return [_pair(m) for m in found]
 
@@ -538,13 +492,7 @@ class PresenceTracker:
     async def _channel(self, channel: str, user: str, *, up: bool) -> None:
         change = self.backend.channel_up if up else self.backend.channel_down
         if await self._guard(change(channel, user)):
-            await self._channel_push(channel, user, up=up)
-
-    async def _channel_push(self, channel: str, user: str, *, up: bool) -> None:
-        if pushes_join_leave(channel):
-            await self._join_leave_push(channel, user, up=up)
-        elif self.audience is not None:
-            await self.audience(channel)
+            await self._channel_pushes([(channel, user)], up=up)
 
     async def _guard(self, call: Awaitable[bool]) -> bool:
         try:
@@ -563,12 +511,8 @@ class PresenceTracker:
         payload = orjson.dumps({"op": "join" if up else "leave", "channel": channel, "user": user})
         await self._publish(channel, payload)
 
-    async def resync(self, users: list[str], pairs: list[tuple[str, str]]) -> None:
-        """After a Redis outage: refresh at once, writing the record again if it was lost.
-
-        ``users`` and ``pairs`` (the hub's view) are what this tracker holds already.
-        """
-        del users, pairs
+    async def resync(self) -> None:
+        """After a Redis outage: refresh at once, writing the record again if it was lost."""
         await self._beat()
 
     async def _beat(self) -> None:
@@ -581,12 +525,7 @@ class PresenceTracker:
             now = _now_ms()
             for user in beat.offline:
                 await self._status_push(user, UserStatus(False, now))
-            for channel in dict.fromkeys(channel for channel, _ in beat.left):
-                if self.audience is not None and not pushes_join_leave(channel):
-                    await self.audience(channel)
-            for channel, user in beat.left:
-                if pushes_join_leave(channel):
-                    await self._join_leave_push(channel, user, up=False)
+            await self._channel_pushes(beat.left, up=False)
             differs = beat.users >= 0 and (
                 beat.users != len(self._users) or beat.pairs != len(self._pairs)
             )
