@@ -29,6 +29,18 @@ class Verdict:
     reason: str
 
 
+def in_networks(
+    host: str | ipaddress.IPv4Address | ipaddress.IPv6Address, networks: tuple[IPNetwork, ...]
+) -> bool:
+    """Whether ``host`` (an address, or its text) is in one of ``networks``; a name is not."""
+    if isinstance(host, str):
+        try:
+            host = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+    return any(host in net for net in networks)
+
+
 class CountryGate:
     """Decide per request; stateless apart from its settings."""
 
@@ -44,7 +56,7 @@ class CountryGate:
         self._allow_local = allow_local
 
     def _trusted_peer(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(address in net for net in self._trusted)
+        return in_networks(address, self._trusted)
 
     def client_address(self, peer: str | None, headers: Mapping[str, str]) -> str:
         """Return the client's address: the peer, or the last untrusted X-Forwarded-For hop."""

@@ -28,6 +28,12 @@ class Metrics:
     rate_limited: int = 0
     rate_limit_fallbacks: int = 0
     ws_auth_closes: int = 0
+    http_client_disconnects: int = 0
+    http_bad_requests: int = 0
+    http_body_timeouts: int = 0
+    http_header_timeouts: int = 0
+    http_connections_refused: int = 0
+    http_connections_shed: int = 0
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     counters: dict[str, Callable[[], float]] = field(default_factory=dict)
     """Counters kept elsewhere (handlers), read when scraped."""

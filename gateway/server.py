@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import resource
 from collections import OrderedDict
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -52,6 +50,7 @@ from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
 from gateway.errors import error_response, json_response
+from gateway.geo import in_networks
 from gateway.keys import METRICS, SETTINGS
 from gateway.metrics import Metrics
 from gateway.security import IDENTITY, SECURITY_HEADERS
@@ -75,19 +74,6 @@ REFUSED_LINGER = 1.0
 """Seconds a refused connection stays open after its answer (so the answer is read, not reset)."""
 WARN_EVERY = 10.0
 """Seconds between two warnings about refused or shed connections."""
-
-
-@dataclass(slots=True)
-class HttpStats:
-    client_disconnects: int = 0
-    bad_requests: int = 0
-    body_timeouts: int = 0
-    header_timeouts: int = 0
-    connections_refused: int = 0
-    connections_shed: int = 0
-
-
-HTTP_STATS = web.AppKey("http_stats", HttpStats)
 
 
 class BodyTimeoutError(OpError):
@@ -122,13 +108,13 @@ class ConnectionGuard:
         max_per_address: int,
         fd_reserve: int,
         trusted: tuple[IPNetwork, ...],
-        stats: HttpStats,
+        metrics: Metrics,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.max_per_address = max_per_address
         self.fd_reserve = fd_reserve
         self._trusted = trusted
-        self.stats = stats
+        self.metrics = metrics
         self._loop = loop
         self._unauthenticated: OrderedDict[GatewayRequestHandler, str] = OrderedDict()
         """Oldest first."""
@@ -138,6 +124,8 @@ class ConnectionGuard:
         self._since_sample = 0
         self._warned_at = -1e9
         self._proc_fd = os.path.isdir("/proc/self/fd")
+        self._threshold = self._fd_threshold()
+        """Read once: the process's descriptor limit does not change while it serves."""
 
     @property
     def unauthenticated(self) -> int:
@@ -147,14 +135,8 @@ class ConnectionGuard:
     def open_fds(self) -> int:
         return self._fd_sample + self._since_sample
 
-    def _is_trusted(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in net for net in self._trusted)
-
     def _fd_threshold(self) -> int | None:
+        """Descriptors open at which connections are shed or refused (None: no line)."""
         if self.fd_reserve <= 0 or not self._proc_fd:
             return None
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -178,20 +160,20 @@ class ConnectionGuard:
         if (
             self.max_per_address > 0
             and self._per_address.get(host, 0) >= self.max_per_address
-            and not self._is_trusted(host)
+            and not in_networks(host, self._trusted)
         ):
-            self.stats.connections_refused += 1
+            self.metrics.http_connections_refused += 1
             self._warn(
                 "refusing connections from %s: %d open without signing in",
                 host,
                 self.max_per_address,
             )
             return TOO_MANY_CONNECTIONS
-        threshold = self._fd_threshold()
+        threshold = self._threshold
         if threshold is not None:
             fds = self._fds(threshold)
             if fds >= threshold and not self._shed(fds - threshold + 1):
-                self.stats.connections_refused += 1
+                self.metrics.http_connections_refused += 1
                 self._warn("refusing a connection: %d descriptors open (line %d)", fds, threshold)
                 return SERVER_BUSY
             self._since_sample += 1
@@ -207,13 +189,13 @@ class ConnectionGuard:
             self.release(victim)
             victim.force_close()
         self._since_sample -= len(victims)
-        self.stats.connections_shed += len(victims)
+        self.metrics.http_connections_shed += len(victims)
         if victims:
             self._warn(
                 "descriptors near RLIMIT_NOFILE - MOOSIC_FD_RESERVE: closed %d unauthenticated "
                 "connections (%d shed so far)",
                 len(victims),
-                self.stats.connections_shed,
+                self.metrics.http_connections_shed,
             )
         return len(victims) >= count
 
@@ -317,7 +299,7 @@ class GatewayRequestHandler(RequestHandler):
             and self._loop.time() >= self._next_keepalive_close_time
             and self.transport is not None
         ):
-            self._guard.stats.header_timeouts += 1
+            self._guard.metrics.http_header_timeouts += 1
             self.transport.write(
                 raw_answer(REQUEST_TIMEOUT, "the request headers did not arrive in time")
             )
@@ -339,7 +321,7 @@ class GatewayRequestHandler(RequestHandler):
         body = self._body
         if body is not None and not body.is_eof() and body.exception() is None:
             # Left mid-body (the handler may not have started yet): fail the body at once.
-            self._guard.stats.client_disconnects += 1
+            self._guard.metrics.http_client_disconnects += 1
             log.info("client %s left in the middle of a request body", self._peer_host())
             body.set_exception(ConnectionResetError("the client left mid-body"))
         self._body = None
@@ -361,7 +343,7 @@ class GatewayRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was sent already")
         if status == 400:
-            self._guard.stats.bad_requests += 1
+            self._guard.metrics.http_bad_requests += 1
             # The exception's text quotes the input (a header line can be a token): only its type.
             log.debug(
                 "unparsable request from %s: %s", request.remote, type(exc).__name__ if exc else ""
@@ -414,7 +396,7 @@ class GatewayRunner(web.AppRunner):
             max_per_address=settings.http_max_unauthenticated_per_address,
             fd_reserve=settings.fd_reserve,
             trusted=settings.trusted_proxies,
-            stats=app[HTTP_STATS],
+            metrics=app[METRICS],
             loop=loop,
         )
         metrics = app[METRICS]
@@ -484,7 +466,7 @@ def _protocol(request: web.Request) -> GatewayRequestHandler | None:
 async def http_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Body size from ``Content-Length``, the body's pace, and clients that leave mid-body."""
     settings = request.app[SETTINGS]
-    stats = request.app[HTTP_STATS]
+    metrics = request.app[METRICS]
     protocol = _protocol(request)
     if protocol is not None and IDENTITY in request:
         protocol.signed_in()  # the limits middleware verified its token
@@ -500,7 +482,7 @@ async def http_limits(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except BodyTimeoutError as exc:
-        stats.body_timeouts += 1
+        metrics.http_body_timeouts += 1
         if protocol is not None:
             protocol.drop_after_answer()
         return error_response(exc)
@@ -513,7 +495,7 @@ async def http_limits(request: web.Request, handler: Handler) -> web.StreamRespo
             protocol.drop_after_answer()
         if gone:  # counted and logged when the connection was lost; this answer is not sent
             return error_response(OpError(BAD_REQUEST, "the connection closed mid-request"))
-        stats.bad_requests += 1
+        metrics.http_bad_requests += 1
         log.info("malformed body from %s: %s", request.remote, type(exc).__name__)
         return error_response(OpError(BAD_REQUEST, "the request body is malformed"))
     finally:
@@ -522,17 +504,8 @@ async def http_limits(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def setup(app: web.Application) -> None:
-    """Add :func:`http_limits` (innermost middleware) and the HTTP counters."""
-    stats = HttpStats()
-    app[HTTP_STATS] = stats
+    """Add :func:`http_limits` (the innermost middleware)."""
     app.middlewares.append(http_limits)
-    counters = app[METRICS].counters
-    counters["http_client_disconnects"] = lambda: stats.client_disconnects
-    counters["http_bad_requests"] = lambda: stats.bad_requests
-    counters["http_body_timeouts"] = lambda: stats.body_timeouts
-    counters["http_header_timeouts"] = lambda: stats.header_timeouts
-    counters["http_connections_refused"] = lambda: stats.connections_refused
-    counters["http_connections_shed"] = lambda: stats.connections_shed
 
 
 # -- running -------------------------------------------------------------------------------------
