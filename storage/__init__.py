@@ -8,6 +8,7 @@ Map of the package:
   ``base.Store``).
 - ``sqlite``: the embedded single-node default (one SQLite file in WAL mode).
 - ``sqlite_videos``: the SQLite side of ``VideoStore`` (a mixin of ``sqlite.SQLiteStore``).
+- ``sqlite_commit``: group commit, the queue that writes appends and likes in batches.
 - ``sqlite_health``: whether the SQLite store can keep writes (its files, its errors), and
   the checks before it opens.
 - ``dynamodb``: the AWS backend (DynamoDB tables, optional DAX reads); see ``docs/storage.md``.

@@ -40,18 +40,20 @@ from storage.base import (
 from storage.conversations import dm_users, group_channel, is_conversation, list_key
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import IdGenerator
+from storage.sqlite_commit import GroupCommit
 from storage.sqlite_follows import FOLLOW_SCHEMA, SQLiteFollows
 from storage.sqlite_health import (
     CHECK_INTERVAL,
     HEALTH_SCHEMA,
     Health,
     check_files,
-    fail_waiters,
     submit,
 )
 from storage.sqlite_videos import VIDEO_SCHEMA, SQLiteVideos
 
 T = TypeVar("T")
+I = TypeVar("I")
+R = TypeVar("R")
 log = logging.getLogger("storage.sqlite")
 CONNECT_ATTEMPTS = 20
 """Tries to open a file another process is initialising at the same moment (about 10 s)."""
@@ -192,10 +194,9 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
         self._room.set()
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        self._appends: list[
-            tuple[tuple[str, str, bytes, str | None], asyncio.Future[AppendResult]]
-        ] = []
-        self._appending = False
+        self._appends: GroupCommit[tuple[str, str, bytes, str | None], AppendResult] = GroupCommit(
+            self._batch(self._append_batch)
+        )
         self._health = Health(self._path)
         self._watcher: asyncio.Task[None] | None = None
         self._init_videos()
@@ -354,63 +355,30 @@ class SQLiteStore(SQLiteVideos, SQLiteFollows):
     async def append(
         self, channel: str, sender: str, data: bytes, client_msg_id: str | None
     ) -> AppendResult:
-        """Queue the append; queued appends are written together, in order, in one transaction.
+        """Queue the append; queued appends are written together, in order, in one transaction
+        (group commit, :mod:`storage.sqlite_commit`)."""
+        return await self._queued(self._appends, (channel, sender, data, client_msg_id))
 
-        Group commit: while the store's thread writes one batch, new appends queue up and go
-        into the next, so under load one thread hop and one commit serve many messages.
-        """
+    async def _queued(self, commit: GroupCommit[I, R], item: I) -> R:
+        """Write ``item`` through a group commit, under the same bound and health rules as
+        every other call."""
         if self._executor is None:
             raise Unavailable("the SQLite store is not open")
         if self._health.reason is not None:
             raise self._health.refuse()
         await self._enter()
         try:
-            future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-            self._appends.append(((channel, sender, data, client_msg_id), future))
-            if not self._appending:
-                self._write_appends()
-            return await future
+            return await commit.write(item)
         finally:
             self._leave()
 
-    def _write_appends(self) -> None:
-        """Hand every queued append to the store's thread as one batch (on the event loop)."""
-        batch, self._appends = self._appends, []
-        if not batch:
-            return
-        items = [item for item, _ in batch]
-        done = submit(
-            self._executor, lambda: self._guarded(lambda: self._append_batch(items), verify=True)
+    def _batch(
+        self, write: Callable[[list[I]], list[R | BaseException]]
+    ) -> Callable[[list[I]], asyncio.Future[list[R | BaseException]] | None]:
+        """How a group commit hands a batch to the store's thread (None: the thread is gone)."""
+        return lambda items: submit(
+            self._executor, lambda: self._guarded(lambda: write(items), verify=True)
         )
-        if done is None:
-            fail_waiters([future for _item, future in batch])
-            return
-        self._appending = True
-
-        def finished(results: asyncio.Future[list[AppendResult | BaseException]]) -> None:
-            self._appending = False
-            error: BaseException | None = (
-                Unavailable("the SQLite store is not open")
-                if results.cancelled()
-                else results.exception()
-            )
-            for index, (_item, future) in enumerate(batch):
-                if future.done():
-                    continue
-                if error is not None:
-                    failure = error
-                    if isinstance(error, sqlite3.OperationalError):
-                        failure = Unavailable(f"SQLite: {error}")
-                    future.set_exception(failure)
-                    continue
-                outcome = results.result()[index]
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-            self._write_appends()
-
-        done.add_done_callback(finished)
 
     def _append_batch(
         self, items: list[tuple[str, str, bytes, str | None]]

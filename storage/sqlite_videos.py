@@ -14,17 +14,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from storage.errors import Unavailable
-from storage.sqlite_health import fail_waiters, submit
+from storage.sqlite_commit import GroupCommit
 from storage.videos import Comment, CommentResult, Video, VideoCounts, VideoStatus
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
-
     from storage.ids import IdGenerator
-    from storage.sqlite_health import Health
 
 T = TypeVar("T")
+I = TypeVar("I")
+R = TypeVar("R")
 
 VIDEO_SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -100,23 +98,19 @@ class SQLiteVideos:
 
     if TYPE_CHECKING:
         _ids: IdGenerator
-        _executor: ThreadPoolExecutor | None
 
         def _conn(self) -> sqlite3.Connection: ...
 
-        async def _enter(self) -> None: ...
-
-        def _leave(self) -> None: ...
-
         async def _run(self, fn: Callable[[], T]) -> T: ...
 
-        def _guarded(self, fn: Callable[[], T], *, verify: bool = False) -> T: ...
+        async def _queued(self, commit: GroupCommit[I, R], item: I) -> R: ...
 
-        _health: Health
+        def _batch(
+            self, write: Callable[[list[I]], list[R | BaseException]]
+        ) -> Callable[[list[I]], asyncio.Future[list[R | BaseException]] | None]: ...
 
     def _init_videos(self) -> None:
-        self._likes: list[tuple[LikeChange, asyncio.Future[bool]]] = []
-        self._liking = False
+        self._likes: GroupCommit[LikeChange, bool] = GroupCommit(self._batch(self._like_batch))
 
     # -- videos ----------------------------------------------------------------------------
 
@@ -188,60 +182,14 @@ class SQLiteVideos:
 
     async def set_like(self, video_id: str, user_id: str, liked: bool) -> bool:
         """Queue the change; queued changes are written together, in order (group commit)."""
-        if self._executor is None:
-            raise Unavailable("the SQLite store is not open")
-        if self._health.reason is not None:
-            raise self._health.refuse()
-        await self._enter()
-        try:
-            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._likes.append(((video_id, user_id, liked), future))
-            if not self._liking:
-                self._write_likes()
-            return await future
-        finally:
-            self._leave()
+        return await self._queued(self._likes, (video_id, user_id, liked))
 
-    def _write_likes(self) -> None:
-        """Hand every queued like to the store's thread as one batch (on the event loop)."""
-        batch, self._likes = self._likes, []
-        if not batch:
-            return
-        changes = [change for change, _ in batch]
-        done = submit(
-            self._executor, lambda: self._guarded(lambda: self._like_batch(changes), verify=True)
-        )
-        if done is None:
-            fail_waiters([future for _change, future in batch])
-            return
-        self._liking = True
-
-        def finished(results: asyncio.Future[list[bool]]) -> None:
-            self._liking = False
-            error: BaseException | None = (
-                Unavailable("the SQLite store is not open")
-                if results.cancelled()
-                else results.exception()
-            )
-            if isinstance(error, sqlite3.OperationalError):
-                error = Unavailable(f"SQLite: {error}")
-            for index, (_change, future) in enumerate(batch):
-                if future.done():
-                    continue
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(results.result()[index])
-            self._write_likes()
-
-        done.add_done_callback(finished)
-
-    def _like_batch(self, changes: list[LikeChange]) -> list[bool]:
+    def _like_batch(self, changes: list[LikeChange]) -> list[bool | BaseException]:
         db = self._conn()
         now = _now_ms()
         db.execute("BEGIN IMMEDIATE")
         try:
-            results = []
+            results: list[bool | BaseException] = []
             for video_id, user_id, liked in changes:
                 if liked:
                     cursor = db.execute(
