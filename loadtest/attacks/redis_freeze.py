@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -36,24 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jwt
 
+from loadtest.attacks.bystander import latencies as bystander_latencies
+from loadtest.attacks.bystander import percentile, token
 from tests.support.clients import WsClient
-from tests.support.servers import TEST_JWT_SECRET, GatewayNode, RedisServer, node_env
+from tests.support.servers import GatewayNode, RedisServer, node_env
 
 DEADLINE = 60.0
 Row = tuple[str, float, float, float, int, int]
 """phase, p50, p99, max (ms), messages delivered, messages sent."""
-
-
-def token(user: str) -> str:
-    now = int(time.time())
-    claims = {"sub": user, "iat": now, "exp": now + 3600, "iss": "moosic", "aud": "moosic"}
-    return jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 async def gauge(http: aiohttp.ClientSession, node: GatewayNode, name: str) -> float:
@@ -76,26 +66,7 @@ async def wait_state(http: aiohttp.ClientSession, node: GatewayNode, state: int)
 async def measure(talker: WsClient, bystander: WsClient, room: str, label: str, args: Any) -> Row:
     """A talker's ``--rate``/s publishes for ``--phase`` s; the bystander's delivery latencies."""
     count = int(args.phase * args.rate)
-    latencies: list[float] = []
-
-    async def hear() -> None:
-        while len(latencies) < count:
-            frame = await bystander.next_event(timeout=30)
-            latencies.append((time.monotonic_ns() - frame["data"]["t"]) / 1e6)
-
-    async def drain_replies() -> None:
-        for _ in range(count):
-            frame = await talker.receive(timeout=30)
-            assert frame["op"] == "reply", frame
-
-    listening = asyncio.gather(hear(), drain_replies())
-    start = time.monotonic()
-    for n in range(count):
-        await asyncio.sleep(max(0.0, start + n / args.rate - time.monotonic()))
-        await talker.send(
-            {"op": "publish", "channel": room, "data": {"t": time.monotonic_ns(), "n": n}}
-        )
-    await asyncio.wait_for(listening, 30)
+    latencies = await bystander_latencies(talker, bystander, room, phase=args.phase, rate=args.rate)
     return (
         label,
         percentile(latencies, 50),

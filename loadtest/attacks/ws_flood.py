@@ -29,7 +29,6 @@ import asyncio
 import multiprocessing
 import multiprocessing.synchronize
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -37,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jwt
 
+from loadtest.attacks.bystander import latencies as bystander_latencies
+from loadtest.attacks.bystander import percentile, token
 from tests.support.clients import WsClient
 from tests.support.rawws import RawWebSocket
 from tests.support.servers import TEST_JWT_SECRET, GatewayNode
@@ -68,12 +68,6 @@ ATTACKS: dict[str, tuple[bytes, bytes]] = {
 }
 
 
-def token(user: str) -> str:
-    now = int(time.time())
-    claims = {"sub": user, "iat": now, "exp": now + 3600, "iss": "moosic", "aud": "moosic"}
-    return jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
-
-
 # -- the attacker, in its own process -----------------------------------------------------------
 
 
@@ -89,24 +83,13 @@ def attack(
     ws = RawWebSocket(
         "127.0.0.1", port, "/ws?token=" + token(f"attacker-{time.time_ns()}"), rcvbuf=4096
     )
-    sock = ws.sock
-    sock.settimeout(0.05)  # short sends: stop at once even when the node reads slowly
     sent = 0
     code, reason = 0, ""
     try:
-        if first:
-            sock.sendall(first)
-        started.set()
-        view, position = memoryview(chunk), 0
-        while not stop.is_set():
-            try:
-                position += sock.send(view[position:])
-            except TimeoutError:
-                continue
-            if position == len(view):
-                position = 0
-                sent += CHUNK
-        sock.settimeout(10)
+        for _ in ws.flood(first, chunk, stop.is_set):
+            started.set()
+            sent += CHUNK
+        ws.sock.settimeout(10)
         code, reason, _ = ws.read_close()
     except OSError as exc:
         reason = f"no close frame: {exc!r}"
@@ -126,34 +109,10 @@ async def measure(http: aiohttp.ClientSession, node: GatewayNode, args: Any) -> 
     bystander = await WsClient.connect(http, token(f"bystander-{time.time_ns()}"), url)
     talker = await WsClient.connect(http, token(f"talker-{time.time_ns()}"), url)
     await bystander.result("subscribe", channel=room)
-    count = int(args.phase * args.rate)
-    latencies: list[float] = []
-
-    async def hear() -> None:
-        while len(latencies) < count:
-            frame = await bystander.next_event(timeout=30)
-            latencies.append((time.monotonic_ns() - frame["data"]["t"]) / 1e6)
-
-    async def drain_replies() -> None:
-        for _ in range(count):
-            frame = await talker.receive(timeout=30)
-            assert frame["op"] == "reply", frame
-
-    listening = asyncio.gather(hear(), drain_replies())
-    start = time.monotonic()
-    for n in range(count):
-        await asyncio.sleep(max(0.0, start + n / args.rate - time.monotonic()))
-        await talker.send(
-            {"op": "publish", "channel": room, "data": {"t": time.monotonic_ns(), "n": n}}
-        )
-    await asyncio.wait_for(listening, 30)
+    latencies = await bystander_latencies(talker, bystander, room, phase=args.phase, rate=args.rate)
     await bystander.close()
     await talker.close()
     return latencies
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 async def run_node(

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 
 from tests.conftest import JWT_SECRET
 from tests.support.clients import PASSWORD, WsClient
-from tests.support.servers import READY_TIMEOUT, ROOT, GatewayNode
+from tests.support.servers import GatewayNode
 
 TIMEOUT = 30.0
 ATTACKER = "127.0.0.2"
@@ -50,8 +48,7 @@ class LimitedNode(GatewayNode):
         super().__init__(env, log_path)
         self.nofile = nofile
 
-    def start(self) -> LimitedNode:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
         # The limit is set by the process itself before the gateway starts (prlimit's effect,
         # without a fork-time hook in a threaded test process).
         boot = (
@@ -59,21 +56,7 @@ class LimitedNode(GatewayNode):
             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({self.nofile}, {self.nofile})); "
             "sys.argv = ['gateway']; runpy.run_module('gateway', run_name='__main__')"
         )
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", boot], env=self.env, cwd=ROOT, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"gateway not ready in time:\n{self.log_path.read_text()}")
+        return [sys.executable, "-c", boot]
 
 
 @pytest.fixture(scope="module")

@@ -154,26 +154,13 @@ class Attacker(threading.Thread):
         self.error: OSError | None = None
 
     def run(self) -> None:
-        sock = self.ws.sock
-        # Short sends, so the attacker can stop at once: a node that reads slowly opens its
-        # TCP window only in large steps, and a blocking sendall would wait for the next one.
-        sock.settimeout(0.05)
         try:
-            if self.first:
-                sock.sendall(self.first)
-            view, position = memoryview(self.chunk), 0
-            while not self.stopping.is_set():
-                try:
-                    position += sock.send(view[position:])
-                except TimeoutError:
-                    continue
-                if position == len(view):
-                    position = 0
-                    self.sent += self.per_chunk
+            for _ in self.ws.flood(self.first, self.chunk, self.stopping.is_set):
+                self.sent += self.per_chunk
         except OSError as exc:  # a reset would be a failure: the test reports it
             self.error = exc
         finally:
-            sock.settimeout(WAIT)
+            self.ws.sock.settimeout(WAIT)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -131,82 +131,85 @@ async def test_a_paused_node_registers_again_and_never_outvotes_a_live_one(
 
 # -- the scripts, against a real redis-server ------------------------------------------------
 
+ScriptNodes = tuple[str, list[RedisBroker], tuple[RedisPresence, RedisPresence]]
 
-async def test_a_reaped_node_can_only_take_back_what_it_still_holds(
-    redis_server: RedisServer,
-) -> None:
+
+@pytest.fixture
+async def pair(redis_server: RedisServer) -> AsyncIterator[ScriptNodes]:
+    """Two nodes' presence on one fresh key prefix: (prefix, their brokers, their presence)."""
     prefix = f"s{time.monotonic_ns()}:"
     brokers = [RedisBroker(redis_server.url, prefix=prefix, metrics=Metrics()) for _ in "ab"]
     a, b = (RedisPresence(broker, prefix=prefix, ttl=TTL) for broker in brokers)
-    nodes = (prefix + "p:nodes").encode()
-    node_a = brokers[0].node_id
     try:
-        assert (await a.sweep()).registered is False  # first heartbeat: a new node
-        assert (await b.sweep()).registered is False
-        assert await a.user_up("x") is True
-        assert await b.user_up("x") is False  # online on two nodes
-        assert await a.channel_up("room:r", "x") is True
-        assert await b.channel_up("room:r", "x") is False
-        assert await a.user_up("x") is False  # a repeated add changes nothing
-        assert await a.channel_up("room:r", "x") is False
-
-        # A stops refreshing; B notices its expired entry and clears what A held.
-        await brokers[0].call(b"ZADD", nodes, b"1", node_a)
-        beat = await b.sweep()
-        assert (beat.offline, beat.left) == ([], [])  # x is still on B
-        assert await b.here("room:r", 10) == (["x"], 1)
-
-        # A resumes: its stale removals change nothing, its adds wait for registration.
-        assert await a.user_down("x", 1) is False
-        assert await a.channel_down("room:r", "x") is False
-        assert (await a.statuses(["x"]))["x"].online is True
-        assert await b.here("room:r", 10) == (["x"], 1)
-        assert await a.user_up("y") is False
-        assert (await a.statuses(["y"]))["y"].online is False
-        assert await a.recorded() == (set(), set())
-        again = await a.sweep()
-        assert (again.registered, again.users, again.pairs) == (False, 0, 0)
-        assert await a.add_users(["x", "y"]) == ["y"]
-        assert await a.add_pairs([("room:r", "x")]) == []
-        assert await b.here("room:r", 10) == (["x"], 1)
-
-        # Removing twice counts once: B's x stays online while A takes its own x back.
-        assert await a.remove_users(["x", "x"], 5) == []
-        assert await a.remove_pairs([("room:r", "x")]) == []
-        assert (await b.statuses(["x"]))["x"].online is True
-        assert await b.here("room:r", 10) == (["x"], 1)
-        assert await b.user_down("x", 7) is True
-        assert await b.user_down("x", 8) is False
-        assert await b.channel_down("room:r", "x") is True
-        assert await b.channel_down("room:r", "x") is False
-        status = (await a.statuses(["x"]))["x"]
-        assert (status.online, status.last_seen) == (False, 7)
-        assert await a.here("room:r", 10) == ([], 0)
+        yield prefix, brokers, (a, b)
     finally:
         for broker in brokers:
             await broker.close()
+
+
+async def test_a_reaped_node_can_only_take_back_what_it_still_holds(
+    pair: ScriptNodes,
+) -> None:
+    prefix, brokers, (a, b) = pair
+    nodes = (prefix + "p:nodes").encode()
+    node_a = brokers[0].node_id
+    assert (await a.sweep()).registered is False  # first heartbeat: a new node
+    assert (await b.sweep()).registered is False
+    assert await a.user_up("x") is True
+    assert await b.user_up("x") is False  # online on two nodes
+    assert await a.channel_up("room:r", "x") is True
+    assert await b.channel_up("room:r", "x") is False
+    assert await a.user_up("x") is False  # a repeated add changes nothing
+    assert await a.channel_up("room:r", "x") is False
+
+    # A stops refreshing; B notices its expired entry and clears what A held.
+    await brokers[0].call(b"ZADD", nodes, b"1", node_a)
+    beat = await b.sweep()
+    assert (beat.offline, beat.left) == ([], [])  # x is still on B
+    assert await b.here("room:r", 10) == (["x"], 1)
+
+    # A resumes: its stale removals change nothing, its adds wait for registration.
+    assert await a.user_down("x", 1) is False
+    assert await a.channel_down("room:r", "x") is False
+    assert (await a.statuses(["x"]))["x"].online is True
+    assert await b.here("room:r", 10) == (["x"], 1)
+    assert await a.user_up("y") is False
+    assert (await a.statuses(["y"]))["y"].online is False
+    assert await a.recorded() == (set(), set())
+    again = await a.sweep()
+    assert (again.registered, again.users, again.pairs) == (False, 0, 0)
+    assert await a.add_users(["x", "y"]) == ["y"]
+    assert await a.add_pairs([("room:r", "x")]) == []
+    assert await b.here("room:r", 10) == (["x"], 1)
+
+    # Removing twice counts once: B's x stays online while A takes its own x back.
+    assert await a.remove_users(["x", "x"], 5) == []
+    assert await a.remove_pairs([("room:r", "x")]) == []
+    assert (await b.statuses(["x"]))["x"].online is True
+    assert await b.here("room:r", 10) == (["x"], 1)
+    assert await b.user_down("x", 7) is True
+    assert await b.user_down("x", 8) is False
+    assert await b.channel_down("room:r", "x") is True
+    assert await b.channel_down("room:r", "x") is False
+    status = (await a.statuses(["x"]))["x"]
+    assert (status.online, status.last_seen) == (False, 7)
+    assert await a.here("room:r", 10) == ([], 0)
 
 
 async def test_the_reaper_reads_the_score_again_inside_its_script(
-    redis_server: RedisServer,
+    pair: ScriptNodes,
 ) -> None:
-    prefix = f"r{time.monotonic_ns()}:"
-    brokers = [RedisBroker(redis_server.url, prefix=prefix, metrics=Metrics()) for _ in "ab"]
-    a, b = (RedisPresence(broker, prefix=prefix, ttl=TTL) for broker in brokers)
+    prefix, brokers, (a, b) = pair
     nodes = (prefix + "p:nodes").encode()
-    try:
-        await a.sweep()
-        await b.sweep()
-        assert await a.user_up("z") is True
-        # B saw A as expired a moment ago, but A refreshed since: the reap is refused.
-        args = [(prefix + "p:").encode(), brokers[0].node_id]
-        assert await brokers[1].script(_REAP, [nodes], args) is None
-        assert (await b.statuses(["z"]))["z"].online is True
-        assert await a.recorded() == ({"z"}, set())
-        # Once A's score really passed, the same call clears it.
-        await brokers[0].call(b"ZADD", nodes, b"1", brokers[0].node_id)
-        assert await brokers[1].script(_REAP, [nodes], args) == [[b"z"], []]
-        assert (await b.statuses(["z"]))["z"].online is False
-    finally:
-        for broker in brokers:
-            await broker.close()
+    await a.sweep()
+    await b.sweep()
+    assert await a.user_up("z") is True
+    # B saw A as expired a moment ago, but A refreshed since: the reap is refused.
+    args = [(prefix + "p:").encode(), brokers[0].node_id]
+    assert await brokers[1].script(_REAP, [nodes], args) is None
+    assert (await b.statuses(["z"]))["z"].online is True
+    assert await a.recorded() == ({"z"}, set())
+    # Once A's score really passed, the same call clears it.
+    await brokers[0].call(b"ZADD", nodes, b"1", brokers[0].node_id)
+    assert await brokers[1].script(_REAP, [nodes], args) == [[b"z"], []]
+    assert (await b.statuses(["z"]))["z"].online is False

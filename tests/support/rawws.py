@@ -6,6 +6,7 @@ import base64
 import os
 import socket
 import struct
+from collections.abc import Callable, Iterator
 
 
 class RawWebSocket:
@@ -71,6 +72,26 @@ class RawWebSocket:
 
     def send_frame(self, opcode: int, payload: bytes, **knobs: bool | int) -> None:
         self.sock.sendall(self.encode(opcode, payload, **knobs))  # type: ignore[arg-type]
+
+    def flood(self, first: bytes, chunk: bytes, stopped: Callable[[], bool]) -> Iterator[None]:
+        """Send ``first``, then ``chunk`` again and again until ``stopped()``, reading nothing;
+        yields after each whole chunk. Sends are short (50 ms timeouts) so that the flood stops
+        at once: a node that reads slowly opens its TCP window only in large steps, and a
+        blocking sendall would wait for the next one. The caller sets the timeout it wants next.
+        """
+        sock = self.sock
+        sock.settimeout(0.05)
+        if first:
+            sock.sendall(first)
+        view, position = memoryview(chunk), 0
+        while not stopped():
+            try:
+                position += sock.send(view[position:])
+            except TimeoutError:
+                continue
+            if position == len(view):
+                position = 0
+                yield
 
     def _read(self, count: int) -> bytes:
         while len(self._buffer) < count:

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
@@ -106,11 +107,15 @@ class GatewayNode:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> GatewayNode:
+    def command(self) -> list[str]:
+        """The process to start (a subclass may wrap the gateway)."""
+        return [sys.executable, "-m", "gateway"]
+
+    def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway"], env=self.env, cwd=ROOT, stdout=log, stderr=log
+                self.command(), env=self.env, cwd=ROOT, stdout=log, stderr=log
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
