@@ -36,7 +36,7 @@ run: venv
 	MOOSIC_DEV=1 $(PY) -m gateway
 
 test: venv services
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: venv
 	$(PY) -m ruff check .
