@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv services lint typecheck check clean loadtest
+.PHONY: run test venv services lint typecheck check clean loadtest infra-check
 
 # Head-to-head benchmarks against python-socketio and Node socket.io: `make bench`, `make bench-quick`.
 include loadtest/bench/bench.mk
@@ -46,6 +46,12 @@ typecheck: venv
 	$(PY) -m mypy
 
 check: lint typecheck test
+
+# The CloudFormation stacks (infra/): cfn-lint on each, then their checks against the code and
+# the deploy to a moto server (also part of `make test`, which runs everything under tests/).
+infra-check: venv
+	$(VENV)/bin/cfn-lint --regions ap-southeast-1 us-east-1 -- infra/stacks/*.yaml
+	$(PY) -m pytest -q tests/infra
 
 # Load test: Redis + two gateway nodes on loopback, locust through a baseline, a 6x surge and a
 # reconnect storm, bounded in time. make loadtest LOADTEST_ARGS="--duration 90 --baseline 20"
