@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.app import create_app
-from gateway.server import run as serve
+from gateway.http.server import run as serve
 from gateway.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("gateway")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     loop_name = _event_loop_name()
     _announce(settings, loop_name)
-    # web.run_app's loop, on a server with the connection limits of gateway/server.py.
+    # web.run_app's loop, on a server with the connection limits of gateway/http/server.py.
     serve(create_app(settings), settings, AccessLogger)
     return 0
 

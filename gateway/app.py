@@ -13,17 +13,20 @@ from functools import partial
 
 from aiohttp import web
 
-from gateway import media_routes, rest, rest_follows, rest_social
-from gateway import server as http_server
-from gateway.broker import Broker
-from gateway.broker.memory import MemoryBroker
-from gateway.broker.redis import RedisBroker
-from gateway.connection import Connection, WsNode
-from gateway.counts import build_hot_counts, touch_channel
-from gateway.errors import error_middleware
-from gateway.geo import CountryGate
-from gateway.hub import Hub
-from gateway.jwks import JwksError, JwksKeys
+from gateway.auth.jwks import JwksError, JwksKeys
+from gateway.auth.revocation import Revocations
+from gateway.auth.tokens import LEEWAY_SECONDS, TokenService
+from gateway.fanout.broker import Broker
+from gateway.fanout.broker_memory import MemoryBroker
+from gateway.fanout.broker_redis import RedisBroker
+from gateway.fanout.counts import build_hot_counts, touch_channel
+from gateway.fanout.hub import Hub
+from gateway.fanout.presence import LocalPresence, PresenceTracker, RedisPresence
+from gateway.guard.geo import CountryGate
+from gateway.guard.ratelimit import Limiter
+from gateway.http import follows, media, rest, server, social
+from gateway.http.errors import error_middleware
+from gateway.http.security import add_security_headers, rest_limits
 from gateway.keys import (
     FEEDS,
     GATE,
@@ -39,14 +42,10 @@ from gateway.keys import (
     WS_NODE,
 )
 from gateway.metrics import Metrics
-from gateway.presence import LocalPresence, PresenceTracker, RedisPresence
-from gateway.ratelimit import Limiter
-from gateway.registry import Registry
-from gateway.revocation import Revocations
-from gateway.security import add_security_headers, rest_limits
 from gateway.settings import Settings
-from gateway.tokens import LEEWAY_SECONDS, TokenService
-from gateway.ws import websocket
+from gateway.ws.connection import Connection, WsNode
+from gateway.ws.registry import Registry
+from gateway.ws.upgrade import websocket
 from handlers import OPERATIONS, chat
 from handlers.base import Limits, Services
 from handlers.cache import TtlCache
@@ -67,7 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    http_server.setup(app)  # body limits and pace, innermost middleware; HTTP counters
+    server.setup(app)  # body limits and pace, innermost middleware; HTTP counters
     jwks = None
     if settings.jwks_url:
         jwks = JwksKeys(settings.jwks_url, refresh=settings.jwks_refresh)
@@ -92,9 +91,9 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/ws", websocket)
     app.router.add_routes(rest.routes)
-    app.router.add_routes(rest_social.routes)
-    app.router.add_routes(rest_follows.routes)
-    media_routes.setup(app)  # its cleanup context runs after the services'
+    app.router.add_routes(social.routes)
+    app.router.add_routes(follows.routes)
+    media.setup(app)  # its cleanup context runs after the services'
     return app
 
 

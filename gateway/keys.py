@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.connection import WsNode
-from gateway.geo import CountryGate
-from gateway.hub import Hub
+from gateway.auth.revocation import Revocations
+from gateway.auth.tokens import TokenService
+from gateway.fanout.hub import Hub
+from gateway.guard.geo import CountryGate
+from gateway.guard.ratelimit import Limiter
 from gateway.metrics import Metrics
-from gateway.ratelimit import Limiter
-from gateway.registry import Registry
-from gateway.revocation import Revocations
 from gateway.settings import Settings
-from gateway.tokens import TokenService
+from gateway.ws.connection import WsNode
+from gateway.ws.registry import Registry
 from handlers.base import Services
 from handlers.feed import FeedFanout
 from storage.base import Store

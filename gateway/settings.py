@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.ratelimit import SPECIAL_RULES, RateLimits
+from gateway.guard.ratelimit import SPECIAL_RULES, RateLimits
 from media.model import DEFAULT_LADDER, Rung, parse_ladder
 from storage.dynamodb import MAX_DATA_BYTES as DYNAMODB_MAX_DATA_BYTES
 
@@ -45,7 +45,7 @@ class Settings:
     kdf_concurrency: int = 2
     redis_url: str | None = None
     redis_prefix: str = "moosic:"
-    # Circuit breaker in front of Redis (issue 21, item 7): gateway/broker/breaker.py.
+    # Circuit breaker in front of Redis (issue 21, item 7): storage/redis/breaker.py.
     redis_breaker_failures: int = 5
     redis_breaker_cooldown: float = 2.0
     store: str = "sqlite"
@@ -73,7 +73,7 @@ class Settings:
     longpoll_max_seconds: float = 25.0
     max_longpolls: int = 10000
     rest_max_body_bytes: int = 64 * 1024
-    # Connections held without signing in (issue 21, item 4): gateway/server.py.
+    # Connections held without signing in (issue 21, item 4): gateway/http/server.py.
     http_keepalive_timeout: float = 15.0
     http_body_timeout: float = 15.0
     http_body_min_rate: int = 8192

@@ -13,6 +13,9 @@ Map of the package:
 - ``follows`` and ``feed``: the follow graph and blocks; home feeds (hybrid fan-out: written
   into followers' feeds in background batches, or merged in at read time for wide authors).
 - ``cache``: the short per-node cache of records read on every request (videos).
+- ``presence``: who is in a channel, contacts' online status and its changes, typing.
+- ``media``: upload forms, playback links of ready videos, and the video ledger the media
+  backends record into.
 
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """

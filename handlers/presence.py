@@ -13,7 +13,7 @@ from handlers.chat import Channel
 from handlers.errors import INVALID_PARAMS, TOO_MANY_SUBSCRIPTIONS, OpError
 
 WATCH_PREFIX = "~presence:"
-"""Internal channel carrying one user's online/offline pushes (see gateway.presence)."""
+"""Internal channel carrying one user's online/offline pushes (see gateway.fanout.presence)."""
 PRESENCE_LIST_LIMIT = 1000
 UserId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 UserList = Annotated[list[UserId], msgspec.Meta(min_length=1, max_length=200)]

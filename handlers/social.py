@@ -14,7 +14,7 @@ Counting: a change is counted only after the store accepted it and said it was o
 was not there, an unlike of a like that was, a comment stored, a share that was not a repeated
 ``client_msg_id``), through ``services.hot_counts``. Those counters push coalesced absolute
 totals (``counts``) to ``video:{id}`` and write them to the store in batches; see
-``gateway.counts``.
+``gateway.fanout.counts``.
 
 New and deleted comments are pushed to ``video:{id}`` at once, as ephemeral pushes (``comment``,
 ``comment_deleted``): comments are records of the video, listed and deleted through the store,

@@ -14,7 +14,7 @@ import uvloop
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.ratelimit import RateLimits
+from gateway.guard.ratelimit import RateLimits
 from gateway.settings import Settings
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.servers import TEST_JWT_SECRET, RedisServer

@@ -8,6 +8,7 @@ Map of the package:
 - ``dax``: eventually consistent reads through DAX on a bounded thread pool.
 - ``store``: :class:`DynamoDBStore`, the :class:`storage.base.Store` implementation.
 - ``videos``: the ``videos`` table (videos, sharded likes, comments, totals), mixed into the store.
+- ``follows``: the ``follows`` table (the follow graph, blocks, feeds), mixed into the store.
 - ``__main__``: ``python -m storage.dynamodb create-tables`` for development.
 
 ``docs/storage.md`` describes the table design, costs and consistency.

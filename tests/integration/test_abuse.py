@@ -15,7 +15,7 @@ import jwt
 import orjson
 import pytest
 
-from gateway.ratelimit import RateLimits
+from gateway.guard.ratelimit import RateLimits
 from tests.conftest import JWT_SECRET
 from tests.integration.test_ws import token_for
 from tests.support.clients import PASSWORD, WsClient, bearer, register

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.broker.redis import RedisBroker
+from gateway.fanout.broker_redis import RedisBroker
+from gateway.guard.ratelimit import Limiter, RateLimits, Rule
 from gateway.metrics import Metrics
-from gateway.ratelimit import Limiter, RateLimits, Rule
 from tests.conftest import JWT_SECRET
 from tests.integration.test_abuse import closed_with
 from tests.integration.test_ws import token_for

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.broker.redis import RedisBroker
-from gateway.counts import RedisHotCounts
+from gateway.fanout.broker_redis import RedisBroker
+from gateway.fanout.counts import RedisHotCounts
 from gateway.metrics import Metrics
 from storage.videos import VideoCounts
 from tests.support.servers import RedisServer

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.media_routes import MEDIA, build_media
+from gateway.http.media import MEDIA, build_media
 from gateway.settings import Settings
 from handlers.media import StoreLedger
 from media.aws import AwsMedia

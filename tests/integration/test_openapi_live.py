@@ -36,7 +36,7 @@ from schemathesis.checks import (
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.modes import GenerationMode
 
-from gateway.openapi import document
+from gateway.http.openapi import document
 from gateway.settings import Settings
 from tests.conftest import JWT_SECRET, PASSWORD
 from tests.integration.test_ws import token_for

@@ -17,9 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.broker.redis import RedisBroker
+from gateway.fanout.broker_redis import RedisBroker
+from gateway.fanout.presence import _REAP, RedisPresence
 from gateway.metrics import Metrics
-from gateway.presence import _REAP, RedisPresence
 from tests.integration.test_ws import token_for
 from tests.support.clients import WsClient
 from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker.redis import RedisBroker
-from gateway.broker.resp import RedisAddress, RespConnection
-from gateway.hub import Hub
+from gateway.fanout.broker_redis import RedisBroker
+from gateway.fanout.hub import Hub
 from gateway.metrics import Metrics
+from storage.redis.resp import RedisAddress, RespConnection
 from tests.support.servers import RedisServer
 
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from gateway.protocol import accept_key
+from gateway.ws.frames import accept_key
 from tests.integration.test_ws import token_for
 from tests.support.rawws import RawWebSocket
 

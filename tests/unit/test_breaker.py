@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.broker.breaker import CircuitBreaker, CircuitOpen, State
 from storage.errors import Unavailable
+from storage.redis.breaker import CircuitBreaker, CircuitOpen, State
 
 
 class Clock:

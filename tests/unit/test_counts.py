@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.counts import Coalescer, LocalHotCounts, counts_payload, video_of
+from gateway.fanout.counts import Coalescer, LocalHotCounts, counts_payload, video_of
 from gateway.settings import Settings, SettingsError, load_settings
 from storage.errors import Unavailable
 from storage.videos import Video, VideoCounts, VideoStatus

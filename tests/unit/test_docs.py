@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from gateway.app import create_app
-from gateway.protocol import CloseCode
 from gateway.settings import FIELDS, PREFIX, Settings
+from gateway.ws.frames import CloseCode
 from handlers import OPERATIONS
 from handlers.errors import ALL_KINDS
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from gateway.geo import CountryGate
+from gateway.guard.geo import CountryGate
 
 PROXY = (ipaddress.ip_network("10.0.0.0/8"),)
 KH_ADDRESS = "103.16.60.1"  # an address in a Cambodian allocation

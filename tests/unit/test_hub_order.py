@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.broker.memory import MemoryBroker, RecentWindows
-from gateway.hub import Hub
+from gateway.fanout.broker_memory import MemoryBroker, RecentWindows
+from gateway.fanout.hub import Hub
 from gateway.metrics import Metrics
 
 

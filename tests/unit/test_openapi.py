@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 
 from gateway.app import create_app
-from gateway.openapi import document
+from gateway.http.openapi import document
 from gateway.settings import Settings
 from handlers.channels import CHANNEL_PATTERN, ID_PATTERN, MAX_CHANNEL_LENGTH, parse_channel
 from handlers.errors import ALL_KINDS, OpError

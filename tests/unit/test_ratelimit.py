@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.auth.revocation import Revocations
+from gateway.guard.ratelimit import DEFAULT_RULES, Limiter, LocalBuckets, RateLimits, Rule
 from gateway.metrics import Metrics
-from gateway.ratelimit import DEFAULT_RULES, Limiter, LocalBuckets, RateLimits, Rule
-from gateway.revocation import Revocations
 from gateway.settings import SettingsError, load_settings
 from handlers.errors import RateLimitedError
 

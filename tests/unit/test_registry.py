@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.metrics import Metrics
-from gateway.protocol import text_frame
-from gateway.registry import FrameError, Registry
+from gateway.ws.frames import text_frame
+from gateway.ws.registry import FrameError, Registry
 from handlers import OPERATIONS
 from handlers.chat import PublishParams
 

@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.jwks import JwksError, JwksKeys, parse_jwks
-from gateway.tokens import TokenService, key_id
+from gateway.auth.jwks import JwksError, JwksKeys, parse_jwks
+from gateway.auth.tokens import TokenService, key_id
 from handlers.errors import OpError
 
 OLD = "o" * 64

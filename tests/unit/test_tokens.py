@@ -5,7 +5,7 @@ import time
 import jwt
 import pytest
 
-from gateway.tokens import TokenService, key_id
+from gateway.auth.tokens import TokenService, key_id
 from handlers.errors import OpError
 
 SECRET = "s" * 64

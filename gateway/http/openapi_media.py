@@ -1,4 +1,4 @@
-"""The media routes' entries in the OpenAPI document (:mod:`gateway.openapi` adds them)."""
+"""The media routes' entries in the OpenAPI document (:mod:`gateway.http.openapi` adds them)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.openapi import INTEGER, NULLABLE_STRING, SIGNED_IN, STRING, Endpoint
+from gateway.http.openapi import INTEGER, NULLABLE_STRING, SIGNED_IN, STRING, Endpoint
 from gateway.settings import Settings
 from handlers.media import UploadParams
 from media.keys import CONTENT_TYPES

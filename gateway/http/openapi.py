@@ -66,10 +66,10 @@ STORE_ID = {
 
 
 def _schemas() -> dict[str, Any]:
-    from gateway import (  # they build on this module's pieces
-        follows_openapi,
-        media_openapi,
-        social_openapi,
+    from gateway.http import (  # they build on this module's pieces
+        openapi_follows,
+        openapi_media,
+        openapi_social,
     )
 
     message = {
@@ -167,9 +167,9 @@ def _schemas() -> dict[str, Any]:
         "Readiness": _object(
             {"status": {"enum": ["ready", "not_ready"]}, "store": BOOLEAN, "broker": BOOLEAN}
         ),
-        **media_openapi.schemas(),
-        **social_openapi.schemas(),
-        **follows_openapi.schemas(),
+        **openapi_media.schemas(),
+        **openapi_social.schemas(),
+        **openapi_follows.schemas(),
     }
 
 
@@ -224,10 +224,10 @@ SIGNED_IN = (400, 401, 429, 503)
 
 
 def endpoints(settings: Settings) -> list[Endpoint]:
-    from gateway import (  # they build on this module's pieces
-        follows_openapi,
-        media_openapi,
-        social_openapi,
+    from gateway.http import (  # they build on this module's pieces
+        openapi_follows,
+        openapi_media,
+        openapi_social,
     )
 
     publish_body = _struct_schema(chat.PublishParams, drop=("channel",))
@@ -420,9 +420,9 @@ def endpoints(settings: Settings) -> list[Endpoint]:
             path_params={**GROUP_PARAM, "user_id": {"type": "string", "minLength": 1}},
             tag="groups",
         ),
-        *media_openapi.endpoints(settings),
-        *social_openapi.endpoints(settings),
-        *follows_openapi.endpoints(settings),
+        *openapi_media.endpoints(settings),
+        *openapi_social.endpoints(settings),
+        *openapi_follows.endpoints(settings),
     ]
 
 

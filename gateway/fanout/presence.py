@@ -44,11 +44,11 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from gateway.broker.redis import RedisBroker
-from gateway.broker.resp import ConnectionLost, RespError
+from gateway.fanout.broker_redis import RedisBroker
 from handlers.base import UserStatus
 from handlers.presence import WATCH_PREFIX
 from storage.errors import Unavailable
+from storage.redis.resp import ConnectionLost, RespError
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

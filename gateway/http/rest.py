@@ -9,11 +9,11 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from gateway import openapi
-from gateway.errors import json_response
-from gateway.http import authenticate, call, check_country, context, read_body, read_params
+from gateway.http import openapi
+from gateway.http.errors import json_response
+from gateway.http.request import authenticate, call, check_country, context, read_body, read_params
+from gateway.http.security import client_address, limit
 from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
-from gateway.security import client_address, limit
 from handlers import auth, chat, groups, receipts
 from handlers.errors import NOT_FOUND, OpError
 

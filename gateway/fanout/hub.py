@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.broker import Broker, Recent
+from gateway.fanout.broker import Broker, Recent
+from gateway.fanout.presence import PresenceTracker
 from gateway.metrics import Metrics
-from gateway.presence import PresenceTracker
-from gateway.protocol import text_frame
+from gateway.ws.frames import text_frame
 from handlers.errors import SERVER_BUSY, OpError
 from storage.errors import Unavailable
 

@@ -9,9 +9,9 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from gateway.auth.tokens import Identity
+from gateway.http.security import IDENTITY
 from gateway.keys import GATE, SERVICES, TOKENS
-from gateway.security import IDENTITY
-from gateway.tokens import Identity
 from handlers.base import Context, Operation, Result
 from handlers.errors import (
     COUNTRY_NOT_ALLOWED,

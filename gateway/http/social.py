@@ -14,8 +14,8 @@ import hashlib
 import orjson
 from aiohttp import web
 
-from gateway.errors import json_response
-from gateway.http import call, context, read_params
+from gateway.http.errors import json_response
+from gateway.http.request import call, context, read_params
 from gateway.keys import SETTINGS
 from handlers import social
 from storage.videos import VideoStatus

@@ -49,11 +49,11 @@ from aiohttp.web_response import StreamResponse
 from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
-from gateway.errors import error_response, json_response
-from gateway.geo import in_networks
+from gateway.guard.geo import in_networks
+from gateway.http.errors import error_response, json_response
+from gateway.http.security import IDENTITY, SECURITY_HEADERS
 from gateway.keys import METRICS, SETTINGS
 from gateway.metrics import Metrics
-from gateway.security import IDENTITY, SECURITY_HEADERS
 from gateway.settings import IPNetwork, Settings
 from handlers.errors import (
     BAD_REQUEST,
@@ -69,7 +69,7 @@ from handlers.errors import (
 log = logging.getLogger(__name__)
 
 UPLOAD_PATH = "/v1/media/uploads/local"
-"""Its body is a video: it checks its own, larger size limit (gateway/media_routes.py)."""
+"""Its body is a video: it checks its own, larger size limit (gateway/http/media.py)."""
 REFUSED_LINGER = 1.0
 """Seconds a refused connection stays open after its answer (so the answer is read, not reset)."""
 WARN_EVERY = 10.0
@@ -375,7 +375,7 @@ class GatewayServer(Server):
         )
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        # Also called by gateway/ws.py when a socket becomes a WebSocket (signed in by then).
+        # Also called by gateway/ws/upgrade.py when a socket becomes a WebSocket (signed in by then).
         if isinstance(handler, GatewayRequestHandler):
             self.guard.release(handler)
         super().connection_lost(handler, exc)

@@ -14,7 +14,7 @@ counted in ``moosic_broker_publish_failures_total``: cross-node fan-out degrades
 does; other nodes' clients catch up from the store.
 
 Every command that someone waits for (scripts, ``call``, subscriptions, ``ping``) goes through
-one :class:`~gateway.broker.breaker.CircuitBreaker` per broker: after ``breaker_failures``
+one :class:`~storage.redis.breaker.CircuitBreaker` per broker: after ``breaker_failures``
 timeouts or lost connections in a row, callers fail at once with ``Unavailable`` instead of each
 waiting out a timeout while Redis is frozen; a probe goes through every ``breaker_cooldown``
 seconds and the first answer closes it. The probe is a ``PING`` the broker sends by itself in the
@@ -36,11 +36,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.broker import Deliver, Recent, envelope, open_envelope
-from gateway.broker.breaker import CircuitBreaker, CircuitOpen, State
-from gateway.broker.resp import ConnectionLost, RedisAddress, RespConnection, RespError
+from gateway.fanout.broker import Deliver, Recent, envelope, open_envelope
 from gateway.metrics import Metrics
 from storage.errors import Unavailable
+from storage.redis.breaker import CircuitBreaker, CircuitOpen, State
+from storage.redis.resp import ConnectionLost, RedisAddress, RespConnection, RespError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def backoff_delays(low: float = MIN_BACKOFF, high: float = MAX_BACKOFF) -> Any:
 
 
 class RedisBroker:
-    """:class:`gateway.broker.Broker` on Redis pub/sub."""
+    """:class:`gateway.fanout.broker.Broker` on Redis pub/sub."""
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ previous, then drop the old one an access-token lifetime later. A token without 
 before key ids existed) is checked against the current secret only.
 
 With ``MOOSIC_JWKS_URL``, RS256 tokens of an external identity provider are accepted too, with
-the keys of its JWKS document (see :mod:`gateway.jwks`) and its own issuer and audience; their
+the keys of its JWKS document (see :mod:`gateway.auth.jwks`) and its own issuer and audience; their
 subjects are mapped into their own namespace (``ext-{sub}``), apart from local user ids.
 
 The algorithm comes from the key the ``kid`` names, never from the token: ``alg: none``, HS256
@@ -27,7 +27,7 @@ from typing import Any
 
 import jwt
 
-from gateway.jwks import EXTERNAL_SUBJECT_PREFIX, JwksKeys
+from gateway.auth.jwks import EXTERNAL_SUBJECT_PREFIX, JwksKeys
 from handlers.base import Identity, SessionRevoker
 from handlers.channels import is_user_id
 from handlers.errors import SESSION_REVOKED, TOKEN_EXPIRED, UNAUTHORIZED, OpError

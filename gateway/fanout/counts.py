@@ -55,14 +55,14 @@ from typing import Any
 
 import orjson
 
-from gateway.broker import envelope
-from gateway.broker.redis import RedisBroker
-from gateway.broker.resp import ConnectionLost, RespError
-from gateway.hub import Hub
-from gateway.presence import LocalPresence, RedisPresence
+from gateway.fanout.broker import envelope
+from gateway.fanout.broker_redis import RedisBroker
+from gateway.fanout.hub import Hub
+from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.settings import Settings
 from storage.base import Store
 from storage.errors import StorageError
+from storage.redis.resp import ConnectionLost, RespError
 from storage.videos import Video, VideoCounts
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 aiohttp parses the upgrade request and the gateway checks the Origin, the country, the token,
 the user's connection rate and count before anything is upgraded, so refusals are plain HTTP
 answers with a JSON body. The gateway then writes the ``101`` response itself and hands the
-transport to a :class:`gateway.connection.Connection`; aiohttp's request handler lets go of it
+transport to a :class:`gateway.ws.connection.Connection`; aiohttp's request handler lets go of it
 (see :func:`_detach`). From then on the connection costs one small object, not a request, a
 response, a reader, a writer and a task.
 """
@@ -17,11 +17,11 @@ import logging
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.connection import Connection, WsNode
-from gateway.http import authenticate, check_country
+from gateway.http.request import authenticate, check_country
+from gateway.http.security import check_origin, client_address, limit
 from gateway.keys import SETTINGS, WS_NODE
-from gateway.protocol import upgrade_response
-from gateway.security import check_origin, client_address, limit
+from gateway.ws.connection import Connection, WsNode
+from gateway.ws.frames import upgrade_response
 from handlers.errors import INVALID_FRAME, TOO_MANY_CONNECTIONS, OpError
 
 log = logging.getLogger(__name__)

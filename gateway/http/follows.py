@@ -10,9 +10,9 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from gateway.errors import json_response
-from gateway.http import call, context, read_params
-from gateway.rest_social import etag_matches, etag_of
+from gateway.http.errors import json_response
+from gateway.http.request import call, context, read_params
+from gateway.http.social import etag_matches, etag_of
 from handlers import follows
 
 routes = web.RouteTableDef()

@@ -6,7 +6,7 @@ import bisect
 from collections import OrderedDict
 from collections.abc import Callable
 
-from gateway.broker import Deliver, Recent
+from gateway.fanout.broker import Deliver, Recent
 
 
 class RecentWindows:

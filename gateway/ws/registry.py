@@ -15,7 +15,7 @@ import msgspec
 import orjson
 
 from gateway.metrics import Metrics
-from gateway.protocol import error_payload, reply_payload
+from gateway.ws.frames import error_payload, reply_payload
 from handlers.base import Context, Operation, Params
 from handlers.errors import (
     INTERNAL_ERROR,

@@ -30,13 +30,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.broker.resp import ConnectionLost, RespError
 from gateway.metrics import Metrics
 from handlers.errors import RateLimitedError
 from storage.errors import Unavailable
+from storage.redis.resp import ConnectionLost, RespError
 
 if TYPE_CHECKING:
-    from gateway.broker.redis import RedisBroker
+    from gateway.fanout.broker_redis import RedisBroker
 
 log = logging.getLogger(__name__)
 

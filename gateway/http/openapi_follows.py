@@ -1,11 +1,11 @@
-"""The follow and feed routes' entries in the OpenAPI document (:mod:`gateway.openapi` adds
+"""The follow and feed routes' entries in the OpenAPI document (:mod:`gateway.http.openapi` adds
 them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.openapi import (
+from gateway.http.openapi import (
     BOOLEAN,
     NULLABLE_STRING,
     SIGNED_IN,
@@ -16,8 +16,8 @@ from gateway.openapi import (
     _ref,
     _struct_schema,
 )
+from gateway.http.openapi_social import COUNT, VIDEO_PARAM
 from gateway.settings import Settings
-from gateway.social_openapi import COUNT, VIDEO_PARAM
 from handlers import follows
 from handlers.channels import ID_PATTERN
 

@@ -25,11 +25,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.broker.resp import ConnectionLost, RespError
 from storage.errors import Unavailable
+from storage.redis.resp import ConnectionLost, RespError
 
 if TYPE_CHECKING:
-    from gateway.broker.redis import RedisBroker
+    from gateway.fanout.broker_redis import RedisBroker
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""The social routes' entries in the OpenAPI document (:mod:`gateway.openapi` adds them)."""
+"""The social routes' entries in the OpenAPI document (:mod:`gateway.http.openapi` adds them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.openapi import (
+from gateway.http.openapi import (
     BOOLEAN,
     INTEGER,
     NULLABLE_STRING,

@@ -24,8 +24,8 @@ from typing import Any
 from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.errors import json_response
-from gateway.http import context, read_body
+from gateway.http.errors import json_response
+from gateway.http.request import context, read_body
 from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
 from gateway.settings import Settings
 from handlers import media as media_ops

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, cast
 import orjson
 from aiohttp._websocket.helpers import websocket_mask  # C-accelerated, aiohttp is pinned
 
+from gateway.auth.tokens import LEEWAY_SECONDS
 from gateway.metrics import Metrics
-from gateway.protocol import (
+from gateway.ws.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
@@ -57,13 +58,12 @@ from gateway.protocol import (
     frame,
     text_frame,
 )
-from gateway.tokens import LEEWAY_SECONDS
 from handlers.base import Context, Identity, Services
 from handlers.errors import BINARY_NOT_SUPPORTED, FRAME_TOO_LARGE, OpError
 
 if TYPE_CHECKING:
-    from gateway.hub import Hub
-    from gateway.registry import Registry
+    from gateway.fanout.hub import Hub
+    from gateway.ws.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,15 @@
+"""The HTTP transport: REST fallbacks, accounts, media uploads, and the server under them.
+
+Map of the package:
+- ``request``: request helpers shared by the routes and the WebSocket upgrade (JSON bodies,
+  the caller's identity).
+- ``errors``: the JSON error shape and its middleware.
+- ``security``: REST rate limits, the WebSocket Origin check, security headers.
+- ``server``: what a connection may hold before it signs in; header and body timeouts.
+- ``rest``: auth, channels, groups, health and metrics routes.
+- ``social``: videos, likes, comments and shares (ETag, Cache-Control, 304).
+- ``follows``: follows, blocks, the home feed and re-shares.
+- ``media``: the media backend's lifecycle and the upload and playback routes.
+- ``openapi``: the OpenAPI document; ``openapi_social``, ``openapi_follows`` and
+  ``openapi_media``: the entries of those routes.
+"""
