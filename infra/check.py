@@ -335,7 +335,7 @@ _SPECIAL_ACTIONS = {
 }
 
 
-def _camel(method: str) -> str:
+def camel(method: str) -> str:
     return "".join(part.capitalize() for part in method.split("_"))
 
 
@@ -346,7 +346,7 @@ def iam_action(call: Call, transact_keys: Iterable[str] = ()) -> tuple[str, ...]
         return special
     if call.service == "dynamodb" and call.method == "transact_write_items":
         return tuple(sorted(TRANSACT_ITEM_ACTIONS[k] for k in transact_keys))
-    return (f"{call.service}:{_camel(call.method)}",)
+    return (f"{call.service}:{camel(call.method)}",)
 
 
 def botocore_operation(service: str, method: str) -> bool:
