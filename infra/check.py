@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -54,14 +55,20 @@ def _plain(node: Any) -> Any:
 
 
 def load(name: str) -> dict[str, Any]:
-    """One stack's template, with the short forms (``!Ref``...) expanded."""
+    """One stack's template, with the short forms (``!Ref``...) expanded (a fresh copy)."""
+    path = stack_path(name)
+    plain: dict[str, Any] = json.loads(_load(path, path.stat().st_mtime_ns))
+    return plain
+
+
+@functools.lru_cache(maxsize=32)
+def _load(path: Path, mtime_ns: int) -> str:
     from cfnlint.decode import decode  # type: ignore[import-untyped]
 
-    template, matches = decode(str(stack_path(name)))
+    template, matches = decode(str(path))
     if matches or template is None:
-        raise ValueError(f"{name}: {[str(m) for m in matches]}")
-    plain: dict[str, Any] = _plain(template)
-    return plain
+        raise ValueError(f"{path.name}: {[str(m) for m in matches]}")
+    return json.dumps(_plain(template))
 
 
 def lint(name: str) -> list[str]:
@@ -468,12 +475,12 @@ def _attributes(node: Any) -> set[tuple[str, str]]:
 
 
 def moto_subset(
-    template: dict[str, Any], modelled: set[str], missing_imports: Mapping[str, str]
+    template: dict[str, Any], modelled: set[str], missing_imports: Mapping[str, Any], stage: str
 ) -> Subset:
-    """The part of ``template`` moto can create.
+    """The part of ``template`` moto can create, for ``stage``.
 
-    ``missing_imports`` maps export names that an earlier subset could not export (with the
-    stage in them) to the stand-in string imported instead.
+    ``missing_imports`` maps export names that an earlier subset could not export to the value
+    imported instead (a stand-in of the same shape).
     """
     template = json.loads(json.dumps(template))
     resources: dict[str, Any] = template["Resources"]
@@ -512,7 +519,7 @@ def moto_subset(
     left_out = {n for n, o in outputs.items() if _references(o, dropped) or unimplemented(o)}
     for name in left_out:
         del outputs[name]
-    stage_resolver = Resolver(template, {"Stage": "{stage}"})
+    stage_resolver = Resolver(template, {"Stage": stage})
 
     def replace(node: Any) -> Any:
         if isinstance(node, list):

@@ -18,9 +18,19 @@ from media.keys import upload_key, video_prefix
 from media.mediaconvert import job_request
 from media.model import DEFAULT_LADDER
 from storage.dynamodb import keys, table_definitions
-from storage.dynamodb.dax import READ_OPERATIONS
+from tests.infra.expectations import (
+    CODE,
+    GATEWAY_MEDIA,
+    LAMBDA_MEDIA,
+    PROVISIONING,
+    ROLES,
+    STAGE,
+    STORE,
+    WORKER_MEDIA,
+    cli,
+)
+from tests.infra.expectations import script as user_data_script
 
-STAGE = "t1"
 PREFIX_OF_STAGE = f"moosic-{STAGE}-"
 
 
@@ -95,11 +105,6 @@ def private_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _script(launch_template: str) -> str:
-    resolver = check.resolver_for("compute", STAGE)
-    return check.user_data(resolver.template, launch_template, resolver)
-
-
 def _environment(script: str, key_file: Path) -> dict[str, str]:
     """The env file the script writes, with its boot-time secrets stood in for."""
     written = check.moosic_settings(script)
@@ -114,7 +119,7 @@ def _environment(script: str, key_file: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("launch_template", ["GatewayLaunchTemplate", "WorkerLaunchTemplate"])
 def test_user_data_sets_only_known_settings(launch_template: str) -> None:
-    script = _script(launch_template)
+    script = user_data_script(launch_template)
     names = check.all_moosic_names(script)
     assert names, "no MOOSIC_* settings found"
     unknown = {n for n in names if n.removeprefix(PREFIX) not in FIELDS}
@@ -147,7 +152,7 @@ DEPLOYMENT_SETTINGS = {
 
 @pytest.mark.parametrize("launch_template", ["GatewayLaunchTemplate", "WorkerLaunchTemplate"])
 def test_user_data_settings_start_a_node(launch_template: str, private_key_file: Path) -> None:
-    script = _script(launch_template)
+    script = user_data_script(launch_template)
     environ = _environment(script, private_key_file)
     missing = {s for s in DEPLOYMENT_SETTINGS if PREFIX + s not in environ}
     assert not missing, f"the deployment needs {sorted(missing)}"
@@ -182,7 +187,7 @@ def test_service_runs_the_gateway_with_the_env_file() -> None:
         ("GatewayLaunchTemplate", "moosic-gateway"),
         ("WorkerLaunchTemplate", "moosic-media-worker"),
     ]:
-        script = _script(launch_template)
+        script = user_data_script(launch_template)
         assert "cat > /etc/moosic/gateway.env <<'ENV'" in script
         assert f"cat > /etc/systemd/system/{unit}.service <<'UNIT'" in script
         assert "EnvironmentFile=/etc/moosic/gateway.env" in script
@@ -204,7 +209,7 @@ def test_alb_timing_fits_the_gateway() -> None:
     delay = attribute(
         "GatewayTargets", "TargetGroupAttributes", "deregistration_delay.timeout_seconds"
     )
-    settings = check.moosic_settings(_script("GatewayLaunchTemplate"))
+    settings = check.moosic_settings(user_data_script("GatewayLaunchTemplate"))
     heartbeat = float(settings[PREFIX + "WS_HEARTBEAT"])
     longpoll = FIELDS["LONGPOLL_MAX_SECONDS"]
     assert longpoll[0] == "longpoll_max_seconds"
@@ -216,7 +221,7 @@ def test_alb_timing_fits_the_gateway() -> None:
     assert health["HealthCheckPath"] == "/readyz"
     hooks = resources["GatewayGroup"]["Properties"]["LifecycleHookSpecificationList"]
     assert [h["LifecycleTransition"] for h in hooks] == ["autoscaling:EC2_INSTANCE_TERMINATING"]
-    script = _script("GatewayLaunchTemplate")
+    script = user_data_script("GatewayLaunchTemplate")
     assert f"--lifecycle-hook-name {hooks[0]['LifecycleHookName']}" in script
 
 
@@ -235,39 +240,6 @@ def test_lambda_environment_configures_the_handler() -> None:
 
 
 # -- IAM: each role gets the actions its code calls, and nothing else ------------------------
-
-CODE = check.aws_calls()
-PROVISIONING = {("storage.dynamodb.schema", "create_tables")}
-"""``python -m storage.dynamodb create-tables`` (development); the data stack makes the tables."""
-
-
-def _calls(
-    module_prefix: str, functions: set[str] | None = None, exclude: frozenset[str] = frozenset()
-) -> list[check.Call]:
-    return [
-        c
-        for c in CODE.calls
-        if c.module.startswith(module_prefix)
-        and (c.module, c.function) not in PROVISIONING
-        and (functions is None or c.function in functions)
-        and c.function not in exclude
-    ]
-
-
-STORE = _calls("storage.dynamodb")
-GATEWAY_MEDIA = _calls("media.aws", {"AwsMedia.ensure_watermark", "AwsMedia.upload_form"})
-WORKER_MEDIA = [
-    c
-    for c in _calls("media.aws", exclude=frozenset({"AwsMedia.upload_form"}))
-    if c.module == "media.aws"
-]
-LAMBDA_MEDIA = _calls("media.aws_lambda") + [
-    c for c in _calls("media.aws") if c.module == "media.aws" and c.function.startswith("AwsJobs.")
-]
-
-
-def _actions(calls: list[check.Call]) -> set[str]:
-    return {a for c in calls for a in check.iam_action(c, CODE.transact_keys)}
 
 
 def test_every_aws_call_is_a_known_operation_and_runs_under_a_role() -> None:
@@ -310,41 +282,6 @@ def _managed_policy(export: str) -> tuple[str, str]:
     raise AssertionError(f"no stack exports {export}")
 
 
-def _cli(launch_template: str) -> set[str]:
-    return check.cli_actions(_script(launch_template))
-
-
-ROLES: dict[str, tuple[str, str, set[str]]] = {
-    "gateway nodes": (
-        "compute",
-        "GatewayRole",
-        _actions(STORE + GATEWAY_MEDIA) | _cli("GatewayLaunchTemplate"),
-    ),
-    "media workers": (
-        "compute",
-        "WorkerRole",
-        _actions(STORE + WORKER_MEDIA) | _cli("WorkerLaunchTemplate"),
-    ),
-    "upload Lambda": (
-        "compute",
-        "UploadFunctionRole",
-        # The Lambda runtime writes the function's logs with its role.
-        _actions(LAMBDA_MEDIA) | {"logs:CreateLogStream", "logs:PutLogEvents"},
-    ),
-    "DAX": (
-        "data",
-        "DaxRole",
-        # DAX reads the tables for the reads the store sends it, and describes them.
-        {
-            f"dynamodb:{check.camel(c.method)}"
-            for c in STORE
-            if c.service == "dax" and c.method in READ_OPERATIONS
-        }
-        | {"dynamodb:DescribeTable"},
-    ),
-}
-
-
 @pytest.mark.parametrize("who", sorted(ROLES))
 def test_role_allows_exactly_what_its_code_calls(who: str) -> None:
     stack, role, expected = ROLES[who]
@@ -357,7 +294,7 @@ def test_role_allows_exactly_what_its_code_calls(who: str) -> None:
 
 
 def test_user_data_calls_are_aws_cli_calls_we_map() -> None:
-    gateway = _cli("GatewayLaunchTemplate")
+    gateway = cli("GatewayLaunchTemplate")
     assert {
         "s3:GetObject",
         "secretsmanager:GetSecretValue",
@@ -366,7 +303,7 @@ def test_user_data_calls_are_aws_cli_calls_we_map() -> None:
         "elasticloadbalancing:DescribeTargetHealth",
         "autoscaling:CompleteLifecycleAction",
     } == gateway
-    assert _cli("WorkerLaunchTemplate") == {"s3:GetObject", "secretsmanager:GetSecretValue"}
+    assert cli("WorkerLaunchTemplate") == {"s3:GetObject", "secretsmanager:GetSecretValue"}
 
 
 def _statement_grants(
