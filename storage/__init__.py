@@ -10,12 +10,8 @@ Map of the package:
   ``base.Store``).
 - ``conversations``: what both backends agree on about conversation lists (which channels,
   a DM's users, the list's order key).
-- ``sqlite``: the embedded single-node default (one SQLite file in WAL mode).
-- ``sqlite_videos``: the SQLite side of ``VideoStore`` (a mixin of ``sqlite.SQLiteStore``).
-- ``sqlite_follows``: the SQLite side of ``FollowStore`` (a mixin too).
-- ``sqlite_commit``: group commit, the queue that writes appends and likes in batches.
-- ``sqlite_health``: whether the SQLite store can keep writes (its files, its errors), and
-  the checks before it opens.
+- ``sqlite``: the embedded single-node default (one SQLite file in WAL mode): one module per
+  aggregate on one typed base, group commit and health.
 - ``dynamodb``: the AWS backend (DynamoDB tables, optional DAX reads); see ``docs/storage.md``.
 - ``factory``: builds the configured backend.
 - ``redis``: the Redis client every Redis user shares (RESP connection, circuit breaker).

@@ -1,4 +1,4 @@
-"""Group commit (storage.sqlite_commit): batches in order, and every waiter answered.
+"""Group commit (storage.sqlite.commit): batches in order, and every waiter answered.
 
 The store-level version (appends and likes waiting while the store closes) is in
 test_sqlite_health.py; these drive the queue itself on a real one-thread executor, so the
@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from storage.errors import Unavailable
-from storage.sqlite_commit import GroupCommit
-from storage.sqlite_health import submit
+from storage.sqlite.commit import GroupCommit
+from storage.sqlite.health import submit
 
 WAIT = 30.0
 """Generous: a waiter left hanging fails the test by timing out, not by being slow."""

@@ -1,6 +1,6 @@
 """The SQLite side of :class:`storage.follows.FollowStore`: follows, blocks, posts and feeds.
 
-A mixin of :class:`storage.sqlite.SQLiteStore`, on the store's one thread; writes that touch
+An aggregate on :class:`storage.sqlite.base.SQLiteBase`, on the store's one thread; writes that touch
 several rows take the write lock (``BEGIN IMMEDIATE``) so several processes may share the file.
 Expired feed items are skipped by reads and stay in the file (the embedded store is for one
 machine; DynamoDB deletes them by TTL).
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
 
 from storage.follows import FeedItem, FollowCounts
-
-T = TypeVar("T")
+from storage.sqlite.base import SQLiteBase, immediate
 
 FOLLOW_SCHEMA = """
 CREATE TABLE IF NOT EXISTS follows (
@@ -61,18 +58,6 @@ def _item(row: _Row) -> FeedItem:
     return FeedItem(id=row[0], video_id=row[1], author=row[2])
 
 
-def _write(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn()
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return result
-
-
 def _move_counts(db: sqlite3.Connection, follower: str, followee: str, step: int) -> None:
     db.executemany(
         "INSERT INTO follow_counts (user_id) VALUES (?) ON CONFLICT DO NOTHING",
@@ -96,22 +81,15 @@ def _remove_edge(db: sqlite3.Connection, follower: str, followee: str) -> bool:
     return True
 
 
-class SQLiteFollows:
-    """:class:`storage.follows.FollowStore` for :class:`storage.sqlite.SQLiteStore`."""
-
-    if TYPE_CHECKING:
-
-        def _conn(self) -> sqlite3.Connection: ...
-
-        async def _run(self, fn: Callable[[], T]) -> T: ...
+class SQLiteFollows(SQLiteBase):
+    """:class:`storage.follows.FollowStore` on SQLite."""
 
     # -- the graph -------------------------------------------------------------------------
 
     async def follow(self, follower: str, followee: str) -> bool:
         def run() -> bool:
             db = self._conn()
-
-            def add() -> bool:
+            with immediate(db):
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO follows (follower, followee, ts) VALUES (?, ?, ?)",
                     (follower, followee, int(time.time() * 1000)),
@@ -121,14 +99,13 @@ class SQLiteFollows:
                 _move_counts(db, follower, followee, 1)
                 return True
 
-            return _write(db, add)
-
         return await self._run(run)
 
     async def unfollow(self, follower: str, followee: str) -> bool:
         def run() -> bool:
             db = self._conn()
-            return _write(db, lambda: _remove_edge(db, follower, followee))
+            with immediate(db):
+                return _remove_edge(db, follower, followee)
 
         return await self._run(run)
 
@@ -181,8 +158,7 @@ class SQLiteFollows:
     async def block(self, blocker: str, blocked: str) -> bool:
         def run() -> bool:
             db = self._conn()
-
-            def add() -> bool:
+            with immediate(db):
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO blocks (blocker, blocked, ts) VALUES (?, ?, ?)",
                     (blocker, blocked, int(time.time() * 1000)),
@@ -190,8 +166,6 @@ class SQLiteFollows:
                 _remove_edge(db, blocker, blocked)
                 _remove_edge(db, blocked, blocker)
                 return cursor.rowcount == 1
-
-            return _write(db, add)
 
         return await self._run(run)
 
@@ -214,8 +188,7 @@ class SQLiteFollows:
     async def add_post(self, item: FeedItem, *, wide: bool) -> bool:
         def run() -> bool:
             db = self._conn()
-
-            def add() -> bool:
+            with immediate(db):
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO posts (author, id, video_id) VALUES (?, ?, ?)",
                     (item.author, item.id, item.video_id),
@@ -227,8 +200,6 @@ class SQLiteFollows:
                         "INSERT OR IGNORE INTO wide_authors (user_id) VALUES (?)", (item.author,)
                     )
                 return True
-
-            return _write(db, add)
 
         return await self._run(run)
 
@@ -273,14 +244,12 @@ class SQLiteFollows:
 
         def run() -> None:
             db = self._conn()
-            _write(
-                db,
-                lambda: db.executemany(
+            with immediate(db):
+                db.executemany(
                     "INSERT OR IGNORE INTO feed_items (user_id, id, video_id, author, expires_at)"
                     " VALUES (?, ?, ?, ?, ?)",
                     rows,
-                ),
-            )
+                )
 
         await self._run(run)
 

@@ -1,28 +1,19 @@
 """The SQLite side of :class:`storage.videos.VideoStore`: videos, likes, comments, totals.
 
-A mixin of :class:`storage.sqlite.SQLiteStore`: it runs on the store's one thread and takes the
-same write lock (``BEGIN IMMEDIATE``), so several gateway processes may share the file. Likes
+An aggregate on :class:`storage.sqlite.base.SQLiteBase`: it runs on the store's one thread and
+takes the same write lock (``BEGIN IMMEDIATE``), so several gateway processes may share the file. Likes
 arrive in floods, so they are written like appends, by group commit: likes that queue while the
 store's thread writes one batch go together into the next transaction, in order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
+import os
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
 
-from storage.sqlite_commit import GroupCommit
+from storage.sqlite.base import SQLiteBase, immediate, now_ms
+from storage.sqlite.commit import GroupCommit
 from storage.videos import Comment, CommentResult, Video, VideoCounts, VideoStatus
-
-if TYPE_CHECKING:
-    from storage.ids import IdGenerator
-
-T = TypeVar("T")
-I = TypeVar("I")
-R = TypeVar("R")
 
 VIDEO_SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -89,28 +80,12 @@ def _comment(row: _CommentRow) -> Comment:
     )
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+class SQLiteVideos(SQLiteBase):
+    """:class:`storage.videos.VideoStore` on SQLite."""
 
-
-class SQLiteVideos:
-    """:class:`storage.videos.VideoStore` for :class:`storage.sqlite.SQLiteStore`."""
-
-    if TYPE_CHECKING:
-        _ids: IdGenerator
-
-        def _conn(self) -> sqlite3.Connection: ...
-
-        async def _run(self, fn: Callable[[], T]) -> T: ...
-
-        async def _queued(self, commit: GroupCommit[I, R], item: I) -> R: ...
-
-        def _batch(
-            self, write: Callable[[list[I]], list[R | BaseException]]
-        ) -> Callable[[list[I]], asyncio.Future[list[R | BaseException]] | None]: ...
-
-    def _init_videos(self) -> None:
-        self._likes: GroupCommit[LikeChange, bool] = GroupCommit(self._batch(self._like_batch))
+    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
+        super().__init__(path, max_pending=max_pending)
+        self._likes: GroupCommit[LikeChange, bool] = self._group_commit(self._like_batch)
 
     # -- videos ----------------------------------------------------------------------------
 
@@ -163,18 +138,12 @@ class SQLiteVideos:
 
         def run() -> None:
             db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 db.executemany(
                     "UPDATE videos SET likes = ?, comments = ?, shares = ?, counts_version = ?"
                     " WHERE id = ? AND counts_version < ?",
                     rows,
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
 
         await self._run(run)
 
@@ -186,10 +155,9 @@ class SQLiteVideos:
 
     def _like_batch(self, changes: list[LikeChange]) -> list[bool | BaseException]:
         db = self._conn()
-        now = _now_ms()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            results: list[bool | BaseException] = []
+        now = now_ms()
+        results: list[bool | BaseException] = []
+        with immediate(db):
             for video_id, user_id, liked in changes:
                 if liked:
                     cursor = db.execute(
@@ -202,11 +170,6 @@ class SQLiteVideos:
                         (video_id, user_id),
                     )
                 results.append(cursor.rowcount == 1)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return results
 
     async def has_liked(self, video_id: str, user_id: str) -> bool:
@@ -241,8 +204,7 @@ class SQLiteVideos:
     ) -> CommentResult:
         def run() -> CommentResult:
             db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 if client_msg_id is not None:
                     found = db.execute(
                         f"SELECT {_COMMENT_COLUMNS} FROM video_comments"
@@ -250,19 +212,13 @@ class SQLiteVideos:
                         (video_id, author, client_msg_id),
                     ).fetchone()
                     if found is not None:
-                        db.execute("COMMIT")
                         return CommentResult(_comment(found), duplicate=True)
-                ts = _now_ms()
+                ts = now_ms()
                 comment = Comment(self._ids.new(ts), video_id, author, text, ts, client_msg_id)
                 db.execute(
                     f"INSERT INTO video_comments ({_COMMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0)",
                     (comment.id, video_id, author, text, ts, client_msg_id),
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
             return CommentResult(comment, duplicate=False)
 
         return await self._run(run)

@@ -1,4 +1,4 @@
-"""Whether the SQLite store may be trusted with writes (the health of ``sqlite.SQLiteStore``).
+"""Whether the SQLite store may be trusted with writes (the health of the SQLite store).
 
 SQLite keeps writing through its open descriptors when the file's folder is deleted or the file
 replaced, and answers every commit with success: the data goes to a file nobody will open

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from storage.errors import Unavailable
-from storage.sqlite_health import fail_waiters
+from storage.sqlite.health import fail_waiters
 
 I = TypeVar("I")
 R = TypeVar("R")

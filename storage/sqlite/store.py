@@ -1,0 +1,39 @@
+"""The embedded default backend: one SQLite file in WAL mode, as one :class:`SQLiteStore`.
+
+The store is its aggregates (messages and channels, conversations, accounts and refresh
+tokens, groups, videos and likes, follows and feeds), each a class on
+:class:`storage.sqlite.base.SQLiteBase`, which owns the connection and the one thread all SQLite
+work runs on. Several gateway processes on one machine may share the file: writes take SQLite's
+write lock (``BEGIN IMMEDIATE``), so offsets stay gap-free and unique across processes.
+
+The store watches its own files and errors (:mod:`storage.sqlite.health`): when it cannot keep
+writes it says so in :meth:`SQLiteStore.health` and ``ping`` and refuses them with
+``Unavailable``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from storage.sqlite.accounts import ACCOUNT_SCHEMA, SQLiteAccounts
+from storage.sqlite.conversations import CONVERSATION_SCHEMA, SQLiteConversations
+from storage.sqlite.follows import FOLLOW_SCHEMA, SQLiteFollows
+from storage.sqlite.groups import GROUP_SCHEMA, SQLiteGroups
+from storage.sqlite.messages import MESSAGE_SCHEMA, SQLiteMessages
+from storage.sqlite.videos import VIDEO_SCHEMA, SQLiteVideos
+
+SCHEMA = MESSAGE_SCHEMA + ACCOUNT_SCHEMA + GROUP_SCHEMA + CONVERSATION_SCHEMA
+"""The chat tables: channels and messages, accounts and tokens, groups, conversations."""
+
+
+class SQLiteStore(
+    SQLiteMessages,
+    SQLiteConversations,
+    SQLiteAccounts,
+    SQLiteGroups,
+    SQLiteVideos,
+    SQLiteFollows,
+):
+    """:class:`storage.base.Store` on one SQLite file."""
+
+    schema: ClassVar[str] = SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA
