@@ -73,7 +73,7 @@ def chunks(values: list[str]) -> Iterator[list[str]]:
 class SQLiteBase:
     """One SQLite file, its connection and the thread that owns it; the aggregates' base."""
 
-    schema: ClassVar[str] = ""
+    _schema: ClassVar[str] = ""
     """The tables of the aggregates (the store's class names them all); health's come after."""
 
     def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
@@ -119,7 +119,7 @@ class SQLiteBase:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=10000")
                 db.execute("PRAGMA foreign_keys=ON")
-                db.executescript(self.schema + HEALTH_SCHEMA)
+                db.executescript(self._schema + HEALTH_SCHEMA)
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == CONNECT_ATTEMPTS - 1:

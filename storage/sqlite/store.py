@@ -36,4 +36,4 @@ class SQLiteStore(
 ):
     """:class:`storage.base.Store` on one SQLite file."""
 
-    schema: ClassVar[str] = SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA
+    _schema: ClassVar[str] = SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA
