@@ -3,6 +3,8 @@
 Map of the package:
 - ``base``: params base type, ``@operation``, the call ``Context`` and the service protocols.
 - ``errors``: the stable error codes shared by WebSocket and REST.
+- ``messages``: every frame the server sends: the reply and error envelopes and each push
+  (event, presence, join/leave, typing, read, comment, feed, counts, unsubscribed).
 - ``channels``: channel names and who may read or write them.
 - ``chat``: subscribe, unsubscribe, publish, history, events (long poll), ping.
 - ``groups``: group conversations and their members.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 import orjson
@@ -17,7 +17,7 @@ from handlers.errors import (
     TOO_MANY_SUBSCRIPTIONS,
     OpError,
 )
-from storage.base import Message
+from handlers.messages import event_message, message_fields
 
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -64,25 +64,6 @@ class PingParams(Params, tag="ping"):
     pass
 
 
-def message_fields(message: Message) -> dict[str, Any]:
-    """Return a stored message as the wire shows it (``data`` embedded without re-encoding)."""
-    fields: dict[str, Any] = {
-        "message_id": message.id,
-        "offset": message.offset,
-        "from": message.sender,
-        "ts": message.ts,
-        "data": orjson.Fragment(message.data),
-    }
-    if message.client_msg_id is not None:
-        fields["client_msg_id"] = message.client_msg_id
-    return fields
-
-
-def encode_event(message: Message) -> bytes:
-    """Encode the push every subscriber of the message's channel receives, once."""
-    return orjson.dumps({"op": "event", "channel": message.channel, **message_fields(message)})
-
-
 def message_body(raw: msgspec.Raw, limit: int) -> bytes:
     """Check that a message body is a JSON object within ``limit`` bytes.
 
@@ -127,7 +108,7 @@ async def catch_up(services: Services, channel: str, since: int, limit: int) -> 
     # position, which every plain subscribe to a quiet channel reads).
     services.counters.recovery_from_store += 1
     messages = await store.read_since(channel, since, limit=limit)
-    events = [(m.offset, encode_event(m)) for m in messages]
+    events = [(m.offset, event_message(m)) for m in messages]
     last = max(position.offset, messages[-1].offset if messages else 0)
     return CatchUp(position.epoch, last, events, since + len(events) >= last)
 
@@ -202,7 +183,7 @@ async def publish(ctx: Context, params: PublishParams) -> Result:
     if not stored.duplicate:
         # Acknowledged only after the store accepted it; fan-out follows the write.
         await services.fanout.publish(
-            channel.name, encode_event(message), message.offset, stored.epoch
+            channel.name, event_message(message), message.offset, stored.epoch
         )
     return {
         "channel": channel.name,

@@ -28,11 +28,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 from handlers.base import Fanout, PresenceView
+from handlers.messages import feed_body, feed_message
 from storage.base import Store
 from storage.follows import FeedItem
 from storage.ids import IdGenerator
@@ -61,26 +59,6 @@ class FeedStats:
     longest_batch_seconds: float = 0.0
     """The longest wall time of one batch's publish loop (the pushes to its online followers;
     the publishes await no Redis reply, so this is close to the time the loop was held)."""
-
-
-def push_body(item: FeedItem, video: Video) -> bytes:
-    """The ``feed`` push without its channel: ``"op"`` and ``"channel"`` are put in front of it
-    for each follower, so the body is encoded once per post."""
-    body: dict[str, Any] = {
-        "item_id": item.id,
-        "by": item.author,
-        "video": {
-            "video_id": video.id,
-            "owner": video.owner,
-            "title": video.title,
-            "created_at": video.created_at,
-        },
-    }
-    return orjson.dumps(body)[1:]  # without the opening brace
-
-
-def push_for(user: str, body: bytes) -> bytes:
-    return b'{"op":"feed","channel":"user:' + user.encode() + b'",' + body
 
 
 class FeedFanout:
@@ -148,7 +126,7 @@ class FeedFanout:
             self.stats.last_walk_seconds = time.monotonic() - started
 
     async def _deliver(self, item: FeedItem, video: Video, wide: bool) -> None:
-        body = push_body(item, video)
+        body = feed_body(item, video)  # encoded once per post
         expires_at = int(self._clock()) + self._item_ttl
         after: str | None = None
         while True:
@@ -165,7 +143,7 @@ class FeedFanout:
                 if status is not None and status.online:
                     # The broker delivers locally and queues the Redis publish on its pipelined
                     # connection: this await does not wait for Redis to answer.
-                    await self._fanout.publish(f"user:{user}", push_for(user, body))
+                    await self._fanout.publish(f"user:{user}", feed_message(user, body))
                     self.stats.pushes += 1
             self.stats.longest_batch_seconds = max(
                 self.stats.longest_batch_seconds, time.monotonic() - began

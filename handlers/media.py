@@ -17,7 +17,6 @@ import msgspec
 import orjson
 
 from handlers.base import Context, Fanout, Feeds, Result
-from handlers.chat import encode_event
 from handlers.errors import (
     INVALID_PARAMS,
     LINK_EXPIRED,
@@ -29,6 +28,7 @@ from handlers.errors import (
     ErrorKind,
     OpError,
 )
+from handlers.messages import event_message
 from media.errors import (
     LinkExpired,
     LinkInvalid,
@@ -125,7 +125,7 @@ class StoreLedger:
             if not stored.duplicate:
                 message = stored.message
                 await self._fanout.publish(
-                    channel, encode_event(message), message.offset, stored.epoch
+                    channel, event_message(message), message.offset, stored.epoch
                 )
         except Exception:
             # The status is recorded already; a lost notification must not undo or repeat it.

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-import orjson
 
 from handlers.base import Context, Params, Result, operation
 from handlers.channels import Kind, authorize_read, authorize_write, parse_channel
 from handlers.chat import Channel
 from handlers.errors import INVALID_PARAMS, TOO_MANY_SUBSCRIPTIONS, OpError
+from handlers.messages import typing_message
 
 WATCH_PREFIX = "~presence:"
 """Internal channel carrying one user's online/offline pushes (see gateway.fanout.presence)."""
@@ -85,6 +85,5 @@ async def typing(ctx: Context, params: TypingParams) -> Result:
     services = ctx.services
     if not services.typing.allow((ctx.user_id, channel.name), services.limits.typing_interval):
         return {"channel": channel.name, "sent": False}
-    payload = orjson.dumps({"op": "typing", "channel": channel.name, "user": ctx.user_id})
-    await services.fanout.publish(channel.name, payload)
+    await services.fanout.publish(channel.name, typing_message(channel.name, ctx.user_id))
     return {"channel": channel.name, "sent": True}

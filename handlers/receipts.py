@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-import orjson
 
 from handlers.base import Context, Params, Result, operation
 from handlers.channels import Kind, authorize_read, parse_channel
 from handlers.errors import FORBIDDEN, OpError
+from handlers.messages import receipt_message
 from storage.base import Conversation
 
 Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -40,11 +40,6 @@ class ConversationsParams(Params, tag="conversations"):
     before: Cursor | None = None
 
 
-def encode_receipt(channel: str, user_id: str, offset: int) -> bytes:
-    """Encode the push the channel's subscribers get when a user's read position moves."""
-    return orjson.dumps({"op": "read", "channel": channel, "user": user_id, "offset": offset})
-
-
 @operation(ReadParams)
 async def read(ctx: Context, params: ReadParams) -> Result:
     channel = parse_channel(params.channel)
@@ -55,7 +50,7 @@ async def read(ctx: Context, params: ReadParams) -> Result:
     mark = await services.store.mark_read(ctx.user_id, channel.name, params.offset)
     if mark.moved:
         await services.fanout.publish(
-            channel.name, encode_receipt(channel.name, ctx.user_id, mark.last_read)
+            channel.name, receipt_message(channel.name, ctx.user_id, mark.last_read)
         )
     return {
         "channel": channel.name,

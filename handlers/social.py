@@ -36,8 +36,9 @@ from handlers import chat
 from handlers.base import Context, Params, Result, operation
 from handlers.channels import Kind, parse_channel
 from handlers.errors import FORBIDDEN, INVALID_PARAMS, NOT_FOUND, VIDEO_NOT_READY, OpError
+from handlers.messages import comment_deleted_message, comment_fields, comment_message
 from storage import ids
-from storage.videos import Comment, Video, VideoCounts, VideoStatus
+from storage.videos import Video, VideoCounts, VideoStatus
 
 VideoId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 CommentId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -108,21 +109,6 @@ def video_fields(video: Video, counts: VideoCounts) -> dict[str, Any]:
         "shares": max(0, counts.shares),
         "version": counts.version,
     }
-
-
-def comment_fields(comment: Comment) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "comment_id": comment.id,
-        "video_id": comment.video_id,
-        "author": comment.author,
-        "text": comment.text,
-        "ts": comment.ts,
-    }
-    if comment.client_msg_id is not None:
-        fields["client_msg_id"] = comment.client_msg_id
-    if comment.deleted:
-        fields["deleted"] = True
-    return fields
 
 
 def _non_blank(text: str, field: str) -> str:
@@ -232,8 +218,7 @@ async def comment(ctx: Context, params: CommentParams) -> Result:
     if not stored.duplicate:
         await services.hot_counts.add(video.id, comments=1)
         channel = video_channel(video.id)
-        push = orjson.dumps({"op": "comment", "channel": channel, **fields})
-        await services.fanout.publish(channel, push)
+        await services.fanout.publish(channel, comment_message(channel, stored.comment))
     return {**fields, "duplicate": stored.duplicate}
 
 
@@ -267,13 +252,8 @@ async def delete_comment(ctx: Context, params: DeleteCommentParams) -> Result:
         raise OpError(NOT_FOUND, f"no comment {params.comment_id} on video {video.id}")
     await ctx.services.hot_counts.add(video.id, comments=-1)
     channel = video_channel(video.id)
-    push = {
-        "op": "comment_deleted",
-        "channel": channel,
-        "video_id": video.id,
-        "comment_id": found.id,
-    }
-    await ctx.services.fanout.publish(channel, orjson.dumps(push))
+    push = comment_deleted_message(channel, video.id, found.id)
+    await ctx.services.fanout.publish(channel, push)
     return {"video_id": video.id, "comment_id": found.id, "deleted": True}
 
 

@@ -39,7 +39,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-import orjson
 from aiohttp._websocket.helpers import websocket_mask  # C-accelerated, aiohttp is pinned
 
 from gateway.auth.tokens import LEEWAY_SECONDS
@@ -54,12 +53,12 @@ from gateway.ws.frames import (
     PING_FRAME,
     CloseCode,
     close_frame,
-    error_payload,
     frame,
     text_frame,
 )
 from handlers.base import Context, Identity, Services
 from handlers.errors import BINARY_NOT_SUPPORTED, FRAME_TOO_LARGE, OpError
+from handlers.messages import error_message, unsubscribed_message
 
 if TYPE_CHECKING:
     from gateway.fanout.hub import Hub
@@ -426,7 +425,7 @@ class Connection(asyncio.Protocol):
 
     def error(self, request_id: int | None, error: OpError) -> None:
         self._node.metrics.ws_errors_sent += 1
-        self.deliver(text_frame(error_payload(request_id, error)))
+        self.deliver(text_frame(error_message(request_id, error)))
 
     def _write_close(self, transport: asyncio.Transport, code: int, reason: str = "") -> None:
         # The only write past the backlog bound: one close frame (at most 127 bytes) per
@@ -496,9 +495,7 @@ class Connection(asyncio.Protocol):
 
     def kicked(self, channel: str, reason: str) -> None:
         if self.unsubscribe(channel):
-            self.send_payload(
-                orjson.dumps({"op": "unsubscribed", "channel": channel, "reason": reason})
-            )
+            self.send_payload(unsubscribed_message(channel, reason))
 
     # -- liveness and closing --------------------------------------------------------------
 

@@ -1,7 +1,9 @@
-"""Wire-level pieces: the WebSocket handshake, frame encoding, close codes, reply envelopes.
+"""Wire-level pieces: the WebSocket handshake, frame encoding, close codes.
 
 Server-to-client frames are unmasked, so one encoded frame (header + payload) can be written
 as-is to every subscriber's transport: an event is framed once per node, not once per socket.
+The JSON payloads inside the frames (replies, errors, pushes) are built in
+:mod:`handlers.messages`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,6 @@ import base64
 import hashlib
 import struct
 from enum import IntEnum
-from typing import Any
-
-import orjson
-
-from handlers.errors import OpError
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -84,11 +81,3 @@ def close_frame(code: int, reason: str = "") -> bytes:
 
 
 PING_FRAME = frame(OP_PING, b"")
-
-
-def reply_payload(request_id: int | None, result: Any) -> bytes:
-    return orjson.dumps({"op": "reply", "id": request_id, "result": result})
-
-
-def error_payload(request_id: int | None, error: OpError) -> bytes:
-    return orjson.dumps({"op": "error", "id": request_id, **error.to_dict()})

@@ -15,7 +15,6 @@ import msgspec
 import orjson
 
 from gateway.metrics import Metrics
-from gateway.ws.frames import error_payload, reply_payload
 from handlers.base import Context, Operation, Params
 from handlers.errors import (
     INTERNAL_ERROR,
@@ -26,6 +25,7 @@ from handlers.errors import (
     OpError,
     as_op_error,
 )
+from handlers.messages import error_message, result_message
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Registry:
             op, params = self.decode(frame)
         except FrameError as exc:
             self._metrics.ws_errors_sent += 1
-            return error_payload(exc.request_id, exc)
+            return error_message(exc.request_id, exc)
         try:
             result = await op(ctx, params)
         except Exception as exc:  # every failure becomes an error reply
@@ -93,8 +93,8 @@ class Registry:
                 self._metrics.internal_errors += 1
                 error = OpError(INTERNAL_ERROR, "internal error")
             self._metrics.ws_errors_sent += 1
-            return error_payload(params.id, error)
-        return reply_payload(params.id, result)
+            return error_message(params.id, error)
+        return result_message(params.id, result)
 
     def _explain(self, frame: bytes, exc: msgspec.DecodeError | UnicodeDecodeError) -> FrameError:
         bad_utf8 = isinstance(exc, UnicodeDecodeError)

@@ -1,0 +1,1 @@
+"""Handler tests: ops run through a fake ``Services``, no sockets, no gateway."""
