@@ -146,7 +146,7 @@ async def logout(services: Services, params: LogoutParams, identity: Identity | 
     return {"logged_out": True}
 
 
-@operation(AuthParams, needs_session=True)
+@operation(AuthParams)
 async def reauthenticate(ctx: Context, params: AuthParams) -> Result:
     """Move a live socket onto a fresh access token of the same user, so it is not closed
     when the old one expires."""

@@ -40,8 +40,6 @@ class Operation(Generic[P]):
     name: str
     params: type[P]
     func: Callable[[Context, P], Awaitable[Result]]
-    needs_session: bool = False
-    """True for ops that only make sense on a live connection (subscribe, unsubscribe)."""
 
     async def __call__(self, ctx: Context, params: P) -> Result:
         limiter = ctx.services.limiter
@@ -52,15 +50,19 @@ class Operation(Generic[P]):
 
 
 def operation(
-    params: type[P], *, needs_session: bool = False
+    params: type[P],
 ) -> Callable[[Callable[[Context, P], Awaitable[Result]]], Operation[P]]:
-    """Declare an op; its name is the params struct's tag."""
+    """Declare an op; its name is the params struct's tag.
+
+    An op that needs a live connection (subscribe, watch_presence, auth...) says so by calling
+    :meth:`Context.require_session`, which refuses it anywhere else.
+    """
 
     def wrap(func: Callable[[Context, P], Awaitable[Result]]) -> Operation[P]:
         tag = params.__struct_config__.tag
         if not isinstance(tag, str):
             raise TypeError(f"{params.__name__} needs a string tag")
-        return Operation(tag, params, func, needs_session)
+        return Operation(tag, params, func)
 
     return wrap
 

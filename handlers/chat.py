@@ -121,7 +121,7 @@ async def backfill(
     return found.epoch, found.events
 
 
-@operation(SubscribeParams, needs_session=True)
+@operation(SubscribeParams)
 async def subscribe(ctx: Context, params: SubscribeParams) -> Result:
     """Subscribe; with ``since``, replay what the client missed, then go live, in order."""
     session = ctx.require_session()
@@ -165,7 +165,7 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> Result:
     return result
 
 
-@operation(UnsubscribeParams, needs_session=True)
+@operation(UnsubscribeParams)
 async def unsubscribe(ctx: Context, params: UnsubscribeParams) -> Result:
     session = ctx.require_session()
     channel = parse_channel(params.channel)

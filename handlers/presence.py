@@ -46,7 +46,7 @@ async def presence(ctx: Context, params: PresenceParams) -> Result:
     return {"channel": channel.name, "users": users, "count": count}
 
 
-@operation(WatchPresenceParams, needs_session=True)
+@operation(WatchPresenceParams)
 async def watch_presence(ctx: Context, params: WatchPresenceParams) -> Result:
     """Return the users' status now and push each change (``presence`` pushes) from then on."""
     session = ctx.require_session()
@@ -68,7 +68,7 @@ async def watch_presence(ctx: Context, params: WatchPresenceParams) -> Result:
     }
 
 
-@operation(UnwatchPresenceParams, needs_session=True)
+@operation(UnwatchPresenceParams)
 async def unwatch_presence(ctx: Context, params: UnwatchPresenceParams) -> Result:
     session = ctx.require_session()
     stopped = [u for u in dict.fromkeys(params.users) if session.unsubscribe(WATCH_PREFIX + u)]

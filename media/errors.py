@@ -27,10 +27,6 @@ class LinkInvalid(MediaError):
     """A signed playback link is malformed or its signature does not match."""
 
 
-class NotConfigured(MediaError):
-    """The backend lacks a setting it needs (reported at start-up)."""
-
-
 NOT_A_VIDEO = "not_a_video"
 CONVERT_FAILED = "convert_failed"
 CONVERT_TIMED_OUT = "convert_timed_out"

@@ -262,10 +262,6 @@ class Hub:
     def channel_count(self) -> int:
         return len(self._channels)
 
-    def subscriber_count(self, channel: str) -> int:
-        state = self._channels.get(channel)
-        return 0 if state is None else len(state.subscribers) + len(state.pending or ())
-
     async def subscribe(
         self, channel: str, subscriber: Subscriber, *, pending: bool = False
     ) -> None:
