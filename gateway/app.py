@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(social.routes)
     app.router.add_routes(follows.routes)
     media.setup(app)  # its cleanup context runs after the services'
+    __import__("gateway.http.web").http.web.setup(app)  # /, /app/*, /sdk/moosic.js
     return app
 
 

@@ -10,6 +10,7 @@ Map of the package:
 - ``social``: videos, likes, comments and shares (ETag, Cache-Control, 304).
 - ``follows``: follows, blocks, the home feed and re-shares.
 - ``media``: the media backend's lifecycle and the upload and playback routes.
+- ``web``: the web app (``/``, ``/app/*``) and the JavaScript SDK, with the page's CSP.
 - ``openapi``: the OpenAPI document; ``openapi_social``, ``openapi_follows`` and
   ``openapi_media``: the entries of those routes.
 """
