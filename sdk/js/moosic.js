@@ -138,6 +138,7 @@ export const login = (username, password, opts) => authRequest("/v1/auth/login",
  * - "resync" {channel, reason, result}: a resubscription could not replay what was missed:
  *   reload the channel's history;
  * - "tokens" {access_token, refresh_token, ...}: the token pair changed (store it);
+ * - "authenticated" {user_id, expires_at}: the open socket moved onto the fresh token (`auth`);
  * - "session_ended" {code, reason}: 4501, or the refresh token was refused: sign in again.
  */
 export class MoosicClient extends EventTarget {
@@ -425,7 +426,7 @@ export class MoosicClient extends EventTarget {
       this.refreshTimer = null;
       try {
         await this._refreshNow();
-        if (this.transport === "ws") await this.request("auth", { token: this.token });
+        if (this.transport === "ws") this._emit("authenticated", await this.request("auth", { token: this.token }));
       } catch (error) {
         if (error instanceof MoosicError && ["invalid_refresh_token", "session_revoked"].includes(error.code)) {
           return this._sessionEnded(4501, error.message);
