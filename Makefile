@@ -29,6 +29,11 @@ services:
 		echo "installing redis-server (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
+	@# The browser tests (tests/web) drive Debian's chromium through Playwright's Python API.
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 	@bash tests/support/install-dynamodb-local.sh
 
 # A development run on the embedded defaults: SQLite file, in-process broker, no external service.

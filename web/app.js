@@ -457,12 +457,16 @@ function videoView(videoId) {
     } }, commentInput, h("button", { testid: "comment-send" }, "Post")),
     comments));
 
+  let retry = null;
   const load = async () => {
+    clearTimeout(retry);
     const video = await client.request("get_video", { video_id: videoId });
     title.textContent = video.title;
     setCounts(video);
     if (video.status !== "ready") {
       player.replaceChildren(h("p", { class: "muted", testid: "video-status" }, `This video is ${video.status}.`));
+      // Nodes cache video records for a moment: look again until it is ready.
+      if (["uploading", "processing", "moderating"].includes(video.status)) retry = setTimeout(() => load().catch(() => {}), 2000);
       return;
     }
     client.request("like_status", { video_id: videoId }).then((r) => setLiked(r.liked)).catch(() => {});
@@ -485,7 +489,7 @@ function videoView(videoId) {
     client.on("open", () => load().catch(() => {})), // a reconnect: reload totals and comments
   ];
   const previous = leaveView;
-  leaveView = () => { offs.forEach((off) => off()); client?.unsubscribe(channel).catch(() => {}); previous(); };
+  leaveView = () => { offs.forEach((off) => off()); clearTimeout(retry); client?.unsubscribe(channel).catch(() => {}); previous(); };
   client.subscribe(channel).catch(() => {});
   load().catch(problem);
 }

@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 
 from tests.support.servers import TEST_JWT_SECRET, GatewayNode
 
@@ -72,18 +79,26 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def new_context(browser: Browser, gateway: GatewayNode) -> Iterator[Callable[[], BrowserContext]]:
     """Make phone-sized browser contexts (each its own storage: its own user); close them all."""
     made: list[BrowserContext] = []
+    refused: list[str] = []
+
+    def note_refusal(message: ConsoleMessage) -> None:
+        """The page's CSP must allow everything the app does: a refusal fails the test."""
+        if "Content Security Policy" in message.text:
+            refused.append(message.text)
 
     def make() -> BrowserContext:
         context = browser.new_context(
             base_url=gateway.base_url, viewport=PHONE, is_mobile=True, has_touch=True
         )
         context.set_default_timeout(WAIT_MS)
+        context.on("console", note_refusal)
         made.append(context)
         return context
 
     yield make
     for context in made:
         context.close()
+    assert refused == []
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -6,9 +6,11 @@ import json
 import os
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Page, expect
 
+from tests.support.media import make_clip
 from tests.support.servers import GatewayNode
 from tests.web.conftest import WAIT_MS, screenshot
 
@@ -130,3 +132,45 @@ def test_dm_both_ways_offline_catch_up_and_live_likes(
     bob.get_by_test_id("share").click()
     expect(alice.get_by_test_id("shares")).to_have_text("1")
     screenshot(bob, "video")
+
+
+def test_upload_goes_processing_to_ready_plays_and_reaches_followers_feeds(
+    gateway: GatewayNode, new_context: Callable[[], BrowserContext], tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2)
+    maker_name, fan_name = unique("maker"), unique("fan")
+    maker = sign_up(new_context(), maker_name)
+    fan = sign_up(new_context(), fan_name)
+    fan.goto("/#/feed")
+    fan.get_by_test_id("follow-username").fill(maker_name)
+    fan.get_by_test_id("follow").click()
+    expect(fan.get_by_test_id("notice")).to_contain_text(f"Following {maker_name}")
+
+    maker.goto("/#/upload")
+    maker.get_by_test_id("upload-title").fill("my clip")
+    maker.get_by_test_id("upload-file").set_input_files(clip)
+    maker.get_by_test_id("upload-send").click()
+    states = maker.get_by_test_id("upload-state")
+    expect(states.filter(has_text="ready")).to_have_count(1, timeout=120_000)
+    shown = states.all_inner_texts()
+    assert shown[0] == "uploading"
+    assert shown.index("processing") < shown.index("ready")
+    screenshot(maker, "upload")
+
+    # The follower, on the home feed, gets it live.
+    expect(fan.get_by_test_id("feed-item").filter(has_text="my clip")).to_have_count(1)
+    expect(fan.get_by_test_id("feed-fresh")).to_contain_text("my clip")
+    screenshot(fan, "feed")
+
+    maker.get_by_test_id("watch").click()
+    expect(maker.get_by_test_id("video-title")).to_have_text("my clip")
+    video = maker.get_by_test_id("video")
+    expect(video).to_be_visible()
+    # Plays: frames decoded and the clock moving (HLS, natively in this Chromium).
+    maker.wait_for_function(
+        "() => { const v = document.querySelector('video');"
+        " return v && v.readyState >= 2 && v.currentTime > 0; }",
+        timeout=60_000,
+    )
+    assert maker.evaluate("() => document.querySelector('video').error") is None
+    screenshot(maker, "video-playing")
