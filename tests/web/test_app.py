@@ -151,7 +151,7 @@ def test_upload_goes_processing_to_ready_plays_and_reaches_followers_feeds(
     maker.get_by_test_id("upload-file").set_input_files(clip)
     maker.get_by_test_id("upload-send").click()
     states = maker.get_by_test_id("upload-state")
-    expect(states.filter(has_text="ready")).to_have_count(1, timeout=120_000)
+    expect(states.filter(has_text="ready")).to_have_count(1, timeout=90_000)
     shown = states.all_inner_texts()
     assert shown[0] == "uploading"
     assert shown.index("processing") < shown.index("ready")
