@@ -25,6 +25,7 @@ from gateway.fanout.presence import LocalPresence, PresenceTracker, RedisPresenc
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
 from gateway.http import follows, media, rest, server, social
+from gateway.http import web as web_pages
 from gateway.http.errors import error_middleware
 from gateway.http.security import add_security_headers, rest_limits
 from gateway.keys import (
@@ -94,7 +95,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(social.routes)
     app.router.add_routes(follows.routes)
     media.setup(app)  # its cleanup context runs after the services'
-    __import__("gateway.http.web").http.web.setup(app)  # /, /app/*, /sdk/moosic.js
+    web_pages.setup(app)  # /, /app/*, /sdk/moosic.js
     return app
 
 

@@ -108,6 +108,16 @@ async def sdk(request: web.Request) -> web.FileResponse:
     return _file(request, SDK_FILE)
 
 
+def pages() -> set[tuple[str, str]]:
+    """(method, path) of what this module serves: pages and the SDK, not the API (they are in
+    docs/web.md, not in docs/protocol.md or the OpenAPI document)."""
+    return {
+        (r.method, re.sub(r"\{(\w+):[^}]*\}", r"{\1}", r.path))  # as resource.canonical
+        for r in routes
+        if isinstance(r, web.RouteDef)
+    }
+
+
 def setup(app: web.Application) -> None:
     """Serve the web app and the SDK."""
     app.router.add_routes(routes)
