@@ -617,10 +617,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m infra.capacity", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--users", type=float, required=True, help="today's users")
-    parser.add_argument(
-        "--peak-online-share", type=float, default=0.2, help="share of users online at peak"
-    )
-    for name in NAMED_OPTIONS[1:]:
+    for name in NAMED_OPTIONS:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     parser.add_argument("--inputs", type=Path, default=INPUTS_PATH)
     parser.add_argument("--report", type=Path, help="bench report JSON (loadtest/reports/)")
@@ -633,17 +630,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def build_inputs(args: argparse.Namespace) -> Inputs:
     inputs = load_inputs(args.inputs)
-    inputs = Inputs(
-        {**inputs.values, "peak_online_share": args.peak_online_share},
-        inputs.prices,
-        inputs.prices_as_of,
-        inputs.cloudfront_tiers,
-    )
     if args.report is not None:
         inputs = inputs.replace(
             report_figures(json.loads(args.report.read_text())), str(args.report)
         )
-    named = {n: getattr(args, n) for n in NAMED_OPTIONS[1:] if getattr(args, n) is not None}
+    named = {n: getattr(args, n) for n in NAMED_OPTIONS if getattr(args, n) is not None}
     if named:
         inputs = inputs.replace(named, "command line")
     sets: dict[str, float] = {}
