@@ -355,7 +355,7 @@ def dynamodb_tier(v: Mapping[str, float], units: Mapping[str, Mapping[str, float
         "busiest_share_of_quota": top.units,
     }
     # The count is the number of tables past their default quota (0: none needs an increase).
-    over = sum(1 for n in needs if n.units > 1.0)
+    over = sum(1 for u in units.values() if max(u["wru"], u["rru"]) > quota)
     return Tier(over, top.limit, needs, detail)
 
 

@@ -484,3 +484,19 @@ def test_the_cli_refuses_bad_input(tmp_path: Path) -> None:
     out = run("--users", "1000", "--report", str(not_a_report))
     assert out.returncode == 2
     assert "not a bench report" in out.stderr
+
+
+def test_docs_capacity_shows_what_the_command_prints() -> None:
+    doc = (ROOT / "docs/capacity.md").read_text()
+    assert "`.venv/bin/python -m infra.capacity --users 200000`" in doc
+    inputs = capacity.load_inputs()
+    table = capacity.markdown(inputs, 200_000, capacity.plan(inputs, 200_000))
+    assert table in doc, "docs/capacity.md: run the command again and paste its table"
+
+
+def test_tables_past_their_quota_are_counted_once() -> None:
+    # 100x the fixed load: messages 600,000 WRU/s, channels 200,000 WRU + 500,000 RRU (one
+    # table, both over), groups 100,000, videos 150,000; refresh_tokens 20,000 and follows
+    # 15,400 stay under 40,000: 4 tables.
+    s = one(fixed_inputs(), 100_000_000)
+    assert s.tiers["dynamodb"].count == 4
