@@ -24,9 +24,10 @@ from gateway.fanout.hub import Hub
 from gateway.fanout.presence import LocalPresence, PresenceTracker, RedisPresence
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
-from gateway.http import follows, media, rest, server, social
+from gateway.http import media, openapi, server
 from gateway.http import web as web_pages
 from gateway.http.errors import error_middleware
+from gateway.http.routes import mount
 from gateway.http.security import add_security_headers, rest_limits
 from gateway.keys import (
     FEEDS,
@@ -46,7 +47,6 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.ws.connection import Connection, WsNode
 from gateway.ws.registry import Registry
-from gateway.ws.upgrade import websocket
 from handlers import OPERATIONS, chat
 from handlers.base import Limits, Services
 from handlers.cache import TtlCache
@@ -90,10 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_hub_ctx)
     app.cleanup_ctx.append(_services_ctx)
     app.on_shutdown.append(_close_websockets)
-    app.router.add_get("/ws", websocket)
-    app.router.add_routes(rest.routes)
-    app.router.add_routes(social.routes)
-    app.router.add_routes(follows.routes)
+    mount(app.router, openapi.TABLES)  # every route, /ws included (gateway.http.routes)
     media.setup(app)  # its cleanup context runs after the services'
     web_pages.setup(app)  # /, /app/*, /sdk/moosic.js
     return app

@@ -6,11 +6,13 @@ Map of the package:
 - ``errors``: the JSON error shape and its middleware.
 - ``security``: REST rate limits, the WebSocket Origin check, security headers.
 - ``server``: what a connection may hold before it signs in; header and body timeouts.
-- ``rest``: auth, channels, groups, health and metrics routes.
+- ``routes``: one declaration per route (``Route``: method, path, op or handler, params,
+  answers, errors, cache policy); the aiohttp route, the OpenAPI entry and the ``ETag`` /
+  ``Cache-Control`` rules all derive from it.
+- ``rest``: the WebSocket upgrade, auth, users, channels, groups, health and metrics routes.
 - ``social``: videos, likes, comments and shares (ETag, Cache-Control, 304).
 - ``follows``: follows, blocks, the home feed and re-shares.
 - ``media``: the media backend's lifecycle and the upload and playback routes.
 - ``web``: the web app (``/``, ``/app/*``) and the JavaScript SDK, with the page's CSP.
-- ``openapi``: the OpenAPI document; ``openapi_social``, ``openapi_follows`` and
-  ``openapi_media``: the entries of those routes.
+- ``openapi``: every route table in mount order, and the OpenAPI document built from them.
 """

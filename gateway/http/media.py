@@ -24,14 +24,23 @@ from typing import Any
 from aiohttp import BodyPartReader, ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.http.errors import json_response
 from gateway.http.request import context, read_body
+from gateway.http.routes import (
+    INTEGER,
+    NULLABLE_STRING,
+    SIGNED_IN,
+    STRING,
+    Reply,
+    RouteTable,
+    Schema,
+)
 from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
 from gateway.settings import Settings
 from handlers import media as media_ops
 from handlers.errors import INVALID_PARAMS, NOT_FOUND, UPLOAD_TOO_LARGE, OpError
 from media.aws import AwsConfig, AwsMedia
 from media.errors import MediaError, UploadRefused
+from media.keys import CONTENT_TYPES
 from media.local import LocalConfig, LocalMedia
 from media.model import DEFAULT_WATERMARK, Ledger, MediaBackend
 from media.signing import Signer, derive_key
@@ -39,7 +48,6 @@ from media.signing import Signer, derive_key
 log = logging.getLogger(__name__)
 
 MEDIA = web.AppKey("media", MediaBackend)
-routes = web.RouteTableDef()
 
 FIELD_MAX_BYTES = 8192
 """Largest form field before the file (a policy is well under 1 KiB)."""
@@ -97,8 +105,7 @@ def build_media(settings: Settings, ledger: Ledger, session: Any = None) -> Medi
 
 
 def setup(app: web.Application) -> None:
-    """Add the media routes and the backend's cleanup context (after the services')."""
-    app.router.add_routes(routes)
+    """Add the backend's cleanup context (after the services'); :data:`ROUTES` are the routes."""
     app.cleanup_ctx.append(_media_ctx)
 
 
@@ -131,8 +138,86 @@ def _local(request: web.Request) -> LocalMedia:
     return backend
 
 
-@routes.post("/v1/media/uploads")
-async def create_upload(request: web.Request) -> web.Response:
+_NULLABLE_MAP: Schema = {"type": ["object", "null"], "additionalProperties": STRING}
+ROUTES = RouteTable(
+    {
+        "UploadForm": {
+            "type": "object",
+            "properties": {
+                "method": {"const": "POST"},
+                "url": STRING,
+                "fields": {"type": "object", "additionalProperties": STRING},
+                "file_field": {"const": "file"},
+                "key": STRING,
+                "content_type": STRING,
+                "max_bytes": INTEGER,
+                "expires_at": INTEGER,
+            },
+            "required": ["method", "url", "fields", "file_field", "key", "expires_at"],
+        },
+        "UploadCreated": {
+            "type": "object",
+            "properties": {
+                "video_id": STRING,
+                "state": {"const": "uploading"},
+                "upload": {"$ref": "#/components/schemas/UploadForm"},
+            },
+            "required": ["video_id", "state", "upload"],
+            "additionalProperties": False,
+        },
+        "Playback": {
+            "type": "object",
+            "properties": {
+                "video_id": STRING,
+                "type": {"const": "hls"},
+                "master_url": STRING,
+                "thumbnail_url": STRING,
+                "expires_at": INTEGER,
+                "cookies": _NULLABLE_MAP,
+                "cookie_domain": NULLABLE_STRING,
+                "cookie_path": NULLABLE_STRING,
+                "query": NULLABLE_STRING,
+            },
+            "required": ["video_id", "type", "master_url", "thumbnail_url", "expires_at"],
+            "additionalProperties": False,
+        },
+    }
+)
+VIDEO_PARAM = {"video_id": {"type": "string", "minLength": 1, "maxLength": 64}}
+UPLOAD_FORM: Schema = {
+    "type": "object",
+    "properties": {
+        **{name: STRING for name in ("key", "Content-Type", "policy", "signature")},
+        "file": {"type": "string", "format": "binary"},
+    },
+    "required": ["key", "Content-Type", "policy", "signature", "file"],
+    "additionalProperties": False,
+}
+"""The signed form's fields (`media.local`), then the file: a form made up, or one not signed
+for this key, is refused before the file is read (403 `upload_refused`)."""
+
+
+def _upload_size(schema: Schema, settings: Settings) -> Schema:
+    return {**schema, "maximum": settings.max_upload_bytes}
+
+
+def _upload_type(schema: Schema, settings: Settings) -> Schema:
+    # The types `media.keys.extension_for` accepts (others: 415 `unsupported_media_type`).
+    return {"enum": list(CONTENT_TYPES)}
+
+
+@ROUTES.route(
+    "POST",
+    "/v1/media/uploads",
+    "Declare a video upload: a record in `uploading` and a signed upload form",
+    ok={201: "UploadCreated"},
+    errors=(*SIGNED_IN, 413, 415),
+    params=media_ops.UploadParams,
+    in_body=True,
+    fields={"size": _upload_size, "content_type": _upload_type},
+    tag="media",
+)
+async def create_upload(request: web.Request) -> Reply:
     ctx = context(request)
     params = await read_body(request, media_ops.UploadParams)
     result = await media_ops.create_upload(
@@ -142,16 +227,24 @@ async def create_upload(request: web.Request) -> web.Response:
         _base_url(request),
         request.app[SETTINGS].max_upload_bytes,
     )
-    return json_response(result, status=201)
+    return Reply(result)
 
 
-@routes.get("/v1/videos/{video_id}/playback")
-async def playback(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "GET",
+    "/v1/videos/{video_id}/playback",
+    "Signed HLS links (and CloudFront cookies) for a ready video",
+    ok={200: "Playback"},
+    errors=(*SIGNED_IN, 404, 409),
+    path_params=VIDEO_PARAM,
+    tag="media",
+)
+async def playback(request: web.Request) -> Reply:
     ctx = context(request)
     result = await media_ops.playback(
         ctx, request.app[MEDIA], request.match_info["video_id"], _base_url(request)
     )
-    return json_response(result)
+    return Reply(result)
 
 
 async def _field(part: BodyPartReader) -> str:
@@ -166,7 +259,17 @@ async def _field(part: BodyPartReader) -> str:
         raise UploadRefused(f"form field {part.name!r} is not UTF-8") from None
 
 
-@routes.post("/v1/media/uploads/local")
+@ROUTES.route(
+    "POST",
+    "/v1/media/uploads/local",
+    "Upload a video with a signed form (local backend; multipart/form-data: the form's "
+    "fields, then the file as `file`); 204 when stored",
+    ok={204: None},
+    errors=(400, 403, 404, 413, 429),
+    auth=False,
+    form=UPLOAD_FORM,
+    tag="media",
+)
 async def local_upload(request: web.Request) -> web.Response:
     media = _local(request)
     limit = request.app[SETTINGS].max_upload_bytes
@@ -205,7 +308,19 @@ async def local_upload(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.get("/v1/media/play/{token}/{path:.+}")
+@ROUTES.route(
+    "GET",
+    "/v1/media/play/{token}/{path:.+}",
+    "A file of a ready video behind a signed link (local backend; HTTP ranges)",
+    ok={200: None, 206: None},
+    errors=(403, 404, 429),
+    auth=False,
+    path_params={
+        "token": {"type": "string", "minLength": 1},
+        "path": {"type": "string", "minLength": 1},
+    },
+    tag="media",
+)
 async def play_file(request: web.Request) -> web.StreamResponse:
     media = _local(request)
     try:

@@ -1,7 +1,10 @@
 """REST routes: the fallback for clients that cannot hold a WebSocket, plus accounts and groups.
 
-Each route authenticates, builds the op's params from the path, query and body, and calls the
+Each route is declared once in :data:`ROUTES` (see :mod:`gateway.http.routes`). Most are ops:
+the route authenticates, builds the op's params from the path, query and body, and calls the
 same handler the WebSocket calls, so rules and error codes are the same on both transports.
+The WebSocket upgrade (``GET /ws``) is declared here too, so it is in the route table and the
+document like any other.
 """
 
 from __future__ import annotations
@@ -9,15 +12,128 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from gateway.http import openapi
-from gateway.http.errors import json_response
-from gateway.http.request import authenticate, call, check_country, context, read_body, read_params
+from gateway.http.request import authenticate, check_country, context, read_body
+from gateway.http.routes import (
+    BOOLEAN,
+    INTEGER,
+    NULLABLE_STRING,
+    OFFSET,
+    SIGNED_IN,
+    STRING,
+    Reply,
+    RouteTable,
+    Schema,
+    obj,
+    ref,
+)
 from gateway.http.security import client_address, limit
-from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
-from handlers import auth, chat, groups, receipts
+from gateway.keys import HUB, METRICS, SERVICES, STORE
+from gateway.settings import Settings
+from gateway.ws.upgrade import websocket
+from handlers import auth, channels, chat, groups, receipts
 from handlers.errors import NOT_FOUND, OpError
 
-routes = web.RouteTableDef()
+_MESSAGE: Schema = {
+    "message_id": STRING,
+    "offset": OFFSET,
+    "from": STRING,
+    "ts": INTEGER,
+    "data": {"type": "object"},
+}
+_EVENT: Schema = {"op": {"const": "event"}, "channel": STRING, **_MESSAGE}
+
+ROUTES = RouteTable(
+    {
+        "TokenPair": obj(
+            {
+                "user_id": STRING,
+                "username": STRING,
+                "access_token": STRING,
+                "token_type": {"const": "Bearer"},
+                "expires_in": INTEGER,
+                "refresh_token": STRING,
+                "refresh_expires_in": INTEGER,
+            }
+        ),
+        "User": obj({"user_id": STRING, "username": STRING}),
+        "Me": obj({"user_id": STRING, "username": NULLABLE_STRING}),
+        "LoggedOut": obj({"logged_out": {"const": True}}),
+        "PublishResult": obj(
+            {
+                "channel": STRING,
+                "message_id": STRING,
+                "offset": OFFSET,
+                "epoch": STRING,
+                "ts": INTEGER,
+                "duplicate": BOOLEAN,
+            }
+        ),
+        "Message": obj(_MESSAGE, {"client_msg_id": STRING}),
+        "HistoryPage": obj(
+            {
+                "channel": STRING,
+                "messages": {"type": "array", "items": ref("Message")},
+                "next_before": NULLABLE_STRING,
+            }
+        ),
+        "Event": obj(_EVENT, {"client_msg_id": STRING}),
+        "EventsPage": obj(
+            {
+                "channel": STRING,
+                "events": {"type": "array", "items": ref("Event")},
+                "next_since": OFFSET,
+                "epoch": STRING,
+            }
+        ),
+        "ReadResult": obj({"channel": STRING, "last_read": OFFSET, "unread": OFFSET}),
+        "Conversation": obj(
+            {
+                "channel": STRING,
+                "last_offset": OFFSET,
+                "epoch": STRING,
+                "last_ts": {"type": ["integer", "null"]},
+                "last_read": OFFSET,
+                "unread": OFFSET,
+            },
+            {"group_id": STRING, "name": NULLABLE_STRING, "peer": STRING},
+        ),
+        "ConversationPage": obj(
+            {
+                "conversations": {"type": "array", "items": ref("Conversation")},
+                "next_before": NULLABLE_STRING,
+            }
+        ),
+        "Group": obj(
+            {
+                "group_id": STRING,
+                "channel": STRING,
+                "name": STRING,
+                "owner": STRING,
+                "created_at": INTEGER,
+                "members": {"type": "array", "items": STRING},
+            }
+        ),
+        "MemberAdded": obj({"group_id": STRING, "user_id": STRING, "added": BOOLEAN}),
+        "MemberRemoved": obj({"group_id": STRING, "user_id": STRING, "removed": BOOLEAN}),
+        "Health": obj({"status": {"const": "ok"}}),
+        "Readiness": obj(
+            {"status": {"enum": ["ready", "not_ready"]}, "store": BOOLEAN, "broker": BOOLEAN}
+        ),
+    }
+)
+
+CHANNEL_PARAM = {
+    "channel": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": channels.MAX_CHANNEL_LENGTH,
+        "pattern": channels.CHANNEL_PATTERN,
+        "description": "e.g. `room:lobby`, `dm:{a}:{b}`, `group:{id}` (see the protocol); a DM's "
+        "two user ids are different and in sorted order (`a < b`), else `invalid_channel`",
+    }
+}
+GROUP_PARAM = {"group_id": {"type": "string", "minLength": 1, "maxLength": 64}}
+AUTH_ERRORS = (400, 401, 403, 413, 429, 503)
 
 
 class PublishBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -25,24 +141,78 @@ class PublishBody(msgspec.Struct, forbid_unknown_fields=False):
     client_msg_id: chat.ClientMsgId | None = None
 
 
+def _message_data(schema: Schema, settings: Settings) -> Schema:
+    return {
+        "type": "object",
+        "description": f"any JSON object, at most {settings.max_message_bytes} bytes as sent",
+    }
+
+
+def _history_limit(schema: Schema, settings: Settings) -> Schema:
+    return {"type": "integer", "minimum": 1, "maximum": settings.history_max_limit}
+
+
+def _poll_timeout(schema: Schema, settings: Settings) -> Schema:
+    return {
+        "type": "number",
+        "minimum": 0,
+        "description": f"seconds, at most {settings.longpoll_max_seconds:g} are waited",
+    }
+
+
+# -- the WebSocket upgrade -----------------------------------------------------------------
+
+ROUTES.route(
+    "GET",
+    "/ws",
+    "Open the WebSocket (an upgrade request; see docs/protocol.md)",
+    ok={101: None},
+    errors=(400, 401, 403, 426, 429),
+    tag="websocket",
+    query={
+        "token": {
+            "type": "string",
+            "description": "the access token, if not in the Authorization header",
+        }
+    },
+)(websocket)
+
+
 # -- health --------------------------------------------------------------------------------
 
 
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+@ROUTES.route("GET", "/healthz", "Liveness", ok={200: "Health"}, errors=(), auth=False, tag="ops")
+async def healthz(request: web.Request) -> Reply:
+    return Reply({"status": "ok"})
 
 
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "GET",
+    "/readyz",
+    "Readiness: the store and the broker answer",
+    ok={200: "Readiness", 503: "Readiness"},
+    errors=(),
+    auth=False,
+    tag="ops",
+)
+async def readyz(request: web.Request) -> Reply:
     store_ok = await request.app[STORE].ping()
     broker_ok = await request.app[HUB].broker_ready()
     ready = store_ok and broker_ok
     body = {"status": "ready" if ready else "not_ready", "store": store_ok, "broker": broker_ok}
-    return json_response(body, status=200 if ready else 503)
+    return Reply(body, status=200 if ready else 503)
 
 
-@routes.get("/metrics")
+@ROUTES.route(
+    "GET",
+    "/metrics",
+    "Prometheus metrics",
+    ok={200: None},
+    errors=(),
+    auth=False,
+    tag="ops",
+    text=True,
+)
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
 
@@ -50,118 +220,215 @@ async def metrics(request: web.Request) -> web.Response:
 # -- accounts ------------------------------------------------------------------------------
 
 
-@routes.post("/v1/auth/register")
-async def register(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "POST",
+    "/v1/auth/register",
+    "Create an account and sign in",
+    ok={201: "TokenPair"},
+    errors=(400, 403, 409, 413, 429, 503),
+    auth=False,
+    params=auth.Credentials,
+    in_body=True,
+    tag="auth",
+)
+async def register(request: web.Request) -> Reply:
     check_country(request)
     await limit(request, "register", client_address(request))
     params = await read_body(request, auth.Credentials)
-    return json_response(await auth.register(request.app[SERVICES], params), status=201)
+    return Reply(await auth.register(request.app[SERVICES], params))
 
 
-@routes.post("/v1/auth/login")
-async def login(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "POST",
+    "/v1/auth/login",
+    "Sign in",
+    ok={200: "TokenPair"},
+    errors=AUTH_ERRORS,
+    auth=False,
+    params=auth.Credentials,
+    in_body=True,
+    tag="auth",
+)
+async def login(request: web.Request) -> Reply:
     check_country(request)
     # Before the password hash (the costly part): per address against credential stuffing,
     # per account against guessing one password from many addresses.
     await limit(request, "login", client_address(request))
     params = await read_body(request, auth.Credentials)
     await limit(request, "login_account", params.username)
-    return json_response(await auth.login(request.app[SERVICES], params))
+    return Reply(await auth.login(request.app[SERVICES], params))
 
 
-@routes.post("/v1/auth/refresh")
-async def refresh(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "POST",
+    "/v1/auth/refresh",
+    "Rotate a refresh token (single use; reuse revokes the session)",
+    ok={200: "TokenPair"},
+    errors=AUTH_ERRORS,
+    auth=False,
+    params=auth.RefreshParams,
+    in_body=True,
+    tag="auth",
+)
+async def refresh(request: web.Request) -> Reply:
     check_country(request)
     await limit(request, "refresh", client_address(request))
     params = await read_body(request, auth.RefreshParams)
-    return json_response(await auth.refresh(request.app[SERVICES], params))
+    return Reply(await auth.refresh(request.app[SERVICES], params))
 
 
-@routes.post("/v1/auth/logout")
-async def logout(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "POST",
+    "/v1/auth/logout",
+    "End a session: the refresh token's if given, else the access token's (one "
+    "without a session: 400 `invalid_params`)",
+    ok={200: "LoggedOut"},
+    errors=(400, 401, 413, 429, 503),
+    auth=False,
+    params=auth.LogoutParams,
+    in_body=True,
+    tag="auth",
+)
+async def logout(request: web.Request) -> Reply:
     await limit(request, "logout", client_address(request))
     params = await read_body(request, auth.LogoutParams)
     identity = None if params.refresh_token is not None else authenticate(request)
-    return json_response(await auth.logout(request.app[SERVICES], params, identity))
+    return Reply(await auth.logout(request.app[SERVICES], params, identity))
 
 
-@routes.get("/v1/openapi.json")
-async def openapi_document(request: web.Request) -> web.Response:
-    body = openapi.document_bytes(request.app[SETTINGS])
-    return web.Response(body=body, content_type="application/json")
-
-
-@routes.get("/v1/me")
-async def me(request: web.Request) -> web.Response:
+@ROUTES.route("GET", "/v1/me", "Who am I", ok={200: "Me"}, errors=SIGNED_IN, tag="users")
+async def me(request: web.Request) -> Reply:
     user_id = authenticate(request).user_id
     user = await request.app[STORE].get_user(user_id)
-    return json_response({"user_id": user_id, "username": user.username if user else None})
+    return Reply({"user_id": user_id, "username": user.username if user else None})
 
 
-@routes.get("/v1/users/by-username/{username}")
-async def user_by_name(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "GET",
+    "/v1/users/by-username/{username}",
+    "Find a user by name",
+    ok={200: "User"},
+    errors=(*SIGNED_IN, 404),
+    path_params={"username": {"type": "string", "minLength": 1}},
+    tag="users",
+)
+async def user_by_name(request: web.Request) -> Reply:
     authenticate(request)
     username = request.match_info["username"]
     user = await request.app[STORE].get_user_by_username(username)
     if user is None:
         raise OpError(NOT_FOUND, f"no user named {username[:64]!r}")
-    return json_response({"user_id": user.id, "username": user.username})
+    return Reply({"user_id": user.id, "username": user.username})
 
 
 # -- channels ------------------------------------------------------------------------------
 
 
-@routes.post("/v1/channels/{channel}/messages")
-async def post_message(request: web.Request) -> web.Response:
+@ROUTES.route(
+    "POST",
+    "/v1/channels/{channel}/messages",
+    "Publish a message (`publish`)",
+    ok={201: "PublishResult", 200: "PublishResult"},
+    errors=(*SIGNED_IN, 403, 413),
+    params=chat.PublishParams,
+    in_body=True,
+    fields={"data": _message_data},
+    path_params=CHANNEL_PARAM,
+    tag="chat",
+)
+async def post_message(request: web.Request) -> Reply:
     ctx = context(request)
-    body = await read_body(request, PublishBody)
+    body = await read_body(request, PublishBody)  # `data` is kept as sent (msgspec.Raw)
     params = chat.PublishParams(
         channel=request.match_info["channel"], data=body.data, client_msg_id=body.client_msg_id
     )
-    result = await chat.publish(ctx, params)
-    return json_response(result, status=200 if result["duplicate"] else 201)
+    return Reply(await chat.publish(ctx, params))
 
 
-@routes.get("/v1/channels/{channel}/messages")
-async def get_messages(request: web.Request) -> web.Response:
-    return json_response(await call(request, chat.history))
-
-
-@routes.get("/v1/channels/{channel}/events")
-async def get_events(request: web.Request) -> web.Response:
-    return json_response(await call(request, chat.events))
-
-
-@routes.post("/v1/channels/{channel}/read")
-async def post_read(request: web.Request) -> web.Response:
-    return json_response(await call(request, receipts.read, body=True))
-
-
-@routes.get("/v1/conversations")
-async def get_conversations(request: web.Request) -> web.Response:
-    return json_response(await call(request, receipts.conversations))
+ROUTES.op(
+    "GET",
+    "/v1/channels/{channel}/messages",
+    chat.history,
+    "History, newest first (`history`)",
+    ok={200: "HistoryPage"},
+    errors=(*SIGNED_IN, 403, 404),
+    fields={"limit": _history_limit},
+    path_params=CHANNEL_PARAM,
+    tag="chat",
+)
+ROUTES.op(
+    "GET",
+    "/v1/channels/{channel}/events",
+    chat.events,
+    "Long poll: stored events after `since`",
+    ok={200: "EventsPage"},
+    errors=(*SIGNED_IN, 403),
+    fields={"timeout": _poll_timeout},
+    path_params=CHANNEL_PARAM,
+    tag="chat",
+)
+ROUTES.op(
+    "POST",
+    "/v1/channels/{channel}/read",
+    receipts.read,
+    "Mark read up to an offset (`read`)",
+    ok={200: "ReadResult"},
+    errors=(*SIGNED_IN, 403, 413),
+    in_body=True,
+    path_params=CHANNEL_PARAM,
+    tag="chat",
+)
+ROUTES.op(
+    "GET",
+    "/v1/conversations",
+    receipts.conversations,
+    "The caller's DMs and groups (`conversations`)",
+    ok={200: "ConversationPage"},
+    errors=SIGNED_IN,
+    tag="chat",
+)
 
 
 # -- groups --------------------------------------------------------------------------------
 
-
-@routes.post("/v1/groups")
-async def create_group(request: web.Request) -> web.Response:
-    ctx = context(request)
-    params = await read_params(request, groups.CreateGroupParams, body=True)
-    return json_response(await groups.create_group(ctx, params), status=201)
-
-
-@routes.get("/v1/groups/{group_id}")
-async def get_group(request: web.Request) -> web.Response:
-    return json_response(await call(request, groups.get_group))
-
-
-@routes.post("/v1/groups/{group_id}/members")
-async def add_member(request: web.Request) -> web.Response:
-    return json_response(await call(request, groups.add_member, body=True))
-
-
-@routes.delete("/v1/groups/{group_id}/members/{user_id}")
-async def remove_member(request: web.Request) -> web.Response:
-    return json_response(await call(request, groups.remove_member))
+ROUTES.op(
+    "POST",
+    "/v1/groups",
+    groups.create_group,
+    "Create a group (`create_group`)",
+    ok={201: "Group"},
+    errors=(*SIGNED_IN, 404, 409, 413),
+    in_body=True,
+    tag="groups",
+)
+ROUTES.op(
+    "GET",
+    "/v1/groups/{group_id}",
+    groups.get_group,
+    "A group, for its members (`get_group`)",
+    ok={200: "Group"},
+    errors=(*SIGNED_IN, 404),
+    path_params=GROUP_PARAM,
+    tag="groups",
+)
+ROUTES.op(
+    "POST",
+    "/v1/groups/{group_id}/members",
+    groups.add_member,
+    "Add a member (`add_member`, owner only)",
+    ok={200: "MemberAdded"},
+    errors=(*SIGNED_IN, 403, 404, 409, 413),
+    in_body=True,
+    path_params=GROUP_PARAM,
+    tag="groups",
+)
+ROUTES.op(
+    "DELETE",
+    "/v1/groups/{group_id}/members/{user_id}",
+    groups.remove_member,
+    "Remove a member, or leave (`remove_member`)",
+    ok={200: "MemberRemoved"},
+    errors=(*SIGNED_IN, 403, 404),
+    path_params={**GROUP_PARAM, "user_id": {"type": "string", "minLength": 1}},
+    tag="groups",
+)
