@@ -1,4 +1,5 @@
-"""Accounts and tokens: register, log in, refresh, log out, and ``auth`` on a live socket.
+"""Accounts and tokens: register, log in, refresh, log out, ``auth`` on a live socket; who am I
+and finding a user by name (``me``, ``user_by_username``: REST only, not in ``OPERATIONS``).
 
 Access tokens are short-lived JWTs issued by the gateway's token service. Refresh tokens are
 random, stored only as SHA-256 hashes, single use and rotated on every refresh; presenting a
@@ -22,6 +23,7 @@ from handlers.errors import (
     INVALID_CREDENTIALS,
     INVALID_PARAMS,
     INVALID_REFRESH_TOKEN,
+    NOT_FOUND,
     UNAUTHORIZED,
     USERNAME_TAKEN,
     OpError,
@@ -48,6 +50,14 @@ class RefreshParams(msgspec.Struct, forbid_unknown_fields=False):
 class LogoutParams(msgspec.Struct, forbid_unknown_fields=False):
     refresh_token: RefreshToken | None = None
     """The session to end; without it, the session of the request's access token."""
+
+
+class MeParams(Params, tag="me"):
+    pass
+
+
+class UserByUsernameParams(Params, tag="user_by_username"):
+    username: str
 
 
 class AuthParams(Params, tag="auth"):
@@ -144,6 +154,22 @@ async def logout(services: Services, params: LogoutParams, identity: Identity | 
         raise OpError(UNAUTHORIZED, "log out with an access token or a refresh token")
     await _end_session(services, session_id, user_id)
     return {"logged_out": True}
+
+
+@operation(MeParams)
+async def me(ctx: Context, params: MeParams) -> Result:
+    """Who the caller is (``username`` is None when the account is gone)."""
+    user = await ctx.services.store.get_user(ctx.user_id)
+    return {"user_id": ctx.user_id, "username": user.username if user else None}
+
+
+@operation(UserByUsernameParams)
+async def user_by_username(ctx: Context, params: UserByUsernameParams) -> Result:
+    """Find a user by name."""
+    user = await ctx.services.store.get_user_by_username(params.username)
+    if user is None:
+        raise OpError(NOT_FOUND, f"no user named {params.username[:64]!r}")
+    return {"user_id": user.id, "username": user.username}
 
 
 @operation(AuthParams)

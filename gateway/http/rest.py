@@ -31,7 +31,6 @@ from gateway.keys import HUB, METRICS, SERVICES, STORE
 from gateway.settings import Settings
 from gateway.ws.upgrade import websocket
 from handlers import auth, channels, chat, groups, receipts
-from handlers.errors import NOT_FOUND, OpError
 
 _MESSAGE: Schema = {
     "message_id": STRING,
@@ -296,29 +295,17 @@ async def logout(request: web.Request) -> Reply:
     return Reply(await auth.logout(request.app[SERVICES], params, identity))
 
 
-@ROUTES.route("GET", "/v1/me", "Who am I", ok={200: "Me"}, errors=SIGNED_IN, tag="users")
-async def me(request: web.Request) -> Reply:
-    user_id = authenticate(request).user_id
-    user = await request.app[STORE].get_user(user_id)
-    return Reply({"user_id": user_id, "username": user.username if user else None})
-
-
-@ROUTES.route(
+ROUTES.op("GET", "/v1/me", auth.me, "Who am I", ok={200: "Me"}, errors=SIGNED_IN, tag="users")
+ROUTES.op(
     "GET",
     "/v1/users/by-username/{username}",
+    auth.user_by_username,
     "Find a user by name",
     ok={200: "User"},
     errors=(*SIGNED_IN, 404),
     path_params={"username": {"type": "string", "minLength": 1}},
     tag="users",
 )
-async def user_by_name(request: web.Request) -> Reply:
-    authenticate(request)
-    username = request.match_info["username"]
-    user = await request.app[STORE].get_user_by_username(username)
-    if user is None:
-        raise OpError(NOT_FOUND, f"no user named {username[:64]!r}")
-    return Reply({"user_id": user.id, "username": user.username})
 
 
 # -- channels ------------------------------------------------------------------------------
