@@ -11,6 +11,8 @@ Map of the package (one sub-package per job; each has its own map):
 - ``fanout``: the real-time core (hub, brokers, presence, hot counters).
 - ``auth``: who the caller is (access tokens, JWKS, revoked sessions).
 - ``guard``: who may come in and how fast (rate limits, the country gate).
+- ``clickstream``: the per-node buffer of accepted clickstream events and its sinks (files,
+  Kinesis).
 
 Layering: ``gateway`` imports ``handlers``, ``storage`` and ``media``; nothing below imports it.
 """

@@ -34,6 +34,19 @@ class Metrics:
     http_header_timeouts: int = 0
     http_connections_refused: int = 0
     http_connections_shed: int = 0
+    # Clickstream (issue 15): gateway/clickstream/.
+    clickstream_events_accepted: int = 0
+    """Events taken into a node's buffer."""
+    clickstream_events_refused_full: int = 0
+    """Valid events refused with server_busy because the buffer was full."""
+    clickstream_events_written: int = 0
+    """Events a sink wrote (a file line, or a Kinesis record the stream took)."""
+    clickstream_records_retried: int = 0
+    """Kinesis records sent again after their PutRecords entry (or call) failed."""
+    clickstream_records_dead_lettered: int = 0
+    """Kinesis records written to the dead-letter file after the last retry failed."""
+    clickstream_flush_failures: int = 0
+    """Sink writes that failed; their events stay buffered for the next flush."""
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     counters: dict[str, Callable[[], float]] = field(default_factory=dict)
     """Counters kept elsewhere (handlers), read when scraped."""

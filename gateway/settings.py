@@ -131,6 +131,21 @@ class Settings:
     max_connections_per_user: int = 20
     ws_allowed_origins: frozenset[str] | None = frozenset()
     """Browser origins allowed to open a WebSocket; None = any. Requests without Origin pass."""
+    # Clickstream (issue 15): handlers/events.py, gateway/clickstream/.
+    region: str = "local"
+    clickstream_sink: str = "file"
+    clickstream_dir: str = "data/clickstream"
+    clickstream_buffer: int = 100_000
+    clickstream_flush_events: int = 500
+    clickstream_flush_interval: float = 1.0
+    clickstream_max_file_bytes: int = 64 * 1024 * 1024
+    clickstream_rotate_seconds: float = 3600.0
+    clickstream_dedupe_size: int = 100_000
+    clickstream_stream: str | None = None
+    clickstream_kinesis_region: str = "us-east-1"
+    clickstream_kinesis_endpoint: str | None = None
+    clickstream_retries: int = 5
+    clickstream_retry_backoff: float = 0.1
 
     @property
     def countries_label(self) -> str:
@@ -341,6 +356,14 @@ def _power_of_two(text: str) -> int:
     if value < 2 or value & (value - 1) or value > 2**20:
         raise ValueError("must be a power of two between 2 and 1048576")
     return value
+
+
+def _stream_name(text: str) -> str | None:
+    if not text:
+        return None
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", text) is None:
+        raise ValueError("is not a Kinesis stream name (1-128 letters, digits, '_', '-', '.')")
+    return text
 
 
 def _log_level(text: str) -> str:
@@ -712,6 +735,76 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _int(3600, 3650 * 86400),
         "seconds a feed item is kept (DynamoDB deletes it by TTL; reads skip it)",
     ),
+    "REGION": (
+        "region",
+        _nonempty,
+        "region this node reports in every clickstream event (enrichment)",
+    ),
+    "CLICKSTREAM_SINK": (
+        "clickstream_sink",
+        _choice("file", "kinesis"),
+        "where clickstream events go: file (JSON lines) or kinesis (Kinesis Data Streams)",
+    ),
+    "CLICKSTREAM_DIR": (
+        "clickstream_dir",
+        _nonempty,
+        "folder of the JSON-lines event files and of the dead-letter files",
+    ),
+    "CLICKSTREAM_BUFFER": (
+        "clickstream_buffer",
+        _int(1, 10_000_000),
+        "events buffered on a node at most; past it new events get server_busy (retryable)",
+    ),
+    "CLICKSTREAM_FLUSH_EVENTS": (
+        "clickstream_flush_events",
+        _int(1, 100_000),
+        "buffered events that start a flush at once, and events per sink write",
+    ),
+    "CLICKSTREAM_FLUSH_INTERVAL": (
+        "clickstream_flush_interval",
+        _float(0.01, 60),
+        "seconds between two flushes of the buffer when it holds fewer events",
+    ),
+    "CLICKSTREAM_MAX_FILE_BYTES": (
+        "clickstream_max_file_bytes",
+        _int(1024, 1024**4),
+        "size of an event file after which the next one starts",
+    ),
+    "CLICKSTREAM_ROTATE_SECONDS": (
+        "clickstream_rotate_seconds",
+        _float(1, 7 * 86400),
+        "age of an event file after which the next write starts a new one",
+    ),
+    "CLICKSTREAM_DEDUPE_SIZE": (
+        "clickstream_dedupe_size",
+        _int(0, 10_000_000),
+        "(user, event id) pairs a node remembers to drop repeated events; 0 = no dedupe",
+    ),
+    "CLICKSTREAM_STREAM": (
+        "clickstream_stream",
+        _stream_name,
+        "Kinesis stream name; required with MOOSIC_CLICKSTREAM_SINK=kinesis",
+    ),
+    "CLICKSTREAM_KINESIS_REGION": (
+        "clickstream_kinesis_region",
+        _nonempty,
+        "AWS region of the Kinesis stream",
+    ),
+    "CLICKSTREAM_KINESIS_ENDPOINT": (
+        "clickstream_kinesis_endpoint",
+        _url,
+        "Kinesis endpoint (an emulator); unset = AWS's own",
+    ),
+    "CLICKSTREAM_RETRIES": (
+        "clickstream_retries",
+        _int(0, 100),
+        "retries of the PutRecords entries that failed before they go to the dead-letter file",
+    ),
+    "CLICKSTREAM_RETRY_BACKOFF": (
+        "clickstream_retry_backoff",
+        _float(0.001, 60),
+        "seconds before the first retry of failed records; doubled each retry (jittered)",
+    ),
 }
 
 PREFIX = "MOOSIC_"
@@ -765,6 +858,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{PREFIX}{suffix}: required with {PREFIX}MEDIA_BACKEND=aws"
             for suffix, name in needed.items()
             if not values.get(name) and PREFIX + suffix not in environ
+        )
+    if values.get("clickstream_sink") == "kinesis" and not values.get("clickstream_stream"):
+        problems.append(
+            f"{PREFIX}CLICKSTREAM_STREAM: required with {PREFIX}CLICKSTREAM_SINK=kinesis"
+        )
+    flush_events = values.get("clickstream_flush_events", defaults.clickstream_flush_events)
+    buffer = values.get("clickstream_buffer", defaults.clickstream_buffer)
+    if flush_events > buffer:
+        problems.append(
+            f"{PREFIX}CLICKSTREAM_FLUSH_EVENTS: at most {PREFIX}CLICKSTREAM_BUFFER ({buffer})"
         )
     if problems:
         raise SettingsError(problems)

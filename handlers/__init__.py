@@ -18,6 +18,8 @@ Map of the package:
 - ``presence``: who is in a channel, contacts' online status and its changes, typing.
 - ``media``: upload forms, playback links of ready videos, and the video ledger the media
   backends record into.
+- ``events``: the clickstream intake (event schemas, dedupe, enrichment) and the ``track`` op
+  factory (bound to a node's buffer, so not in ``OPERATIONS`` yet).
 
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
