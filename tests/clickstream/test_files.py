@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from handlers.events import Intake, Record
 from tests.clickstream.conftest import NOW, event, read_lines
+from tests.support.servers import TEST_JWT_SECRET, GatewayNode
 
 WAIT = 30.0
 
@@ -158,3 +162,38 @@ async def test_the_app_drains_the_buffer_when_it_stops(
         (f"user{u}", f"e{n}") for u in range(20) for n in range(50)
     )
     assert len(list(folder.glob("events-*.jsonl"))) > 1
+
+
+class ClickstreamNode(GatewayNode):
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tests.clickstream.node"]
+
+
+def test_sigterm_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
+    folder = tmp_path / "clickstream"
+    env = {
+        "MOOSIC_DEV": "1",
+        "MOOSIC_JWT_SECRET": TEST_JWT_SECRET,
+        "MOOSIC_SQLITE_PATH": str(tmp_path / "moosic.db"),
+        "MOOSIC_MEDIA_DIR": str(tmp_path / "media"),
+        "MOOSIC_LOG_LEVEL": "WARNING",
+        "MOOSIC_CLICKSTREAM_DIR": str(folder),
+        "MOOSIC_CLICKSTREAM_FLUSH_EVENTS": "100000",
+        "MOOSIC_CLICKSTREAM_FLUSH_INTERVAL": "60",
+        "MOOSIC_CLICKSTREAM_MAX_FILE_BYTES": "65536",
+        "CLICKSTREAM_TEST_USERS": "40",
+        "CLICKSTREAM_TEST_EVENTS": "4000",
+    }
+    node = ClickstreamNode(env, tmp_path / "node.log").start()
+    try:
+        with urllib.request.urlopen(node.base_url + "/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        assert "moosic_clickstream_events_accepted_total 4000" in text
+        assert "moosic_clickstream_buffered 4000" in text  # acknowledged, none written yet
+    finally:
+        node.stop(signal.SIGTERM)
+    lines = read_lines(folder)
+    assert sorted((line["user_id"], line["event_id"]) for line in lines) == sorted(
+        (f"user{u}", f"e{n}") for u in range(40) for n in range(100)
+    )
+    assert len(list(folder.glob("events-*.jsonl"))) > 1  # rotated on the way
