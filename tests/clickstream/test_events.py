@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
+from gateway.app import create_app
+from gateway.clickstream import service
 from gateway.clickstream.buffer import EventBuffer
+from gateway.keys import METRICS, SERVICES, SETTINGS
+from gateway.metrics import Metrics
+from gateway.settings import Settings, SettingsError, load_settings
+from gateway.ws.registry import Registry
+from handlers.base import Context
 from handlers.errors import INVALID_PARAMS, SERVER_BUSY, OpError
 from handlers.events import (
+    MAX_BATCH,
     MAX_CLIENT_AGE_MS,
     MAX_CLIENT_AHEAD_MS,
     TYPE_NAMES,
     Intake,
     SeenEvents,
+    track_operation,
 )
 from tests.clickstream.conftest import NOW_MS, event
 
@@ -215,3 +226,75 @@ def test_a_full_buffer_refuses_with_server_busy(buffer: EventBuffer, intake: Int
     buffer.limit = 10
     answer = intake.take("u1", "KH", [event("like", f"e{i}", video_id="v1") for i in range(5)])
     assert answer == {"accepted": 2, "duplicates": 3, "refused": []}
+
+
+async def test_the_track_op_through_a_registry(aiohttp_client: Any, settings: Settings) -> None:
+    """Frames as a WebSocket sends them, decoded by the op registry the gateway uses."""
+    app = create_app(replace(settings, clickstream_dir=str(settings.media_dir) + "-clicks"))
+    clickstream = service.setup(app, app[SETTINGS], app[METRICS])
+    client = await aiohttp_client(app)
+    op = track_operation(clickstream.intake, lambda _ctx: "KH")
+    assert op.name == "track"
+    registry = Registry([op], Metrics())
+    ctx = Context(user_id="u1", services=app[SERVICES])
+    now_ms = int(time.time() * 1000)
+    items = [
+        orjson.loads(event("like", "e1", at=now_ms, video_id="v1")),
+        {"type": "like", "event_id": "e2"},
+    ]
+    frame = orjson.dumps({"op": "track", "id": 7, "events": items})
+    reply = orjson.loads(await registry.handle(ctx, frame))
+    assert reply["id"] == 7
+    assert reply["result"]["accepted"] == 1
+    assert [r["event_id"] for r in reply["result"]["refused"]] == ["e2"]
+    assert orjson.loads(clickstream.buffer._queue[0].data)["country"] == "KH"
+    for bad in ([], [{}] * (MAX_BATCH + 1)):
+        answer = orjson.loads(
+            await registry.handle(ctx, orjson.dumps({"op": "track", "id": 8, "events": bad}))
+        )
+        assert (answer["op"], answer["code"]) == ("error", INVALID_PARAMS.code)
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"MOOSIC_CLICKSTREAM_SINK": "s3"}, "MOOSIC_CLICKSTREAM_SINK='s3': must be one of"),
+        ({"MOOSIC_CLICKSTREAM_SINK": "kinesis"}, "MOOSIC_CLICKSTREAM_STREAM: required"),
+        ({"MOOSIC_CLICKSTREAM_STREAM": "bad name"}, "is not a Kinesis stream name"),
+        ({"MOOSIC_CLICKSTREAM_BUFFER": "0"}, "must be between 1"),
+        ({"MOOSIC_CLICKSTREAM_BUFFER": "10"}, "MOOSIC_CLICKSTREAM_FLUSH_EVENTS: at most"),
+        ({"MOOSIC_CLICKSTREAM_FLUSH_INTERVAL": "0"}, "must be between"),
+        ({"MOOSIC_CLICKSTREAM_MAX_FILE_BYTES": "12"}, "must be between 1024"),
+        ({"MOOSIC_CLICKSTREAM_RETRIES": "-1"}, "must be between 0"),
+        ({"MOOSIC_CLICKSTREAM_KINESIS_ENDPOINT": "ftp://x"}, "must start with http://"),
+        ({"MOOSIC_REGION": " "}, "MOOSIC_REGION"),
+    ],
+)
+def test_clickstream_settings_are_validated(environ: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"MOOSIC_DEV": "1", **environ})
+    assert any(problem in line for line in refused.value.problems), refused.value.problems
+
+
+def test_clickstream_settings_parse() -> None:
+    parsed = load_settings(
+        {
+            "MOOSIC_DEV": "1",
+            "MOOSIC_REGION": "ap-southeast-1",
+            "MOOSIC_CLICKSTREAM_SINK": "kinesis",
+            "MOOSIC_CLICKSTREAM_STREAM": "moosic-clicks",
+            "MOOSIC_CLICKSTREAM_BUFFER": "2000",
+            "MOOSIC_CLICKSTREAM_FLUSH_EVENTS": "250",
+            "MOOSIC_CLICKSTREAM_RETRIES": "0",
+        }
+    )
+    assert (parsed.region, parsed.clickstream_sink, parsed.clickstream_stream) == (
+        "ap-southeast-1",
+        "kinesis",
+        "moosic-clicks",
+    )
+    assert (parsed.clickstream_buffer, parsed.clickstream_flush_events) == (2000, 250)
+    assert parsed.clickstream_retries == 0
+    assert Settings().clickstream_sink == "file"
+    assert Settings().region == "local"
