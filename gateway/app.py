@@ -1,6 +1,8 @@
 """The application factory: small ``setup_*`` steps, one cleanup context per resource.
 
-Resources start in order (store, hub with its broker) and stop in reverse. On shutdown every
+Resources start in order (the Redis client, store, hub with its broker, services) and stop in
+reverse: the one Redis client (none without ``MOOSIC_REDIS_URL``) is handed to the broker,
+presence, hot counters, rate limits and revocations, and closes after all of them. On shutdown every
 WebSocket is told to reconnect elsewhere (close code 4000) before the hub and the store go.
 """
 
@@ -54,6 +56,7 @@ from handlers.feed import FeedFanout
 from handlers.passwords import ScryptHasher
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
+from storage.redis.client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +89,12 @@ def create_app(settings: Settings) -> web.Application:
         settings.allowed_countries, settings.trusted_proxies, allow_local=settings.dev
     )
     app[REGISTRY] = Registry(OPERATIONS, metrics)
+    redis = _redis_client(settings, metrics)
+    if redis is not None:
+        app.cleanup_ctx.append(partial(_redis_ctx, redis))
     app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_hub_ctx)
-    app.cleanup_ctx.append(_services_ctx)
+    app.cleanup_ctx.append(partial(_hub_ctx, redis))
+    app.cleanup_ctx.append(partial(_services_ctx, redis))
     app.on_shutdown.append(_close_websockets)
     mount(app.router, openapi.TABLES)  # every route, /ws included (gateway.http.routes)
     media.setup(app)  # its cleanup context runs after the services'
@@ -96,16 +102,35 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def _broker(settings: Settings, metrics: Metrics) -> Broker:
-    if settings.redis_url:
+def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:
+    """The node's one Redis client, its breaker in ``/metrics``; None without a Redis URL."""
+    if not settings.redis_url:
+        return None
+    redis = RedisClient(
+        settings.redis_url,
+        breaker_failures=settings.redis_breaker_failures,
+        breaker_cooldown=settings.redis_breaker_cooldown,
+    )
+    breaker = redis.breaker
+    metrics.gauges["redis_circuit_state"] = lambda: breaker.state
+    metrics.counters["redis_circuit_trips"] = lambda: breaker.trips
+    metrics.counters["redis_circuit_rejected"] = lambda: breaker.rejected
+    return redis
+
+
+async def _redis_ctx(redis: RedisClient, app: web.Application) -> AsyncIterator[None]:
+    yield
+    await redis.close()  # after everything that used it
+
+
+def _broker(settings: Settings, metrics: Metrics, redis: RedisClient | None) -> Broker:
+    if redis is not None:
         return RedisBroker(
-            settings.redis_url,
+            redis,
             prefix=settings.redis_prefix,
             metrics=metrics,
             window=settings.recovery_window,
             window_ttl=settings.recovery_ttl,
-            breaker_failures=settings.redis_breaker_failures,
-            breaker_cooldown=settings.redis_breaker_cooldown,
         )
     return MemoryBroker(
         recent_per_channel=settings.recovery_window,
@@ -148,11 +173,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
     hub = Hub(
-        _broker(settings, metrics),
+        _broker(settings, metrics, redis),
         metrics,
         max_watchers=settings.max_longpolls,
         heartbeat=settings.ws_heartbeat,
@@ -166,21 +191,18 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
 
 
-async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _services_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     hub = app[HUB]
     presence: LocalPresence | RedisPresence = LocalPresence()
-    if isinstance(hub.broker, RedisBroker):
-        presence = RedisPresence(
-            hub.broker, prefix=settings.redis_prefix, ttl=settings.presence_ttl
-        )
+    if redis is not None:
+        presence = RedisPresence(redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl)
     hub.presence = PresenceTracker(
         presence, hub.publish, hub.spawn, refresh=settings.presence_ttl / 3
     )
     hub.spawn(hub.presence.run())
-    hot_counts = build_hot_counts(settings, app[STORE], hub, presence)
+    hot_counts = build_hot_counts(settings, app[STORE], hub, presence, redis)
     hub.presence.audience = touch_channel(hot_counts)
-    redis = hub.broker if isinstance(hub.broker, RedisBroker) else None
     limiter = Limiter(settings.rate_limits, app[METRICS], redis=redis, prefix=settings.redis_prefix)
     revocations = Revocations(
         ttl=settings.access_token_ttl + LEEWAY_SECONDS,

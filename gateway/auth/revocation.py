@@ -29,7 +29,7 @@ from storage.errors import Unavailable
 from storage.redis.resp import ConnectionLost, RespError
 
 if TYPE_CHECKING:
-    from gateway.fanout.broker_redis import RedisBroker
+    from storage.redis.client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Revocations:
         *,
         ttl: float,
         on_revoked: Callable[[str, str], None],
-        redis: RedisBroker | None = None,
+        redis: RedisClient | None = None,
         prefix: str = "moosic:",
         clock: Callable[[], float] = time.time,
     ) -> None:

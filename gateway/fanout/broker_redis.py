@@ -13,15 +13,12 @@ window. While Redis is unreachable a publish is delivered to this node's own sub
 counted in ``moosic_broker_publish_failures_total``: cross-node fan-out degrades, nothing else
 does; other nodes' clients catch up from the store.
 
-Every command that someone waits for (scripts, ``call``, subscriptions, ``ping``) goes through
-one :class:`~storage.redis.breaker.CircuitBreaker` per broker: after ``breaker_failures``
-timeouts or lost connections in a row, callers fail at once with ``Unavailable`` instead of each
-waiting out a timeout while Redis is frozen; a probe goes through every ``breaker_cooldown``
-seconds and the first answer closes it. The probe is a ``PING`` the broker sends by itself in the
-background: the caller whose call would have been the probe is refused like the others, so no
-op waits for a frozen Redis once the circuit is open. State and trips are in ``/metrics``
-(``moosic_redis_circuit_state``, ``moosic_redis_circuit_trips_total``). Publishes do not wait for
-Redis and are not refused: they stay queued on the pipelined connection.
+The publisher connection, window reads and ``ping`` are the node's one
+:class:`~storage.redis.client.RedisClient` (shared with presence, hot counters, rate limits and
+revocations), so subscriptions go through its circuit breaker too: while it is open a
+subscribe fails at once with ``Unavailable``. Publishes do not wait for Redis and are not
+refused: they stay queued on the pipelined connection. The broker does not close the client:
+whoever made it does, after the broker.
 """
 
 from __future__ import annotations
@@ -31,26 +28,21 @@ import contextlib
 import hashlib
 import logging
 import random
-import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from gateway.fanout.broker import Deliver, Recent, envelope, open_envelope
 from gateway.metrics import Metrics
 from storage.errors import Unavailable
-from storage.redis.breaker import CircuitBreaker, CircuitOpen, State
-from storage.redis.resp import ConnectionLost, RedisAddress, RespConnection, RespError
+from storage.redis.client import RedisClient
+from storage.redis.resp import ConnectionLost, RespConnection, RespError
 
 log = logging.getLogger(__name__)
 
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 1000
-
-T = TypeVar("T")
-_FAILURES = (OSError, TimeoutError, ConnectionLost, Unavailable)
-"""What says Redis is not answering (an error reply is an answer: Redis is up)."""
 
 PUBLISH_SCRIPT = b"""
 local offset = tonumber(ARGV[3])
@@ -95,90 +87,32 @@ class RedisBroker:
 
     def __init__(
         self,
-        url: str,
+        redis: RedisClient,
         *,
         prefix: str,
         metrics: Metrics,
-        timeout: float = 5.0,
         window: int = 500,
         window_ttl: float = 300.0,
-        breaker_failures: int = 5,
-        breaker_cooldown: float = 2.0,
     ) -> None:
-        self._address = RedisAddress.parse(url)
+        self._redis = redis
         self._window = str(window).encode()
         self._window_ttl = str(int(window_ttl * 1000)).encode()
-        self._scripts: dict[bytes, bytes] = {}
-        self.node_id = secrets.token_hex(6).encode()
+        self.node_id = redis.node_id
         """Stamped on every message this node publishes, so it can skip its own."""
         self._publish_sha = hashlib.sha1(PUBLISH_SCRIPT).hexdigest().encode()
         self._reconnected: Callable[[], None] | None = None
         self._prefix = prefix
         self._prefix_bytes = prefix.encode()
         self._metrics = metrics
-        self._timeout = timeout
+        self._timeout = redis.timeout
         self._deliver: Deliver | None = None
         self._channels: set[str] = set()
         # Per channel, groups of futures waiting for a "subscribe" confirmation, oldest first.
         self._confirm: dict[str, deque[list[asyncio.Future[None]]]] = {}
         self._sub: RespConnection | None = None
-        self._pub: RespConnection | None = None
-        self._pub_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failure_logged = False
-        self.breaker = CircuitBreaker(
-            "Redis", threshold=breaker_failures, cooldown=breaker_cooldown
-        )
-        """Shared by every caller of this client (limiter, presence, revocations, counters)."""
-        self._probe: asyncio.Task[None] | None = None
-        self._probe_timeout = min(timeout, breaker_cooldown)
-        """A probe waits at most a cool-down: a frozen Redis is half-open no longer than open."""
-        metrics.gauges["redis_circuit_state"] = lambda: self.breaker.state
-        metrics.counters["redis_circuit_trips"] = lambda: self.breaker.trips
-        metrics.counters["redis_circuit_rejected"] = lambda: self.breaker.rejected
-
-    def _admit(self) -> None:
-        """Let a call go to Redis, or raise ``CircuitOpen`` at once.
-
-        When the breaker would let this call through as its probe (the cool-down is over), the
-        broker sends its own ``PING`` as the probe in the background and refuses the call too:
-        a caller never waits for a Redis that may still be frozen.
-        """
-        probing = self.breaker.state is not State.CLOSED
-        self.breaker.check()
-        if probing:
-            if self._probe is None or self._probe.done():
-                self._probe = asyncio.create_task(self._send_probe(), name="redis-breaker-probe")
-            self.breaker.rejected += 1
-            raise CircuitOpen("Redis is not answering (circuit open; probing); not waiting for it")
-
-    async def _send_probe(self) -> None:
-        try:
-            async with asyncio.timeout(self._probe_timeout):
-                conn = await self._publisher()
-                await conn.command(b"PING")
-        except RespError:
-            self.breaker.success()  # an error reply is an answer: Redis is up
-        except _FAILURES:
-            self.breaker.failure()
-        else:
-            self.breaker.success()
-
-    async def _guarded(self, run: Callable[[], Awaitable[T]], timeout: float | None) -> T:
-        """Run one exchange with Redis through the breaker, within ``timeout`` seconds."""
-        self._admit()
-        try:
-            async with asyncio.timeout(self._timeout if timeout is None else timeout):
-                result = await run()
-        except RespError:
-            self.breaker.success()
-            raise
-        except _FAILURES:
-            self.breaker.failure()
-            raise
-        self.breaker.success()
-        return result
 
     def _key(self, channel: str) -> bytes:
         return self._prefix_bytes + channel.encode()
@@ -197,20 +131,18 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._task, self._probe):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        for conn in (self._sub, self._pub):
-            if conn is not None:
-                conn.close()
-        self._sub = self._pub = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._sub is not None:
+            self._sub.close()
+        self._sub = None
 
     async def ping(self) -> bool:
         if self._sub is None or self._sub.closed:
             return False
         try:
-            return bool(await self.call(b"PING") == b"PONG")
+            return bool(await self._redis.call(b"PING") == b"PONG")
         except (OSError, TimeoutError, ConnectionLost, RespError, Unavailable):
             return False
 
@@ -222,7 +154,7 @@ class RedisBroker:
         while not self._closing:
             try:
                 conn = await RespConnection.open(
-                    self._address, timeout=self._timeout, on_push=self._on_push
+                    self._redis.address, timeout=self._timeout, on_push=self._on_push
                 )
             except (OSError, TimeoutError, RespError) as exc:
                 log.warning("Redis subscriber cannot connect (%s); retrying", exc)
@@ -282,7 +214,7 @@ class RedisBroker:
                     del self._confirm[channel]
 
     async def subscribe(self, channel: str) -> None:
-        self._admit()  # while Redis is frozen, say so now rather than after the timeout
+        self._redis.admit()  # while Redis is frozen, say so now rather than after the timeout
         self._channels.add(channel)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, deque()).append([future])
@@ -293,9 +225,9 @@ class RedisBroker:
                 await asyncio.shield(future)
         except TimeoutError:
             future.cancel()
-            self.breaker.failure()
+            self._redis.breaker.failure()
             raise Unavailable("Redis did not confirm the subscription in time") from None
-        self.breaker.success()
+        self._redis.breaker.success()
 
     def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
@@ -303,51 +235,6 @@ class RedisBroker:
             self._sub.send(b"UNSUBSCRIBE", self._key(channel))
 
     # -- publisher side --------------------------------------------------------------------
-
-    async def _publisher(self) -> RespConnection:
-        conn = self._pub
-        if conn is not None and not conn.closed:
-            return conn
-        async with self._pub_lock:
-            if self._pub is None or self._pub.closed:
-                try:
-                    self._pub = await RespConnection.open(self._address, timeout=self._timeout)
-                except (OSError, TimeoutError, RespError) as exc:
-                    raise Unavailable(f"Redis is unreachable: {exc}") from exc
-            return self._pub
-
-    async def script(
-        self, script: bytes, keys: list[bytes], args: list[bytes], *, timeout: float | None = None
-    ) -> Any:
-        """Run a Lua script by its SHA1, loading it on first use (or after a Redis restart).
-
-        Waits at most ``timeout`` seconds (the broker's timeout when None); refused at once
-        with ``Unavailable`` while the breaker is open.
-        """
-        sha = self._scripts.get(script)
-        if sha is None:
-            sha = self._scripts[script] = hashlib.sha1(script).hexdigest().encode()
-        number = str(len(keys)).encode()
-
-        async def run() -> Any:
-            conn = await self._publisher()
-            try:
-                return await conn.command(b"EVALSHA", sha, number, *keys, *args)
-            except RespError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                return await conn.command(b"EVAL", script, number, *keys, *args)
-
-        return await self._guarded(run, timeout)
-
-    async def call(self, *args: bytes | str, timeout: float | None = None) -> Any:
-        """Run one command on the shared, pipelined publisher connection (through the breaker)."""
-
-        async def run() -> Any:
-            conn = await self._publisher()
-            return await conn.command(*args)
-
-        return await self._guarded(run, timeout)
 
     async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
         """Deliver on this node at once, then send to Redis without waiting for the answer.
@@ -373,11 +260,11 @@ class RedisBroker:
             self._window_ttl,
         )
         try:
-            conn = await self._publisher()
+            conn = await self._redis.connection()
             future = conn.submit(b"EVALSHA", self._publish_sha, *args)
             if future is None:  # too many in flight: wait for room
                 async with asyncio.timeout(self._timeout):
-                    await self.script(PUBLISH_SCRIPT, list(args[1:3]), list(args[3:]))
+                    await self._redis.script(PUBLISH_SCRIPT, list(args[1:3]), list(args[3:]))
                 return
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
             self._publish_failed(exc)
@@ -389,9 +276,10 @@ class RedisBroker:
         if exc is None:
             self._failure_logged = False
             return
-        if isinstance(exc, RespError) and str(exc).startswith("NOSCRIPT") and self._pub is not None:
+        conn = self._redis.current
+        if isinstance(exc, RespError) and str(exc).startswith("NOSCRIPT") and conn is not None:
             # First use on this Redis (or it restarted): send the script itself once.
-            retry = self._pub.submit(b"EVAL", PUBLISH_SCRIPT, *args)
+            retry = conn.submit(b"EVAL", PUBLISH_SCRIPT, *args)
             if retry is not None:
                 retry.add_done_callback(lambda f: self._published(f, args))
                 return
@@ -399,9 +287,7 @@ class RedisBroker:
 
     def _publish_failed(self, exc: BaseException) -> None:
         self._metrics.broker_publish_failures += 1
-        if self._pub is not None:
-            self._pub.abort()
-            self._pub = None
+        self._redis.drop()
         if not self._failure_logged:
             log.warning("Redis publish failed (%s); delivered on this node only", exc)
             self._failure_logged = True
@@ -410,7 +296,7 @@ class RedisBroker:
         window, meta = self._window_keys(channel)
         try:
             async with asyncio.timeout(self._timeout):
-                found = await self.script(
+                found = await self._redis.script(
                     RECENT_SCRIPT, [window, meta], [str(since).encode(), str(limit).encode()]
                 )
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:

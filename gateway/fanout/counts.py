@@ -16,7 +16,7 @@ that changed something, one increment here. Two jobs run on every node:
   exact ones, late or repeated writes are harmless, and a video costs the store one write per
   interval however many likes it takes.
 
-Two backends, chosen with the broker:
+Two backends, chosen with the broker (Redis when the nodes share one):
 
 ``LocalHotCounts`` (one node, no Redis) keeps the totals in a dict, seeded from the store on a
 video's first change. A :class:`Coalescer` gates pushes: a sweep of every changed video, then
@@ -56,12 +56,12 @@ from typing import Any
 import orjson
 
 from gateway.fanout.broker import envelope
-from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.hub import Hub
 from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.settings import Settings
 from storage.base import Store
 from storage.errors import StorageError
+from storage.redis.client import RedisClient
 from storage.redis.resp import ConnectionLost, RespError
 from storage.videos import Video, VideoCounts
 
@@ -470,7 +470,7 @@ class RedisHotCounts(_Loops):
     def __init__(
         self,
         store: Store,
-        broker: RedisBroker,
+        redis: RedisClient,
         *,
         prefix: str,
         viewers_prefix: bytes,
@@ -484,7 +484,7 @@ class RedisHotCounts(_Loops):
         self.flushed = 0
         self._store = store
         self._seeds = _Seeds(store)
-        self._redis = broker
+        self._redis = redis
         base = prefix + "hc:"
         self._counter_prefix = (base + "v:").encode()
         self._push_set = (base + "push").encode()
@@ -495,7 +495,7 @@ class RedisHotCounts(_Loops):
         self._channel_prefix = prefix.encode()
         self._envelope_head = envelope(0, "", b"-", b"")
         """Offset 0 (ephemeral), no epoch, no node of ours: every node delivers it."""
-        self._node = broker.node_id
+        self._node = redis.node_id
         self._ttl_ms = str(int(ttl * 1000)).encode()
         self._window_ms = str(max(1, int(window * 1000))).encode()
         self._flush_ms = str(max(1, int(flush_interval * 1000))).encode()
@@ -628,13 +628,17 @@ def touch_channel(counts: LocalHotCounts | RedisHotCounts) -> Callable[[str], Aw
 
 
 def build_hot_counts(
-    settings: Settings, store: Store, hub: Hub, presence: LocalPresence | RedisPresence
+    settings: Settings,
+    store: Store,
+    hub: Hub,
+    presence: LocalPresence | RedisPresence,
+    redis: RedisClient | None,
 ) -> LocalHotCounts | RedisHotCounts:
     """Make the hot counters that go with the broker: in Redis when the nodes share one."""
-    if isinstance(hub.broker, RedisBroker) and isinstance(presence, RedisPresence):
+    if redis is not None and isinstance(presence, RedisPresence):
         return RedisHotCounts(
             store,
-            hub.broker,
+            redis,
             prefix=settings.redis_prefix,
             viewers_prefix=presence.channel_key(VIDEO_PREFIX),
             window=settings.counts_push_window,

@@ -44,10 +44,10 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from gateway.fanout.broker_redis import RedisBroker
 from handlers.base import UserStatus
 from handlers.presence import WATCH_PREFIX
 from storage.errors import Unavailable
+from storage.redis.client import RedisClient
 from storage.redis.resp import ConnectionLost, RespError
 
 log = logging.getLogger(__name__)
@@ -316,10 +316,10 @@ return {off, left}
 class RedisPresence:
     """Presence shared by every node through Redis (see the module docstring)."""
 
-    def __init__(self, broker: RedisBroker, *, prefix: str, ttl: float) -> None:
-        self._redis = broker
+    def __init__(self, redis: RedisClient, *, prefix: str, ttl: float) -> None:
+        self._redis = redis
         self._p = prefix + "p:"
-        self._node = broker.node_id.decode()
+        self._node = redis.node_id.decode()
         self._ttl_ms = int(ttl * 1000)
 
     def _k(self, *parts: str) -> bytes:

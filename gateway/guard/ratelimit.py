@@ -12,10 +12,11 @@ because both reach the op through :class:`handlers.base.Operation`.
 
 With Redis (``MOOSIC_REDIS_URL``) a bucket is one small hash, updated by one Lua script that
 reads Redis's own clock, so every node sees the same bucket and node clocks do not matter. The
-script runs on the broker's pipelined connection (no extra connection). When Redis does not
+script runs on the node's one Redis client (:class:`storage.redis.client.RedisClient`, no
+extra connection). When Redis does not
 answer, the node falls back to its own in-process buckets (counted in
 ``moosic_rate_limit_fallbacks_total``): limits then hold per node instead of across nodes.
-A frozen Redis costs at most :data:`REDIS_TIMEOUT` per check only until the broker's circuit
+A frozen Redis costs at most :data:`REDIS_TIMEOUT` per check only until the client's circuit
 breaker opens (a few checks); while it is open every check goes straight to the local buckets
 (fail open, with this node's limits), and the breaker's probe finds Redis again.
 """
@@ -36,7 +37,7 @@ from storage.errors import Unavailable
 from storage.redis.resp import ConnectionLost, RespError
 
 if TYPE_CHECKING:
-    from gateway.fanout.broker_redis import RedisBroker
+    from storage.redis.client import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ class Limiter:
         limits: RateLimits,
         metrics: Metrics,
         *,
-        redis: RedisBroker | None = None,
+        redis: RedisClient | None = None,
         prefix: str = "moosic:",
         local: LocalBuckets | None = None,
     ) -> None:

@@ -6,12 +6,13 @@ failures of one client; after ``threshold`` of them it *opens* and callers fail 
 :class:`CircuitOpen` (an ``Unavailable``, so every existing fallback applies). After
 ``cooldown`` seconds one caller is let through as a probe (*half-open*): its success closes the
 breaker, its failure opens it for another cooldown. A server that answers with an error reply
-is alive: only timeouts and lost or refused connections count as failures. The Redis broker
-does not let a client's call be the probe: it refuses that call too and sends a ``PING`` of its
-own in the background (``RedisBroker._admit``), so no op waits once the circuit is open.
+is alive: only timeouts and lost or refused connections count as failures. The Redis client
+does not let a caller's call be the probe: it refuses that call too and sends a ``PING`` of its
+own in the background (``RedisClient.admit``), so no op waits once the circuit is open.
 
-There is one breaker per Redis client (the broker), shared by everything that uses it: the
-rate limiter, presence, revocations and hot counters all learn at once that Redis is away.
+There is one breaker per Redis client (:mod:`storage.redis.client`, one per node), shared by
+everything that uses it: the broker, the rate limiter, presence, revocations and hot counters
+all learn at once that Redis is away.
 """
 
 from __future__ import annotations

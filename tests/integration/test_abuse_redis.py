@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.fanout.broker_redis import RedisBroker
 from gateway.guard.ratelimit import Limiter, RateLimits, Rule
 from gateway.metrics import Metrics
+from storage.redis.client import RedisClient
 from tests.conftest import JWT_SECRET
 from tests.integration.test_abuse import closed_with
 from tests.integration.test_ws import token_for
@@ -97,9 +97,10 @@ async def test_logout_on_one_node_ends_the_session_on_every_node(cluster: Any, h
 
 
 async def test_the_bucket_script_on_real_redis(redis_server: RedisServer) -> None:
-    broker = RedisBroker(redis_server.url, prefix=f"s{uuid.uuid4().hex[:8]}:", metrics=Metrics())
+    prefix = f"s{uuid.uuid4().hex[:8]}:"
+    broker = RedisClient(redis_server.url)
     limiter = Limiter(
-        RateLimits.of({"publish": Rule(3, 3600)}), Metrics(), redis=broker, prefix=broker._prefix
+        RateLimits.of({"publish": Rule(3, 3600)}), Metrics(), redis=broker, prefix=prefix
     )
     try:
         waits = [await limiter.acquire("publish", "u1") for _ in range(4)]
@@ -112,9 +113,7 @@ async def test_the_bucket_script_on_real_redis(redis_server: RedisServer) -> Non
 
 
 async def test_while_redis_is_away_each_node_decides_alone() -> None:
-    dead = RedisBroker(
-        f"redis://127.0.0.1:{free_port()}/0", prefix="x:", metrics=Metrics(), timeout=1.0
-    )
+    dead = RedisClient(f"redis://127.0.0.1:{free_port()}/0", timeout=1.0)
     metrics = Metrics()
     limiter = Limiter(RateLimits.of({"publish": Rule(2, 3600)}), metrics, redis=dead)
     try:

@@ -13,6 +13,7 @@ import pytest
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import RedisHotCounts
 from gateway.metrics import Metrics
+from storage.redis.client import RedisClient
 from storage.videos import VideoCounts
 from tests.support.servers import RedisServer
 from tests.unit.test_counts import FakeStore
@@ -40,11 +41,14 @@ async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[list[Node], Fa
     prefix = f"h{uuid.uuid4().hex[:8]}:"
     store = FakeStore()
     started: list[Node] = []
+    clients: list[RedisClient] = []
     for _ in range(2):
-        broker = RedisBroker(redis_server.url, prefix=prefix, metrics=Metrics())
+        redis = RedisClient(redis_server.url)
+        clients.append(redis)
+        broker = RedisBroker(redis, prefix=prefix, metrics=Metrics())
         counts = RedisHotCounts(
             store,  # type: ignore[arg-type]
-            broker,
+            redis,
             prefix=prefix,
             viewers_prefix=(prefix + "p:c:video:").encode(),
             window=WINDOW,
@@ -59,6 +63,8 @@ async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[list[Node], Fa
     finally:
         for node in started:
             await node.broker.close()
+        for redis in clients:
+            await redis.close()
 
 
 async def wait_for_push(node: Node) -> dict[str, Any]:
@@ -170,10 +176,10 @@ async def test_a_failed_store_write_leaves_the_video_marked(
 async def test_an_unreachable_redis_costs_no_change(redis_server: RedisServer) -> None:
     store = FakeStore()
     store.add_video("v")
-    broker = RedisBroker("redis://127.0.0.1:1/0", prefix="x:", metrics=Metrics(), timeout=0.2)
+    redis = RedisClient("redis://127.0.0.1:1/0", timeout=0.2)
     counts = RedisHotCounts(
         store,  # type: ignore[arg-type]
-        broker,
+        redis,
         prefix="x:",
         viewers_prefix=b"x:p:c:video:",
         window=WINDOW,
@@ -182,4 +188,4 @@ async def test_an_unreachable_redis_costs_no_change(redis_server: RedisServer) -
     await counts.add("v", likes=1)  # never raises: kept to be counted later
     assert await counts.totals("v") is None
     assert counts._owed.deltas == {"v": [1, 0, 0]}
-    await broker.close()
+    await redis.close()

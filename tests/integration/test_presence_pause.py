@@ -17,9 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.presence import _REAP, RedisPresence
-from gateway.metrics import Metrics
+from storage.redis.client import RedisClient
 from tests.integration.test_ws import token_for
 from tests.support.clients import WsClient
 from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes
@@ -131,14 +130,14 @@ async def test_a_paused_node_registers_again_and_never_outvotes_a_live_one(
 
 # -- the scripts, against a real redis-server ------------------------------------------------
 
-ScriptNodes = tuple[str, list[RedisBroker], tuple[RedisPresence, RedisPresence]]
+ScriptNodes = tuple[str, list[RedisClient], tuple[RedisPresence, RedisPresence]]
 
 
 @pytest.fixture
 async def pair(redis_server: RedisServer) -> AsyncIterator[ScriptNodes]:
-    """Two nodes' presence on one fresh key prefix: (prefix, their brokers, their presence)."""
+    """Two nodes' presence on one fresh key prefix: (prefix, their Redis clients, presence)."""
     prefix = f"s{time.monotonic_ns()}:"
-    brokers = [RedisBroker(redis_server.url, prefix=prefix, metrics=Metrics()) for _ in "ab"]
+    brokers = [RedisClient(redis_server.url) for _ in "ab"]
     a, b = (RedisPresence(broker, prefix=prefix, ttl=TTL) for broker in brokers)
     try:
         yield prefix, brokers, (a, b)

@@ -12,6 +12,7 @@ import pytest
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.hub import Hub
 from gateway.metrics import Metrics
+from storage.redis.client import RedisClient
 from storage.redis.resp import RedisAddress, RespConnection
 from tests.support.servers import RedisServer
 
@@ -66,8 +67,9 @@ def test_addresses_parse() -> None:
 
 async def test_hub_resubscribes_after_redis_restarts(own_redis: RedisServer) -> None:
     metrics = Metrics()
+    redis = RedisClient(own_redis.url, timeout=2.0)
     hub = Hub(
-        RedisBroker(own_redis.url, prefix="p:", metrics=metrics, timeout=2.0),
+        RedisBroker(redis, prefix="p:", metrics=metrics),
         metrics,
         max_watchers=10,
         heartbeat=30.0,
@@ -102,12 +104,14 @@ async def test_hub_resubscribes_after_redis_restarts(own_redis: RedisServer) -> 
         assert inbox.frames[2].endswith(b'{"n":3}')
     finally:
         await hub.close()
+        await redis.close()
 
 
 async def test_subscribe_waits_for_redis_when_it_is_down(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "late")
     metrics = Metrics()
-    broker = RedisBroker(server.url, prefix="q:", metrics=metrics, timeout=1.0)
+    redis = RedisClient(server.url, timeout=1.0)
+    broker = RedisBroker(redis, prefix="q:", metrics=metrics)
     hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0)
     start = asyncio.create_task(hub.start())
     # Nothing listens yet: the control subscription cannot be confirmed.
@@ -116,3 +120,4 @@ async def test_subscribe_waits_for_redis_when_it_is_down(tmp_path: Path) -> None
     with pytest.raises(Unavailable):
         await start
     await broker.close()
+    await redis.close()
