@@ -23,13 +23,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from storage.errors import Unavailable
+from storage.redis.client import RedisClient
 from storage.redis.resp import ConnectionLost, RespError
-
-if TYPE_CHECKING:
-    from storage.redis.client import RedisClient
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Any
 from gateway.fanout.broker import Deliver, Recent, envelope, open_envelope
 from gateway.metrics import Metrics
 from storage.errors import Unavailable
-from storage.redis.client import RedisClient
+from storage.redis.client import RedisClient, lua
 from storage.redis.resp import ConnectionLost, RespConnection, RespError
 
 log = logging.getLogger(__name__)
@@ -44,34 +44,8 @@ MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 1000
 
-PUBLISH_SCRIPT = b"""
-local offset = tonumber(ARGV[3])
-if offset > 0 then
-  if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[4] then
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[2], 'epoch', ARGV[4])
-  end
-  redis.call('ZADD', KEYS[1], offset, ARGV[5])
-  local size = tonumber(ARGV[6])
-  if redis.call('ZCARD', KEYS[1]) > size then
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -size - 1)
-  end
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-end
-return redis.call('PUBLISH', ARGV[1], ARGV[2])
-"""
-
-RECENT_SCRIPT = b"""
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then return false end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #first == 0 then return false end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local events = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
-                          'LIMIT', 0, ARGV[2])
-return {epoch, first[2], last[2], events}
-"""
+PUBLISH_SCRIPT = lua("publish_and_remember")
+RECENT_SCRIPT = lua("read_window")
 
 
 def backoff_delays(low: float = MIN_BACKOFF, high: float = MAX_BACKOFF) -> Any:

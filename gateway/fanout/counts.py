@@ -61,7 +61,7 @@ from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.settings import Settings
 from storage.base import Store
 from storage.errors import StorageError
-from storage.redis.client import RedisClient
+from storage.redis.client import RedisClient, lua
 from storage.redis.resp import ConnectionLost, RespError
 from storage.videos import Video, VideoCounts
 
@@ -397,71 +397,11 @@ class LocalHotCounts(_Loops):
         return len(batch)
 
 
-# KEYS: counter, push set, flush set. ARGV: likes, comments, shares deltas, ttl ms, video id,
-# then optionally the stored likes, comments, shares and version to seed a missing counter.
-_BUMP = b"""
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if not ARGV[6] then return false end
-  redis.call('HSET', KEYS[1], 'likes', ARGV[6], 'comments', ARGV[7], 'shares', ARGV[8],
-             'version', ARGV[9])
-end
-local dl, dc, ds = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if dl ~= 0 or dc ~= 0 or ds ~= 0 then
-  if dl ~= 0 then redis.call('HINCRBY', KEYS[1], 'likes', dl) end
-  if dc ~= 0 then redis.call('HINCRBY', KEYS[1], 'comments', dc) end
-  if ds ~= 0 then redis.call('HINCRBY', KEYS[1], 'shares', ds) end
-  redis.call('HINCRBY', KEYS[1], 'version', 1)
-  redis.call('SADD', KEYS[3], ARGV[5])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[5])
-return 1
-"""
-
-# KEYS: push set, push lock. ARGV: window ms, node, batch, counter key prefix, presence key
-# prefix of video channels, pub/sub channel prefix, envelope head.
-_PUSH = b"""
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return -1 end
-local videos = redis.call('SPOP', KEYS[1], ARGV[3])
-local sent = 0
-for _, v in ipairs(videos) do
-  local t = redis.call('HMGET', ARGV[4] .. v, 'likes', 'comments', 'shares', 'version')
-  if t[1] then
-    local function count(x) return string.format('%d', math.max(0, tonumber(x))) end
-    local payload = '{"op":"counts","channel":"video:' .. v .. '","video_id":"' .. v ..
-      '","likes":' .. count(t[1]) .. ',"comments":' .. count(t[2]) .. ',"shares":' ..
-      count(t[3]) .. ',"viewers":' .. redis.call('HLEN', ARGV[5] .. v) .. ',"version":' ..
-      string.format('%d', tonumber(t[4])) .. '}'
-    redis.call('PUBLISH', ARGV[6] .. 'video:' .. v, ARGV[7] .. payload)
-    sent = sent + 1
-  end
-end
-return sent
-"""
-
-# ARGV: counter key prefix, then video ids. Returns id, likes, comments, shares, version for
-# each video that still has a counter.
-_READ = b"""
-local out = {}
-for i = 2, #ARGV do
-  local t = redis.call('HMGET', ARGV[1] .. ARGV[i], 'likes', 'comments', 'shares', 'version')
-  if t[1] then
-    table.insert(out, ARGV[i])
-    for j = 1, 4 do table.insert(out, t[j]) end
-  end
-end
-return out
-"""
-
-# KEYS: flush set. ARGV: counter key prefix, then (video id, version written) pairs. A video
-# stays marked when it changed after the read: the next flush writes the newer totals.
-_DONE = b"""
-for i = 2, #ARGV, 2 do
-  local now = redis.call('HGET', ARGV[1] .. ARGV[i], 'version')
-  if (not now) or now == ARGV[i + 1] then redis.call('SREM', KEYS[1], ARGV[i]) end
-end
-return 1
-"""
+# The scripts (storage/redis/lua/counts_*.lua).
+_BUMP = lua("counts_bump")
+_PUSH = lua("counts_push_marked")
+_READ = lua("counts_read")
+_DONE = lua("counts_unmark_flushed")
 
 
 class RedisHotCounts(_Loops):

@@ -47,7 +47,7 @@ import orjson
 from handlers.base import UserStatus
 from handlers.presence import WATCH_PREFIX
 from storage.errors import Unavailable
-from storage.redis.client import RedisClient
+from storage.redis.client import RedisClient, lua
 from storage.redis.resp import ConnectionLost, RespError
 
 log = logging.getLogger(__name__)
@@ -191,126 +191,19 @@ class LocalPresence:
         return gone
 
 
-# Every script writes this node's record (``nu:``/``nc:`` sets) first and changes a shared
-# counter only when that write changed the record (SADD/SREM returned 1): a repeated or stale
-# add/remove never skews a count, and a node can only ever take back what it added itself.
-# Adds are refused (nil) while the node is not registered in the nodes set (it was reaped, or
-# Redis forgot it): its next heartbeat sees that and adds everything again (``_RECORD_*``).
-# Liveness scores are Redis TIME, so the nodes' clocks do not matter.
-_NOW = b"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-# KEYS: nodes, nu:node, nc:node. ARGV: node, ttl (ms).
-# Returns {1 when the node was not registered, record sizes, nodes whose score has passed}.
-_HEARTBEAT = (
-    _NOW
-    + b"""
-local fresh = redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-return {fresh, redis.call('SCARD', KEYS[2]), redis.call('SCARD', KEYS[3]), dead}
-"""
-)
-# KEYS: nodes. ARGV: key prefix, node, then users (add) or now and users (remove).
-_RECORD_USERS_ADD = b"""
-local p = ARGV[1]
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end
-local rec = p .. 'nu:' .. ARGV[2]
-local up = {}
-for i = 3, #ARGV do
-  local u = ARGV[i]
-  if redis.call('SADD', rec, u) == 1 and redis.call('INCR', p .. 'u:' .. u) == 1 then
-    table.insert(up, u)
-  end
-end
-return up
-"""
-_RECORD_USERS_REMOVE = b"""
-local p = ARGV[1]
-local rec = p .. 'nu:' .. ARGV[2]
-local off = {}
-for i = 4, #ARGV do
-  local u = ARGV[i]
-  if redis.call('SREM', rec, u) == 1 then
-    local n = redis.call('DECR', p .. 'u:' .. u)
-    if n <= 0 then
-      redis.call('DEL', p .. 'u:' .. u)
-      redis.call('SET', p .. 'ls:' .. u, ARGV[3])
-      table.insert(off, u)
-    end
-  end
-end
-return off
-"""
-_RECORD_PAIRS_ADD = b"""
-local p = ARGV[1]
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end
-local rec = p .. 'nc:' .. ARGV[2]
-local up = {}
-for i = 3, #ARGV do
-  local m = ARGV[i]
-  if redis.call('SADD', rec, m) == 1 then
-    local cut = string.find(m, '\\n', 1, true)
-    local key = p .. 'c:' .. string.sub(m, 1, cut - 1)
-    if redis.call('HINCRBY', key, string.sub(m, cut + 1), 1) == 1 then table.insert(up, m) end
-  end
-end
-return up
-"""
-_RECORD_PAIRS_REMOVE = b"""
-local p = ARGV[1]
-local rec = p .. 'nc:' .. ARGV[2]
-local left = {}
-for i = 3, #ARGV do
-  local m = ARGV[i]
-  if redis.call('SREM', rec, m) == 1 then
-    local cut = string.find(m, '\\n', 1, true)
-    local key = p .. 'c:' .. string.sub(m, 1, cut - 1)
-    local u = string.sub(m, cut + 1)
-    local n = redis.call('HINCRBY', key, u, -1)
-    if n <= 0 then
-      redis.call('HDEL', key, u)
-      table.insert(left, m)
-    end
-  end
-end
-return left
-"""
-# KEYS[1]: the nodes sorted set. ARGV: key prefix, dead node.
-# The node's score is read again here, against Redis TIME: a node that refreshed since the
-# caller saw it expired (it came back from a pause) is not reaped on that stale read.
-_REAP = (
-    _NOW
-    + b"""
-local p = ARGV[1]
-local node = ARGV[2]
-local score = redis.call('ZSCORE', KEYS[1], node)
-if not score or tonumber(score) > now then return false end
-redis.call('ZREM', KEYS[1], node)
-local off = {}
-for _, u in ipairs(redis.call('SMEMBERS', p .. 'nu:' .. node)) do
-  local n = redis.call('DECR', p .. 'u:' .. u)
-  if n <= 0 then
-    redis.call('DEL', p .. 'u:' .. u)
-    redis.call('SET', p .. 'ls:' .. u, string.format('%.0f', now))
-    table.insert(off, u)
-  end
-end
-local left = {}
-for _, m in ipairs(redis.call('SMEMBERS', p .. 'nc:' .. node)) do
-  local cut = string.find(m, '\\n', 1, true)
-  local ch = string.sub(m, 1, cut - 1)
-  local u = string.sub(m, cut + 1)
-  local n = redis.call('HINCRBY', p .. 'c:' .. ch, u, -1)
-  if n <= 0 then
-    redis.call('HDEL', p .. 'c:' .. ch, u)
-    table.insert(left, m)
-  end
-end
-redis.call('DEL', p .. 'nu:' .. node, p .. 'nc:' .. node)
-return {off, left}
-"""
-)
+# The scripts (storage/redis/lua/presence_*.lua). Every script writes this node's record
+# (``nu:``/``nc:`` sets) first and changes a shared counter only when that write changed the
+# record (SADD/SREM returned 1): a repeated or stale add/remove never skews a count, and a node
+# can only ever take back what it added itself. Adds are refused (nil) while the node is not
+# registered in the nodes set (it was reaped, or Redis forgot it): its next heartbeat sees that
+# and adds everything again (``_RECORD_*``). Liveness scores are Redis TIME, so the nodes'
+# clocks do not matter.
+_HEARTBEAT = lua("presence_heartbeat")
+_RECORD_USERS_ADD = lua("presence_add_users")
+_RECORD_USERS_REMOVE = lua("presence_remove_users")
+_RECORD_PAIRS_ADD = lua("presence_add_pairs")
+_RECORD_PAIRS_REMOVE = lua("presence_remove_pairs")
+_REAP = lua("presence_reap_node")
 
 
 class RedisPresence:

@@ -1,0 +1,22 @@
+-- Publish the totals of every marked video, at most once per window across all nodes: only
+-- the node that takes the window's lock (SET NX PX, on Redis's clock) publishes.
+-- Run by gateway/fanout/counts.py (RedisHotCounts.tick).
+-- KEYS: push set, push lock. ARGV: window ms, node, batch, counter key prefix, presence key
+-- prefix of video channels, pub/sub channel prefix, envelope head.
+-- Returns how many videos it pushed, or -1 when another node holds this window.
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return -1 end
+local videos = redis.call('SPOP', KEYS[1], ARGV[3])
+local sent = 0
+for _, v in ipairs(videos) do
+  local t = redis.call('HMGET', ARGV[4] .. v, 'likes', 'comments', 'shares', 'version')
+  if t[1] then
+    local function count(x) return string.format('%d', math.max(0, tonumber(x))) end
+    local payload = '{"op":"counts","channel":"video:' .. v .. '","video_id":"' .. v ..
+      '","likes":' .. count(t[1]) .. ',"comments":' .. count(t[2]) .. ',"shares":' ..
+      count(t[3]) .. ',"viewers":' .. redis.call('HLEN', ARGV[5] .. v) .. ',"version":' ..
+      string.format('%d', tonumber(t[4])) .. '}'
+    redis.call('PUBLISH', ARGV[6] .. 'video:' .. v, ARGV[7] .. payload)
+    sent = sent + 1
+  end
+end
+return sent
