@@ -1,7 +1,9 @@
 """Business ops, one module per domain; no transport, no aiohttp.
 
 Map of the package:
-- ``base``: params base type, ``@operation``, the call ``Context`` and the service protocols.
+- ``base``: params base type, ``@operation``, the call ``Context`` and ``Services``.
+- ``ports``: the protocols of the services handlers use (fan-out, sessions, presence, hot
+  counters, tokens, revocations, rate limits, passwords, feeds) and the values they carry.
 - ``errors``: the stable error codes shared by WebSocket and REST.
 - ``messages``: every frame the server sends: the reply and error envelopes and each push
   (event, presence, join/leave, typing, read, comment, feed, counts, unsubscribed).

@@ -36,7 +36,7 @@ READ_BATCH = 1000
 
 
 class Revocations:
-    """:class:`handlers.base.SessionRevoker`: in memory, shared through Redis when there is one."""
+    """:class:`handlers.ports.SessionRevoker`: in memory, shared through Redis when there is one."""
 
     def __init__(
         self,

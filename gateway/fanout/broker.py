@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from handlers.base import Recent
+from handlers.ports import Recent
 
 Deliver = Callable[[str, int, str, bytes], None]
 """Called with (channel, offset, epoch, payload) for each event the node receives; must not block."""

@@ -44,7 +44,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from handlers.base import UserStatus
+from handlers.ports import UserStatus
 from handlers.presence import WATCH_PREFIX
 from storage.errors import Unavailable
 from storage.redis.client import RedisClient, lua

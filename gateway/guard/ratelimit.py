@@ -213,7 +213,7 @@ A bucket left alone expires once it would be full again, so idle subjects cost n
 
 
 class Limiter:
-    """The rules in force and their buckets (:class:`handlers.base.RateLimiter`)."""
+    """The rules in force and their buckets (:class:`handlers.ports.RateLimiter`)."""
 
     def __init__(
         self,
