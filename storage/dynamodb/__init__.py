@@ -1,4 +1,4 @@
-"""The DynamoDB backend: messages, channels, accounts, refresh tokens and groups on DynamoDB.
+"""The DynamoDB backend: every aggregate of :class:`storage.base.Store` on DynamoDB tables.
 
 Map of the package:
 - ``config``: :class:`DynamoDBConfig`, the backend's settings.
@@ -6,9 +6,15 @@ Map of the package:
 - ``schema``: the ``CreateTable`` requests and :func:`create_tables`.
 - ``retry``: which failures are retried, with capped jittered backoff.
 - ``dax``: eventually consistent reads through DAX on a bounded thread pool.
-- ``store``: :class:`DynamoDBStore`, the :class:`storage.base.Store` implementation.
-- ``videos``: the ``videos`` table (videos, sharded likes, comments, totals), mixed into the store.
-- ``follows``: the ``follows`` table (the follow graph, blocks, feeds), mixed into the store.
+- ``base``: :class:`~storage.dynamodb.base.DynamoDBBase`, the typed base of every aggregate:
+  the client, the tables, retried calls and transactions, DAX reads, channel heads.
+- ``messages``: messages and channels (appends by group commit per channel, history, heads).
+- ``conversations``: read positions and conversation lists.
+- ``accounts``: accounts and refresh tokens.
+- ``groups``: groups and their members.
+- ``videos``: the ``videos`` table (videos, sharded likes, comments, totals).
+- ``follows``: the ``follows`` table (the follow graph, blocks, feeds).
+- ``store``: :class:`DynamoDBStore`, the :class:`storage.base.Store` made of the aggregates.
 - ``__main__``: ``python -m storage.dynamodb create-tables`` for development.
 
 ``docs/storage.md`` describes the table design, costs and consistency.
@@ -17,8 +23,9 @@ Map of the package:
 from storage.dynamodb.config import DynamoDBConfig
 from storage.dynamodb.dax import CachedReads, DaxClient
 from storage.dynamodb.keys import Layout
+from storage.dynamodb.messages import MAX_DATA_BYTES
 from storage.dynamodb.schema import create_tables, table_definitions
-from storage.dynamodb.store import MAX_DATA_BYTES, DynamoDBStore
+from storage.dynamodb.store import DynamoDBStore
 
 __all__ = [
     "MAX_DATA_BYTES",

@@ -1,7 +1,7 @@
 """The DynamoDB side of :class:`storage.follows.FollowStore`: one ``follows`` table.
 
-A mixin of :class:`storage.dynamodb.DynamoDBStore`; ``keys`` has the item layout. A follow is
-two edge items (``fr#`` for the followee's follower list, ``fg#`` for the follower's list) and
+An aggregate on :class:`storage.dynamodb.base.DynamoDBBase`; ``keys`` has the item layout. A
+follow is two edge items (``fr#`` for the followee's follower list, ``fg#`` for the follower's list) and
 the two users' totals, written in one transaction whose condition (the edge is absent, or
 present for an unfollow) decides once whether it changed anything. Feed items are written with
 ``BatchWriteItem`` (25 a request, a few requests at once) and carry ``purge_at``, the table's
@@ -11,16 +11,14 @@ TTL attribute, so old items go without a write of ours.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage.dynamodb import keys
+from storage.dynamodb.base import BATCH_GET_KEYS, BATCH_WRITE_ITEMS, DynamoDBBase
 from storage.dynamodb.keys import Item, get_n, get_s, n, s
 from storage.errors import Unavailable
 from storage.follows import FeedItem, FollowCounts
 
-BATCH_WRITE_ITEMS = 25
-BATCH_GET_KEYS = 100
 WRITE_CONCURRENCY = 4
 
 
@@ -28,26 +26,8 @@ def _item(item: Item) -> FeedItem:
     return FeedItem(id=get_s(item, "sk"), video_id=get_s(item, "video"), author=get_s(item, "by"))
 
 
-class DynamoDBFollows:
-    """:class:`storage.follows.FollowStore` for :class:`storage.dynamodb.DynamoDBStore`."""
-
-    if TYPE_CHECKING:
-        _tables: dict[str, str]
-        _clock: Callable[[], float]
-
-        async def _call(
-            self,
-            operation: str,
-            arguments: dict[str, Any],
-            *,
-            expected: frozenset[str] = frozenset(),
-        ) -> dict[str, Any]: ...
-
-        async def _transact(self, items: list[Item], what: str) -> list[dict[str, Any]] | None: ...
-
-        async def _batch_write(self, table: str, items: list[Item]) -> None: ...
-
-        def _now_ms(self) -> int: ...
+class DynamoDBFollows(DynamoDBBase):
+    """:class:`storage.follows.FollowStore` on DynamoDB."""
 
     @property
     def _follows(self) -> str:

@@ -125,6 +125,11 @@ def conversation_pk(user_id: str) -> str:
     return f"v#{user_id}"
 
 
+def conversation_key(user_id: str, channel: str) -> Item:
+    """Key of one user's read position and list entry for ``channel``."""
+    return {"pk": s(conversation_pk(user_id)), "sk": s(channel)}
+
+
 def joined_key(joined_at: int, user_id: str) -> str:
     """Sort key of the join-order index: fixed-width time first, then the user id."""
     return f"{joined_at:012d}#{user_id}"

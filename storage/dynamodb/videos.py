@@ -1,6 +1,6 @@
 """The DynamoDB side of :class:`storage.videos.VideoStore`: one ``videos`` table.
 
-A mixin of :class:`storage.dynamodb.DynamoDBStore`. Items (``keys`` has the layout):
+An aggregate on :class:`storage.dynamodb.base.DynamoDBBase`. Items (``keys`` has the layout):
 
 - ``v#{video}`` / ``video``: the record, with the stored totals and their version ``cver``;
 - ``l#{video}#{shard}`` / user id: a like, ``liked`` true or false (a tombstone after an unlike,
@@ -20,21 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from storage.dynamodb import keys
+from storage.dynamodb.base import CONDITION_FAILED, CONDITION_FAILED_EXC, DynamoDBBase
 from storage.dynamodb.keys import Item, boolean, get_n, get_s, n, opt_s, s
 from storage.errors import StorageError
 from storage.videos import Comment, CommentResult, Video, VideoCounts, VideoStatus
 
-if TYPE_CHECKING:
-    from storage.ids import IdGenerator
-
-_CONDITION_FAILED = "ConditionalCheckFailed"
-_CONDITION_FAILED_EXC = frozenset({"ConditionalCheckFailedException"})
 SAVE_CONCURRENCY = 16
 """Totals written at once by :meth:`DynamoDBVideos.save_video_counts` (one call per video)."""
 
@@ -67,25 +62,8 @@ def _comment_from(video_id: str, item: Item) -> Comment:
     )
 
 
-class DynamoDBVideos:
-    """:class:`storage.videos.VideoStore` for :class:`storage.dynamodb.DynamoDBStore`."""
-
-    if TYPE_CHECKING:
-        _ids: IdGenerator
-        _tables: dict[str, str]
-        _clock: Callable[[], float]
-
-        async def _call(
-            self,
-            operation: str,
-            arguments: dict[str, Any],
-            *,
-            expected: frozenset[str] = frozenset(),
-        ) -> dict[str, Any]: ...
-
-        async def _transact(self, items: list[Item], what: str) -> list[dict[str, Any]] | None: ...
-
-        def _now_ms(self) -> int: ...
+class DynamoDBVideos(DynamoDBBase):
+    """:class:`storage.videos.VideoStore` on DynamoDB."""
 
     @property
     def _videos(self) -> str:
@@ -97,7 +75,7 @@ class DynamoDBVideos:
             await self._call(
                 "update_item",
                 {**arguments, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
-                expected=_CONDITION_FAILED_EXC,
+                expected=CONDITION_FAILED_EXC,
             )
         except ClientError as exc:
             old: Item = exc.response.get("Item") or {}
@@ -131,7 +109,7 @@ class DynamoDBVideos:
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 },
-                expected=_CONDITION_FAILED_EXC,
+                expected=CONDITION_FAILED_EXC,
             )
         return video
 
@@ -282,7 +260,7 @@ class DynamoDBVideos:
         }
         if client_msg_id is None:
             with contextlib.suppress(ClientError):
-                await self._call("put_item", put, expected=_CONDITION_FAILED_EXC)
+                await self._call("put_item", put, expected=CONDITION_FAILED_EXC)
             return CommentResult(comment, duplicate=False)
         item["cmid"] = s(client_msg_id)
         record = {
@@ -301,7 +279,7 @@ class DynamoDBVideos:
         if reasons is None:
             return CommentResult(comment, duplicate=False)
         first = reasons[1] if len(reasons) > 1 else {}
-        if first.get("Code") != _CONDITION_FAILED or "Item" not in first:
+        if first.get("Code") != CONDITION_FAILED or "Item" not in first:
             raise StorageError(f"add_comment to {video_id}: unexpected cancellation {reasons}")
         original = await self._comment(video_id, get_s(first["Item"], "id"))
         if original is None:

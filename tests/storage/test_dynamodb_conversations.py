@@ -15,7 +15,7 @@ import aioboto3
 import pytest
 
 from storage.dynamodb import DynamoDBConfig, DynamoDBStore, keys
-from storage.dynamodb.store import MAX_TRANSACT_ACTIONS
+from storage.dynamodb.base import MAX_TRANSACT_ACTIONS
 from tests.storage.test_dynamodb import Calls, lose_answers
 
 OpenStore = Callable[..., Awaitable[DynamoDBStore]]

@@ -1,0 +1,186 @@
+"""Accounts and refresh tokens on DynamoDB (the ``accounts`` and ``refresh_tokens`` tables).
+
+An account is two items holding the whole record, by id and by name (the name item's condition
+makes names unique). A refresh token is claimed by one conditional write whose random marker
+tells a retry of the same call from a second use; a reused token revokes its family.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from botocore.exceptions import ClientError
+
+from storage.base import RefreshState, RefreshUse, User
+from storage.dynamodb import keys
+from storage.dynamodb.base import CONDITION_FAILED_EXC, DynamoDBBase
+from storage.dynamodb.keys import Item, boolean, get_n, get_s, n, opt_s, s
+from storage.errors import Conflict
+
+
+class DynamoDBAccounts(DynamoDBBase):
+    """:class:`storage.base.AccountStore` and :class:`storage.base.RefreshTokenStore` on
+    DynamoDB."""
+
+    # -- accounts --------------------------------------------------------------------------
+
+    async def create_user(self, username: str, password_hash: str) -> User:
+        user = User(self._ids.new(self._now_ms()), username, password_hash, int(self._clock()))
+        table = self._tables[keys.ACCOUNTS]
+        record = {
+            "id": s(user.id),
+            "username": s(username),
+            "password_hash": s(password_hash),
+            "created_at": n(user.created_at),
+        }
+        # Both items hold the whole record (accounts never change), so a lookup by either key
+        # is one read. The name item's condition makes the name unique.
+        reasons = await self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {"pk": s(keys.username_pk(username)), **record},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {"pk": s(keys.user_pk(user.id)), **record},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ],
+            "create_user",
+        )
+        if reasons is not None:
+            raise Conflict(f"username {username!r} is taken")
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._user(keys.user_pk(user_id))
+
+    async def get_user_by_username(self, username: str) -> User | None:
+        return await self._user(keys.username_pk(username))
+
+    async def _user(self, pk: str) -> User | None:
+        response = await self._call(
+            "get_item",
+            {
+                "TableName": self._tables[keys.ACCOUNTS],
+                "Key": {"pk": s(pk)},
+                "ConsistentRead": True,
+            },
+        )
+        item = response.get("Item")
+        if item is None:
+            return None
+        return User(
+            get_s(item, "id"),
+            get_s(item, "username"),
+            get_s(item, "password_hash"),
+            get_n(item, "created_at"),
+        )
+
+    # -- refresh tokens --------------------------------------------------------------------
+
+    async def add_refresh_token(
+        self, token_hash: str, user_id: str, family_id: str, expires_at: int
+    ) -> None:
+        marker = uuid.uuid4().hex
+        try:
+            await self._call(
+                "put_item",
+                {
+                    "TableName": self._tables[keys.REFRESH_TOKENS],
+                    "Item": {
+                        "pk": s(keys.token_pk(token_hash)),
+                        "user_id": s(user_id),
+                        "family_id": s(family_id),
+                        "expires_at": n(expires_at),
+                        "used": boolean(False),
+                        "put_by": s(marker),
+                        keys.PURGE_ATTRIBUTE: n(expires_at + self._config.refresh_token_grace),
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                },
+                expected=CONDITION_FAILED_EXC,
+            )
+        except ClientError as exc:
+            existing = exc.response.get("Item") or {}
+            if opt_s(existing, "put_by") != marker:  # not this call's own attempt, retried
+                raise Conflict("the refresh token already exists") from exc
+
+    async def use_refresh_token(self, token_hash: str, now: int) -> RefreshUse:
+        # One conditional write claims the token; its marker tells a retry of this very call
+        # (whose first attempt was applied but not answered) from a real second use.
+        marker = uuid.uuid4().hex
+        try:
+            response = await self._call(
+                "update_item",
+                {
+                    "TableName": self._tables[keys.REFRESH_TOKENS],
+                    "Key": {"pk": s(keys.token_pk(token_hash))},
+                    "UpdateExpression": "SET used = :true, used_by = :marker",
+                    "ConditionExpression": (
+                        "attribute_exists(pk) AND used = :false AND expires_at > :now"
+                    ),
+                    "ExpressionAttributeValues": {
+                        ":true": boolean(True),
+                        ":false": boolean(False),
+                        ":marker": s(marker),
+                        ":now": n(now),
+                    },
+                    "ReturnValues": "ALL_OLD",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                },
+                expected=CONDITION_FAILED_EXC,
+            )
+            item: Item = response["Attributes"]
+            claimed = True
+        except ClientError as exc:
+            item = exc.response.get("Item") or {}
+            if not item:
+                return RefreshUse(RefreshState.UNKNOWN)
+            claimed = opt_s(item, "used_by") == marker
+        user_id, family_id = get_s(item, "user_id"), get_s(item, "family_id")
+        if claimed:
+            if await self._family_revoked(family_id):
+                return RefreshUse(RefreshState.REUSED, user_id, family_id)
+            return RefreshUse(RefreshState.OK, user_id, family_id)
+        if item.get("used", {}).get("BOOL") or await self._family_revoked(family_id):
+            await self.revoke_family(family_id, now=now)
+            return RefreshUse(RefreshState.REUSED, user_id, family_id)
+        return RefreshUse(RefreshState.EXPIRED, user_id, family_id)
+
+    async def _family_revoked(self, family_id: str) -> bool:
+        response = await self._call(
+            "get_item",
+            {
+                "TableName": self._tables[keys.REFRESH_TOKENS],
+                "Key": {"pk": s(keys.family_pk(family_id))},
+                "ConsistentRead": True,
+            },
+        )
+        return "Item" in response
+
+    async def revoke_family(self, family_id: str, *, now: int | None = None) -> None:
+        revoked_at = int(self._clock()) if now is None else now
+        await self._call(
+            "update_item",
+            {
+                "TableName": self._tables[keys.REFRESH_TOKENS],
+                "Key": {"pk": s(keys.family_pk(family_id))},
+                # The first revocation's time stays, like SQLite's INSERT OR IGNORE.
+                "UpdateExpression": (
+                    "SET revoked_at = if_not_exists(revoked_at, :now), #purge = :purge"
+                ),
+                "ExpressionAttributeNames": {"#purge": keys.PURGE_ATTRIBUTE},
+                "ExpressionAttributeValues": {
+                    ":now": n(revoked_at),
+                    ":purge": n(revoked_at + self._config.revoked_family_ttl),
+                },
+            },
+        )
