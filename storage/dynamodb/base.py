@@ -119,7 +119,15 @@ class DynamoDBBase:
                 )
             )
             self._stack = stack
-            await asyncio.gather(*(self._check_table(name) for name in self._tables.values()))
+            checks = [asyncio.ensure_future(self._check_table(t)) for t in self._tables.values()]
+            try:
+                await asyncio.gather(*checks)
+            finally:
+                # The first failure ends the wait, not the other checks: they are stopped before
+                # the client closes, or one retrying after it would open a session nobody closes.
+                for check in checks:
+                    check.cancel()
+                await asyncio.gather(*checks, return_exceptions=True)
             dax = self._dax_client
             if dax is None and config.dax_endpoint is not None:
                 dax = await asyncio.to_thread(
