@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from storage.base import RefreshState, RefreshUse, User
 from storage.dynamodb import keys
-from storage.dynamodb.base import CONDITION_FAILED_EXC, DynamoDBBase
+from storage.dynamodb.base import CONDITION_FAILED, CONDITION_FAILED_EXC, DynamoDBBase
 from storage.dynamodb.keys import Item, boolean, get_n, get_s, n, opt_s, s
 from storage.errors import Conflict
 
@@ -114,57 +114,65 @@ class DynamoDBAccounts(DynamoDBBase):
                 raise Conflict("the refresh token already exists") from exc
 
     async def use_refresh_token(self, token_hash: str, now: int) -> RefreshUse:
-        # One conditional write claims the token; its marker tells a retry of this very call
-        # (whose first attempt was applied but not answered) from a real second use.
-        marker = uuid.uuid4().hex
-        try:
-            response = await self._call(
-                "update_item",
-                {
-                    "TableName": self._tables[keys.REFRESH_TOKENS],
-                    "Key": {"pk": s(keys.token_pk(token_hash))},
-                    "UpdateExpression": "SET used = :true, used_by = :marker",
-                    "ConditionExpression": (
-                        "attribute_exists(pk) AND used = :false AND expires_at > :now"
-                    ),
-                    "ExpressionAttributeValues": {
-                        ":true": boolean(True),
-                        ":false": boolean(False),
-                        ":marker": s(marker),
-                        ":now": n(now),
-                    },
-                    "ReturnValues": "ALL_OLD",
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                },
-                expected=CONDITION_FAILED_EXC,
-            )
-            item: Item = response["Attributes"]
-            claimed = True
-        except ClientError as exc:
-            item = exc.response.get("Item") or {}
-            if not item:
-                return RefreshUse(RefreshState.UNKNOWN)
-            claimed = opt_s(item, "used_by") == marker
-        user_id, family_id = get_s(item, "user_id"), get_s(item, "family_id")
-        if claimed:
-            if await self._family_revoked(family_id):
-                return RefreshUse(RefreshState.REUSED, user_id, family_id)
-            return RefreshUse(RefreshState.OK, user_id, family_id)
-        if item.get("used", {}).get("BOOL") or await self._family_revoked(family_id):
-            await self.revoke_family(family_id, now=now)
-            return RefreshUse(RefreshState.REUSED, user_id, family_id)
-        return RefreshUse(RefreshState.EXPIRED, user_id, family_id)
-
-    async def _family_revoked(self, family_id: str) -> bool:
-        response = await self._call(
+        # One transaction claims the token only while its family is not revoked, so a claim
+        # never loses to a concurrent reuse that revoked the family after it (as SQLite's one
+        # transaction decides). Its marker tells a retry of this very call (whose first attempt
+        # was applied but not answered) from a real second use.
+        token_key = {"pk": s(keys.token_pk(token_hash))}
+        found = await self._call(
             "get_item",
             {
                 "TableName": self._tables[keys.REFRESH_TOKENS],
-                "Key": {"pk": s(keys.family_pk(family_id))},
+                "Key": token_key,
                 "ConsistentRead": True,
             },
         )
-        return "Item" in response
+        token: Item | None = found.get("Item")
+        if token is None:
+            return RefreshUse(RefreshState.UNKNOWN)
+        user_id, family_id = get_s(token, "user_id"), get_s(token, "family_id")
+        marker = uuid.uuid4().hex
+        reasons = await self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._tables[keys.REFRESH_TOKENS],
+                        "Key": token_key,
+                        "UpdateExpression": "SET used = :true, used_by = :marker",
+                        "ConditionExpression": (
+                            "attribute_exists(pk) AND used = :false AND expires_at > :now"
+                        ),
+                        "ExpressionAttributeValues": {
+                            ":true": boolean(True),
+                            ":false": boolean(False),
+                            ":marker": s(marker),
+                            ":now": n(now),
+                        },
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+                {
+                    "ConditionCheck": {
+                        "TableName": self._tables[keys.REFRESH_TOKENS],
+                        "Key": {"pk": s(keys.family_pk(family_id))},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ],
+            "use a refresh token",
+        )
+        if reasons is None:
+            return RefreshUse(RefreshState.OK, user_id, family_id)
+        claim, family = (reason.get("Code") == CONDITION_FAILED for reason in reasons)
+        item: Item = reasons[0].get("Item") or {}
+        if claim and opt_s(item, "used_by") == marker:
+            return RefreshUse(RefreshState.OK, user_id, family_id)  # this call's own attempt
+        if claim and not item:
+            return RefreshUse(RefreshState.UNKNOWN)
+        if family or item.get("used", {}).get("BOOL"):
+            await self.revoke_family(family_id, now=now)
+            return RefreshUse(RefreshState.REUSED, user_id, family_id)
+        return RefreshUse(RefreshState.EXPIRED, user_id, family_id)
 
     async def revoke_family(self, family_id: str, *, now: int | None = None) -> None:
         revoked_at = int(self._clock()) if now is None else now
