@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.guard.ratelimit import RateLimits
 from gateway.settings import Settings
 from tests.support.dynamodb_local import DynamoDBLocal
+from tests.support.moto_server import MotoServer
 from tests.support.servers import TEST_JWT_SECRET, RedisServer
 
 JWT_SECRET = TEST_JWT_SECRET
@@ -70,6 +71,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def dynamodb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoDBLocal]:
     """One DynamoDB Local for the whole run, started on first use and always stopped."""
     server = DynamoDBLocal.start(tmp_path_factory.mktemp("dynamodb-local"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server over HTTP for the AWS services without a local twin (S3, SQS, Kinesis)."""
+    server = MotoServer.start()
     try:
         yield server
     finally:

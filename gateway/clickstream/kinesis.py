@@ -4,8 +4,8 @@ A write is cut into calls of at most :data:`MAX_RECORDS` records and :data:`MAX_
 (data plus partition keys, as Kinesis counts them); the partition key is the user id, so one
 user's events stay in order on one shard. ``PutRecords`` is not all-or-nothing: its answer says
 which entries failed (``ProvisionedThroughputExceededException``, ``InternalFailure``), and only
-those are sent again, after a jittered exponential backoff (``MOOSIC_CLICKSTREAM_RETRY_BACKOFF``
-doubled each time, at most :data:`MAX_BACKOFF`). A call that fails as a whole (throttled,
+those are sent again, after a capped exponential backoff with full jitter (:class:`storage.dynamodb.retry.RetryPolicy`, (``MOOSIC_CLICKSTREAM_RETRY_BACKOFF``
+doubled each time, at most :data:`MAX_BACKOFF`)). A call that fails as a whole (throttled,
 refused, the connection lost, timed out) is retried the same way with all its records. After
 ``MOOSIC_CLICKSTREAM_RETRIES`` retries what still fails goes to the dead-letter files
 (``dead-letter-*.jsonl`` in ``MOOSIC_CLICKSTREAM_DIR``: the record, its last error and the
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -31,6 +30,7 @@ import msgspec
 from gateway.clickstream.files import FileSink
 from gateway.metrics import Metrics
 from handlers.events import Record
+from storage.dynamodb.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,6 @@ def chunks(records: Sequence[Record]) -> Iterator[list[Record]]:
         yield chunk
 
 
-def backoff(attempt: int, base: float) -> float:
-    """Seconds before retry number ``attempt`` (1, 2, ...): half fixed, half random."""
-    delay = min(MAX_BACKOFF, base * 2.0 ** (attempt - 1))
-    return delay / 2 + random.uniform(0, delay / 2)
-
-
 class KinesisSink:
     """Records into one Kinesis stream (see the module docstring)."""
 
@@ -93,6 +87,8 @@ class KinesisSink:
         self.endpoint_url = endpoint_url
         self.retries = retries
         self.retry_backoff = retry_backoff
+        self._policy = RetryPolicy(retries + 1, retry_backoff, MAX_BACKOFF)
+        """The same capped, jittered backoff as the DynamoDB store's retries."""
         self.dead_letter = dead_letter
         self._metrics = metrics
         self._session = session
@@ -164,7 +160,7 @@ class KinesisSink:
                 await self._dead_letter(failed, attempt)
                 return
             self._metrics.clickstream_records_retried += len(failed)
-            await asyncio.sleep(backoff(attempt, self.retry_backoff))
+            await asyncio.sleep(self._policy.delay(attempt - 1))
             pending = [record for record, _code, _message in failed]
 
     async def _dead_letter(self, failed: list[tuple[Record, str, str]], attempts: int) -> None:

@@ -53,12 +53,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from gateway.fanout.broker import envelope
 from gateway.fanout.hub import Hub
 from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.settings import Settings
+from handlers.messages import counts_message
 from storage.base import Store
 from storage.errors import StorageError
 from storage.redis.client import RedisClient, lua
@@ -85,22 +84,6 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 Viewers = Callable[[str], Awaitable[int]]
 """(channel) -> how many users watch it now."""
 _FAILURES = (StorageError, ConnectionLost, RespError, OSError, TimeoutError)
-
-
-def counts_payload(video_id: str, counts: VideoCounts, viewers: int) -> bytes:
-    """Encode a ``counts`` push (the Redis script builds the same bytes)."""
-    return orjson.dumps(
-        {
-            "op": "counts",
-            "channel": VIDEO_PREFIX + video_id,
-            "video_id": video_id,
-            "likes": max(0, counts.likes),
-            "comments": max(0, counts.comments),
-            "shares": max(0, counts.shares),
-            "viewers": viewers,
-            "version": counts.version,
-        }
-    )
 
 
 def video_of(channel: str) -> str | None:
@@ -209,13 +192,16 @@ class _Owed:
 class _Loops:
     """The background push and flush loops shared by both backends."""
 
-    window: float
-    flush_interval: float
-    pushed: int
-    """Counts pushes this node sent."""
-    flushed: int
-    """Videos' totals this node wrote to the store."""
-    _tasks: list[asyncio.Task[None]]
+    def __init__(self, store: Store, *, window: float, flush_interval: float) -> None:
+        self.window = window
+        self.flush_interval = flush_interval
+        self.pushed = 0
+        """Counts pushes this node sent."""
+        self.flushed = 0
+        """Videos' totals this node wrote to the store."""
+        self._store = store
+        self._seeds = _Seeds(store)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def tick(self) -> int:
         raise NotImplementedError
@@ -285,17 +271,12 @@ class LocalHotCounts(_Loops):
         flush_interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.window = window
-        self.flush_interval = flush_interval
-        self.pushed = 0
-        self.flushed = 0
-        self._store = store
+        super().__init__(store, window=window, flush_interval=flush_interval)
         self._publish = publish
         self._viewers = viewers
         self._clock = clock
         self._coalescer = Coalescer(window, clock)
         self._entries: dict[str, _Entry] = {}
-        self._seeds = _Seeds(store)
         self._unflushed: set[str] = set()
         self._owed = _Owed()
         self._tasks = []
@@ -355,7 +336,7 @@ class LocalHotCounts(_Loops):
                 continue
             viewers = await self._viewers(VIDEO_PREFIX + video_id)
             await self._publish(
-                VIDEO_PREFIX + video_id, counts_payload(video_id, entry.counts(), viewers)
+                VIDEO_PREFIX + video_id, counts_message(video_id, entry.counts(), viewers)
             )
             sent += 1
         self.pushed += sent
@@ -418,12 +399,7 @@ class RedisHotCounts(_Loops):
         flush_interval: float,
         ttl: float = HOT_TTL,
     ) -> None:
-        self.window = window
-        self.flush_interval = flush_interval
-        self.pushed = 0
-        self.flushed = 0
-        self._store = store
-        self._seeds = _Seeds(store)
+        super().__init__(store, window=window, flush_interval=flush_interval)
         self._redis = redis
         base = prefix + "hc:"
         self._counter_prefix = (base + "v:").encode()

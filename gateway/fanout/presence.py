@@ -42,8 +42,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-import orjson
-
+from handlers.messages import join_leave_message, presence_message
 from handlers.ports import UserStatus
 from handlers.presence import WATCH_PREFIX
 from storage.errors import Unavailable
@@ -395,14 +394,10 @@ class PresenceTracker:
             return False
 
     async def _status_push(self, user: str, status: UserStatus) -> None:
-        payload = orjson.dumps(
-            {"op": "presence", "user": user, "online": status.online, "last_seen": status.last_seen}
-        )
-        await self._publish(WATCH_PREFIX + user, payload)
+        await self._publish(WATCH_PREFIX + user, presence_message(user, status))
 
     async def _join_leave_push(self, channel: str, user: str, *, up: bool) -> None:
-        payload = orjson.dumps({"op": "join" if up else "leave", "channel": channel, "user": user})
-        await self._publish(channel, payload)
+        await self._publish(channel, join_leave_message(channel, user, up=up))
 
     async def resync(self) -> None:
         """After a Redis outage: refresh at once, writing the record again if it was lost."""

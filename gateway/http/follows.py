@@ -62,7 +62,8 @@ ROUTES = RouteTable(
             }
         ),
         "Reshared": obj({"video_id": STRING, "item_id": NULLABLE_STRING, "duplicate": BOOLEAN}),
-    }
+    },
+    tag="follows",
 )
 
 ROUTES.op(
@@ -73,7 +74,6 @@ ROUTES.op(
     ok={200: "FollowChange"},
     errors=(*SIGNED_IN, 403, 404),
     path_params=OTHER_USER_PARAM,
-    tag="follows",
 )
 ROUTES.op(
     "DELETE",
@@ -83,7 +83,6 @@ ROUTES.op(
     ok={200: "FollowChange"},
     errors=SIGNED_IN,
     path_params=OTHER_USER_PARAM,
-    tag="follows",
 )
 ROUTES.op(
     "GET",
@@ -94,7 +93,6 @@ ROUTES.op(
     errors=SIGNED_IN,
     path_params=USER_PARAM,
     cache=Cache.PRIVATE,
-    tag="follows",
 )
 ROUTES.op(
     "GET",
@@ -105,7 +103,6 @@ ROUTES.op(
     errors=SIGNED_IN,
     path_params=USER_PARAM,
     cache=Cache.PRIVATE,
-    tag="follows",
 )
 ROUTES.op(
     "GET",
@@ -115,7 +112,6 @@ ROUTES.op(
     ok={200: "FollowCounts"},
     errors=SIGNED_IN,
     path_params=USER_PARAM,
-    tag="follows",
 )
 ROUTES.op(
     "PUT",
@@ -125,7 +121,6 @@ ROUTES.op(
     ok={200: "BlockChange"},
     errors=SIGNED_IN,
     path_params=OTHER_USER_PARAM,
-    tag="follows",
 )
 ROUTES.op(
     "DELETE",
@@ -135,7 +130,6 @@ ROUTES.op(
     ok={200: "BlockChange"},
     errors=SIGNED_IN,
     path_params=OTHER_USER_PARAM,
-    tag="follows",
 )
 ROUTES.op(
     "GET",
@@ -146,7 +140,6 @@ ROUTES.op(
     errors=SIGNED_IN,
     fields={"before": cursor},
     cache=Cache.PRIVATE,
-    tag="follows",
 )
 ROUTES.op(
     "POST",
@@ -157,5 +150,4 @@ ROUTES.op(
     ok={200: "Reshared", 201: "Reshared"},
     errors=(*SIGNED_IN, 404, 409),
     path_params=VIDEO_PARAM,
-    tag="follows",
 )

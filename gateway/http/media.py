@@ -181,7 +181,8 @@ ROUTES = RouteTable(
             "required": ["video_id", "type", "master_url", "thumbnail_url", "expires_at"],
             "additionalProperties": False,
         },
-    }
+    },
+    tag="media",
 )
 VIDEO_PARAM = {"video_id": {"type": "string", "minLength": 1, "maxLength": 64}}
 UPLOAD_FORM: Schema = {
@@ -215,7 +216,6 @@ def _upload_type(schema: Schema, settings: Settings) -> Schema:
     params=media_ops.UploadParams,
     in_body=True,
     fields={"size": _upload_size, "content_type": _upload_type},
-    tag="media",
 )
 async def create_upload(request: web.Request) -> Reply:
     ctx = context(request)
@@ -237,7 +237,6 @@ async def create_upload(request: web.Request) -> Reply:
     ok={200: "Playback"},
     errors=(*SIGNED_IN, 404, 409),
     path_params=VIDEO_PARAM,
-    tag="media",
 )
 async def playback(request: web.Request) -> Reply:
     ctx = context(request)
@@ -268,7 +267,6 @@ async def _field(part: BodyPartReader) -> str:
     errors=(400, 403, 404, 413, 429),
     auth=False,
     form=UPLOAD_FORM,
-    tag="media",
 )
 async def local_upload(request: web.Request) -> web.Response:
     media = _local(request)
@@ -319,7 +317,6 @@ async def local_upload(request: web.Request) -> web.Response:
         "token": {"type": "string", "minLength": 1},
         "path": {"type": "string", "minLength": 1},
     },
-    tag="media",
 )
 async def play_file(request: web.Request) -> web.StreamResponse:
     media = _local(request)

@@ -264,7 +264,9 @@ class Route:
 class RouteTable:
     """The routes of one domain, in the order they are mounted, and their answers' schemas."""
 
-    def __init__(self, schemas: Mapping[str, Schema] | None = None) -> None:
+    def __init__(self, schemas: Mapping[str, Schema] | None = None, *, tag: str = "") -> None:
+        self.tag = tag
+        """The OpenAPI tag of a route that names none (a table of one domain has one)."""
         self.routes: list[Route] = []
         self.schemas: dict[str, Schema] = dict(schemas or {})
         """OpenAPI components: the shapes of the answers, by name."""
@@ -274,13 +276,15 @@ class RouteTable:
 
     def op(self, method: str, path: str, op: Operation[Any], summary: str, **kw: Any) -> None:
         """Declare a route served by an op (the same one the WebSocket calls)."""
-        self.routes.append(Route(method, path, summary, op=op, **kw))
+        self.routes.append(Route(method, path, summary, op=op, **{"tag": self.tag, **kw}))
 
     def route(self, method: str, path: str, summary: str, **kw: Any) -> Callable[[H], H]:
         """Declare a route served by the decorated handler."""
 
         def wrap(handler: H) -> H:
-            self.routes.append(Route(method, path, summary, handler=handler, **kw))
+            self.routes.append(
+                Route(method, path, summary, handler=handler, **{"tag": self.tag, **kw})
+            )
             return handler
 
         return wrap

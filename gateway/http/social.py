@@ -91,7 +91,8 @@ ROUTES = RouteTable(
                 "video_id": STRING,
             }
         ),
-    }
+    },
+    tag="videos",
 )
 
 
@@ -114,7 +115,6 @@ ROUTES.op(
     errors=(*SIGNED_IN, 403, 413),
     in_body=True,
     fields={"title": non_blank},
-    tag="videos",
 )
 
 
@@ -127,7 +127,6 @@ ROUTES.op(
     params=social.GetVideoParams,
     path_params=VIDEO_PARAM,
     cache=Cache.SHARED,
-    tag="videos",
 )
 async def get_video(request: web.Request) -> Reply:
     ctx = context(request)
@@ -143,7 +142,6 @@ ROUTES.op(
     ok={200: "LikeStatus"},
     errors=(*SIGNED_IN, 404),
     path_params=VIDEO_PARAM,
-    tag="videos",
 )
 ROUTES.op(
     "PUT",
@@ -153,7 +151,6 @@ ROUTES.op(
     ok={200: "LikeChange"},
     errors=(*SIGNED_IN, 404, 409),
     path_params=VIDEO_PARAM,
-    tag="videos",
 )
 ROUTES.op(
     "DELETE",
@@ -163,7 +160,6 @@ ROUTES.op(
     ok={200: "LikeChange"},
     errors=(*SIGNED_IN, 404, 409),
     path_params=VIDEO_PARAM,
-    tag="videos",
 )
 
 
@@ -177,7 +173,6 @@ ROUTES.op(
     fields={"before": cursor},
     path_params=VIDEO_PARAM,
     cache=Cache.SHARED,
-    tag="videos",
 )
 async def list_comments(request: web.Request) -> Reply:
     ctx = context(request)
@@ -197,7 +192,6 @@ ROUTES.op(
     in_body=True,
     fields={"text": non_blank},
     path_params=VIDEO_PARAM,
-    tag="videos",
 )
 ROUTES.op(
     "DELETE",
@@ -207,7 +201,6 @@ ROUTES.op(
     ok={200: "CommentDeleted"},
     errors=(*SIGNED_IN, 403, 404),
     path_params={**VIDEO_PARAM, "comment_id": {"type": "string", "minLength": 1}},
-    tag="videos",
 )
 ROUTES.op(
     "POST",
@@ -220,5 +213,4 @@ ROUTES.op(
     in_body=True,
     fields={"channel": _share_channel, "text": non_blank},
     path_params=VIDEO_PARAM,
-    tag="videos",
 )

@@ -558,13 +558,7 @@ class Connection(asyncio.Protocol):
             # Echo the peer's code, as RFC 6455 asks, then let the transport flush and close.
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL
             self._write_close(transport, code if 1000 <= code < 5000 else CloseCode.NORMAL)
-        self._state = _CLOSED
-        self._drop_inbound()
-        transport.close()
-        if self._close_timer is None:
-            self._close_timer = asyncio.get_running_loop().call_later(
-                self._node.close_timeout, self.abort
-            )
+        self._shut(transport)
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         """Close after a protocol violation: no more frames are read from this peer."""
@@ -574,6 +568,10 @@ class Connection(asyncio.Protocol):
         log.info("closing a WebSocket of %s: %s", self.user_id, reason)
         if self._state == _OPEN:
             self._write_close(transport, code, reason)
+        self._shut(transport)
+
+    def _shut(self, transport: asyncio.Transport) -> None:
+        """Read nothing more, let the transport flush and close; abort if it cannot in time."""
         self._state = _CLOSED
         self._drop_inbound()
         transport.close()

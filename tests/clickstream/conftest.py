@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -12,7 +11,6 @@ from gateway.clickstream.buffer import EventBuffer
 from gateway.clickstream.files import FileSink, JsonLines
 from gateway.metrics import Metrics
 from handlers.events import Intake
-from tests.support.moto_server import MotoServer
 
 NOW = 1_800_000_000.0
 """The intake's clock in these tests, seconds since the epoch."""
@@ -54,12 +52,3 @@ def intake(buffer: EventBuffer) -> Intake:
     return Intake(
         buffer, node="node-a:8080", region="ap-southeast-1", dedupe_size=1000, clock=lambda: NOW
     )
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()

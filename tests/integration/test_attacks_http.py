@@ -19,9 +19,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import JWT_SECRET
 from tests.support.clients import PASSWORD, WsClient
-from tests.support.servers import GatewayNode
+from tests.support.servers import GatewayNode, local_env
 
 TIMEOUT = 30.0
 ATTACKER = "127.0.0.2"
@@ -30,15 +29,7 @@ SECURITY = ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Polic
 
 
 def env(work: Path, **extra: str) -> dict[str, str]:
-    return {
-        "MOOSIC_DEV": "1",
-        "MOOSIC_JWT_SECRET": JWT_SECRET,
-        "MOOSIC_SQLITE_PATH": str(work / "gateway.db"),
-        "MOOSIC_MEDIA_DIR": str(work / "media"),
-        "MOOSIC_SCRYPT_N": "1024",
-        "MOOSIC_LOG_LEVEL": "INFO",
-        **extra,
-    }
+    return local_env(work, **{"MOOSIC_LOG_LEVEL": "INFO", **extra})
 
 
 class LimitedNode(GatewayNode):

@@ -13,6 +13,7 @@ import pytest
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import RedisHotCounts
 from gateway.metrics import Metrics
+from handlers.messages import counts_message
 from storage.redis.client import RedisClient
 from storage.videos import VideoCounts
 from tests.support.servers import RedisServer
@@ -28,10 +29,12 @@ class Node:
         self.broker = broker
         self.counts = counts
         self.received: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []
         self.arrived = asyncio.Event()
 
     def deliver(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
         assert (channel, offset, epoch) == ("video:v", 0, "")
+        self.raw.append(payload)
         self.received.append(orjson.loads(payload))
         self.arrived.set()
 
@@ -121,6 +124,18 @@ async def test_one_node_pushes_per_window_with_the_absolute_totals(
         while a.received[-1]["likes"] != 3:
             await asyncio.sleep(0.01)
     assert await a.counts.tick() == 0  # nothing changed since: nothing to push
+
+
+async def test_the_script_builds_the_bytes_of_counts_message(
+    nodes: tuple[list[Node], FakeStore],
+) -> None:
+    """The Lua copy of the ``counts`` shape stays byte-equal to handlers.messages'."""
+    (a, b), store = nodes
+    store.add_video("v", VideoCounts(likes=-3, comments=2, shares=1, version=7))
+    await a.counts.add("v", comments=1)
+    assert await a.counts.tick() == 1
+    await wait_for_push(b)
+    assert b.raw[-1] == counts_message("v", VideoCounts(0, 3, 1, 8), 0)
 
 
 async def test_one_node_flushes_and_a_change_during_a_flush_is_written_next_time(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from tests.support.servers import READY_TIMEOUT, free_port, redis_binary
+from tests.support.servers import READY_TIMEOUT, free_port, redis_command
 
 
 def redis_cli() -> str:
@@ -76,16 +76,13 @@ class RedisCluster:
             node = ClusterNode(free_port(), free_port(), self.workdir / f"node-{index}")
             node.workdir.mkdir(parents=True, exist_ok=True)
             node.process = subprocess.Popen(
-                [
-                    redis_binary(),
-                    "--port",
-                    str(node.port),
-                    "--cluster-port",
-                    str(node.bus_port),
-                    "--bind",
-                    "127.0.0.1",
+                redis_command(
+                    node.port,
+                    node.workdir,
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-port",
+                    str(node.bus_port),
                     "--cluster-config-file",
                     str(node.workdir / "nodes.conf"),
                     "--cluster-node-timeout",
@@ -94,15 +91,7 @@ class RedisCluster:
                     # refuses one whose last contact looks too old right after the create).
                     "--cluster-replica-validity-factor",
                     "0",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(node.workdir),
-                    "--logfile",
-                    str(node.workdir / "redis.log"),
-                ],
+                ),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

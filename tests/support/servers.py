@@ -34,6 +34,26 @@ def redis_binary() -> str:
     return found
 
 
+def redis_command(port: int, workdir: Path, *extra: str) -> list[str]:
+    """A loopback-only ``redis-server`` that keeps nothing on disk, logging into ``workdir``."""
+    return [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--logfile",
+        str(workdir / "redis.log"),
+        *extra,
+    ]
+
+
 class RedisServer:
     """A throwaway redis-server: loopback only, no persistence, killed at stop()."""
 
@@ -49,21 +69,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--logfile",
-                str(self.workdir / "redis.log"),
-            ],
+            redis_command(self.port, self.workdir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -144,6 +150,19 @@ class GatewayNode:
 
 TEST_JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 """The secret every test gateway signs with (tests/conftest.py re-exports it as JWT_SECRET)."""
+
+
+def local_env(work: Path, **extra: str) -> dict[str, str]:
+    """Settings for one gateway process on its embedded defaults, its files under ``work``."""
+    return {
+        "MOOSIC_DEV": "1",
+        "MOOSIC_JWT_SECRET": TEST_JWT_SECRET,
+        "MOOSIC_SQLITE_PATH": str(work / "gateway.db"),
+        "MOOSIC_MEDIA_DIR": str(work / "media"),
+        "MOOSIC_SCRYPT_N": "1024",
+        "MOOSIC_LOG_LEVEL": "WARNING",
+        **extra,
+    }
 
 
 def node_env(redis: RedisServer, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.fanout.counts import Coalescer, LocalHotCounts, counts_payload, video_of
+from gateway.fanout.counts import Coalescer, LocalHotCounts, video_of
 from gateway.settings import Settings, SettingsError, load_settings
+from handlers.messages import counts_message as counts_payload
 from storage.errors import Unavailable
 from storage.videos import Video, VideoCounts, VideoStatus
 

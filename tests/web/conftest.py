@@ -21,7 +21,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.support.servers import TEST_JWT_SECRET, GatewayNode
+from tests.support.servers import GatewayNode, local_env
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -31,19 +31,14 @@ PHONE = {"width": 390, "height": 844}
 
 
 def gateway_env(tmp: Path, **extra: str) -> dict[str, str]:
-    return {
-        "MOOSIC_DEV": "1",
-        "MOOSIC_JWT_SECRET": TEST_JWT_SECRET,
-        "MOOSIC_SQLITE_PATH": str(tmp / "moosic.db"),
-        "MOOSIC_MEDIA_DIR": str(tmp / "media"),
-        "MOOSIC_MEDIA_LADDER": "72:96,96:128,144:192",
-        "MOOSIC_SCRYPT_N": "1024",
-        "MOOSIC_LOG_LEVEL": "WARNING",
-        "MOOSIC_VIDEO_READY_ON_CREATE": "1",
+    return local_env(
+        tmp,
+        MOOSIC_MEDIA_LADDER="72:96,96:128,144:192",
+        MOOSIC_VIDEO_READY_ON_CREATE="1",
         # Each test signs up several users from loopback; other limits keep their defaults.
-        "MOOSIC_RATE_LIMITS": "publish=off,register=1000/1h,login=1000/1h",
+        MOOSIC_RATE_LIMITS="publish=off,register=1000/1h,login=1000/1h",
         **extra,
-    }
+    )
 
 
 @pytest.fixture(scope="package")
