@@ -4,6 +4,11 @@ Map of the package:
 - ``client``: the node's one Redis client (shared connection, breaker and its probe, ``call``,
   ``script`` by SHA1, ``node_id``), handed to the broker, presence, hot counters, rate limits
   and revocations alike.
+- ``cluster``: the same client on a Redis Cluster (ElastiCache cluster mode): the slot map
+  from ``CLUSTER SLOTS``, a connection per primary, ``MOVED``/``ASK`` followed, the map read
+  again on a redirect, a lost connection and periodically.
+- ``slots``: a key's slot (CRC16, hash tags) and the tagged partitions presence and hot
+  counters split their state into.
 - ``lua``: the Lua scripts, one file each, named for what they do (read with ``client.lua``).
 - ``resp``: a pipelined RESP2 connection on hiredis (commands, scripts, push messages).
 - ``breaker``: the circuit breaker that stops callers waiting on a Redis that stopped answering.

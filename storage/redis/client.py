@@ -44,15 +44,21 @@ def lua(name: str) -> bytes:
 class RedisClient:
     """Commands and scripts on one shared, pipelined connection, through the circuit breaker."""
 
+    cluster = False
+    """True for :class:`storage.redis.cluster.ClusterClient` (keys are routed by slot)."""
+    partitions = 1
+    """How many tagged partitions presence and hot counters split their state into
+    (:mod:`storage.redis.slots`): one on a single Redis, where keys carry no tag."""
+
     def __init__(
         self,
-        url: str,
+        url: str | RedisAddress,
         *,
         timeout: float = 5.0,
         breaker_failures: int = 5,
         breaker_cooldown: float = 2.0,
     ) -> None:
-        self.address = RedisAddress.parse(url)
+        self.address = url if isinstance(url, RedisAddress) else RedisAddress.parse(url)
         self.timeout = timeout
         """Seconds a call waits for its answer unless it says otherwise."""
         self.node_id = secrets.token_hex(6).encode()
@@ -115,10 +121,11 @@ class RedisClient:
 
     # -- the connection --------------------------------------------------------------------
 
-    async def connection(self) -> RespConnection:
+    async def connection(self, key: bytes | None = None) -> RespConnection:
         """Return the shared connection, opening it first when there is none (or it was lost).
 
-        Raises ``Unavailable`` when Redis cannot be reached.
+        ``key`` says which key the caller will touch (a cluster routes by it; one Redis has
+        one connection for all). Raises ``Unavailable`` when Redis cannot be reached.
         """
         conn = self._conn
         if conn is not None and not conn.closed:
@@ -131,12 +138,7 @@ class RedisClient:
                     raise Unavailable(f"Redis is unreachable: {exc}") from exc
             return self._conn
 
-    @property
-    def current(self) -> RespConnection | None:
-        """The shared connection as it is now, without opening one (None: none yet)."""
-        return self._conn
-
-    def drop(self) -> None:
+    def drop(self, key: bytes | None = None) -> None:
         """Abort the shared connection; the next use opens a fresh one."""
         if self._conn is not None:
             self._conn.abort()
@@ -150,7 +152,21 @@ class RedisClient:
             self._conn.close()
         self._conn = None
 
+    async def ping_all(self) -> bool:
+        """Whether Redis answers ``PING`` (every primary of a cluster)."""
+        try:
+            return bool(await self.call(b"PING") == b"PONG")
+        except (*FAILURES, RespError):
+            return False
+
     # -- commands --------------------------------------------------------------------------
+
+    def sha(self, source: bytes) -> bytes:
+        """The SHA1 a script is run by (``EVALSHA``), computed once per script."""
+        sha = self._scripts.get(source)
+        if sha is None:
+            sha = self._scripts[source] = hashlib.sha1(source).hexdigest().encode()
+        return sha
 
     async def script(
         self, source: bytes, keys: list[bytes], args: list[bytes], *, timeout: float | None = None
@@ -160,9 +176,7 @@ class RedisClient:
         Waits at most ``timeout`` seconds (the client's timeout when None); refused at once
         with ``Unavailable`` while the breaker is open.
         """
-        sha = self._scripts.get(source)
-        if sha is None:
-            sha = self._scripts[source] = hashlib.sha1(source).hexdigest().encode()
+        sha = self.sha(source)
         number = str(len(keys)).encode()
 
         async def run() -> Any:

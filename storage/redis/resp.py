@@ -74,7 +74,8 @@ class RespConnection(asyncio.Protocol):
         self._max_inflight = max_inflight
         self._out: list[bytes] | None = None  # commands written this loop iteration
         self.subscribed = False
-        """Once SUBSCRIBE was sent, every reply is a push: confirmations included."""
+        """Once SUBSCRIBE was sent, every reply is a push: confirmations included (an error
+        reply is handed over as ``[b"error", RespError]``)."""
 
     @classmethod
     async def open(
@@ -108,8 +109,9 @@ class RespConnection(asyncio.Protocol):
         reader.feed(data)
         while (reply := reader.gets()) is not False:
             if self.subscribed:
-                if self._on_push is not None and isinstance(reply, list):
-                    self._on_push(reply)
+                if self._on_push is not None:
+                    # An error answer to a (S)SUBSCRIBE (a cluster's MOVED) comes as a push too.
+                    self._on_push(reply if isinstance(reply, list) else [b"error", reply])
                 continue
             if self._waiting:
                 future = self._waiting.popleft()

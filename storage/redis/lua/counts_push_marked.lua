@@ -2,11 +2,15 @@
 -- the node that takes the window's lock (SET NX PX, on Redis's clock) publishes.
 -- Run by gateway/fanout/counts.py (RedisHotCounts.tick).
 -- KEYS: push set, push lock. ARGV: window ms, node, batch, counter key prefix, presence key
--- prefix of video channels, pub/sub channel prefix, envelope head.
--- Returns how many videos it pushed, or -1 when another node holds this window.
+-- prefix of video channels, pub/sub channel prefix, envelope head, and "return" to hand the
+-- pushes back instead of publishing them (a cluster: a video's channel lives in its own slot,
+-- not in this partition's; the node publishes what the script returns).
+-- Returns how many videos it pushed (or {video id, payload, ...} with "return"), or -1 when
+-- another node holds this window.
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return -1 end
 local videos = redis.call('SPOP', KEYS[1], ARGV[3])
 local sent = 0
+local back = {}
 for _, v in ipairs(videos) do
   local t = redis.call('HMGET', ARGV[4] .. v, 'likes', 'comments', 'shares', 'version')
   if t[1] then
@@ -15,8 +19,14 @@ for _, v in ipairs(videos) do
       '","likes":' .. count(t[1]) .. ',"comments":' .. count(t[2]) .. ',"shares":' ..
       count(t[3]) .. ',"viewers":' .. redis.call('HLEN', ARGV[5] .. v) .. ',"version":' ..
       string.format('%d', tonumber(t[4])) .. '}'
-    redis.call('PUBLISH', ARGV[6] .. 'video:' .. v, ARGV[7] .. payload)
+    if ARGV[8] == 'return' then
+      table.insert(back, v)
+      table.insert(back, payload)
+    else
+      redis.call('PUBLISH', ARGV[6] .. 'video:' .. v, ARGV[7] .. payload)
+    end
     sent = sent + 1
   end
 end
+if ARGV[8] == 'return' then return back end
 return sent
