@@ -19,6 +19,7 @@ from gateway.auth.jwks import JwksError, JwksKeys
 from gateway.auth.revocation import Revocations
 from gateway.auth.tokens import LEEWAY_SECONDS, TokenService
 from gateway.fanout.broker import Broker
+from gateway.fanout.broker_cluster import ClusterBroker
 from gateway.fanout.broker_memory import MemoryBroker
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import build_hot_counts, touch_channel
@@ -57,6 +58,7 @@ from handlers.passwords import ScryptHasher
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
 from storage.redis.client import RedisClient
+from storage.redis.cluster import ClusterClient
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +108,25 @@ def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:
     """The node's one Redis client, its breaker in ``/metrics``; None without a Redis URL."""
     if not settings.redis_url:
         return None
-    redis = RedisClient(
-        settings.redis_url,
-        breaker_failures=settings.redis_breaker_failures,
-        breaker_cooldown=settings.redis_breaker_cooldown,
-    )
+    redis: RedisClient
+    if settings.redis_cluster:
+        cluster = ClusterClient(
+            settings.redis_url,
+            breaker_failures=settings.redis_breaker_failures,
+            breaker_cooldown=settings.redis_breaker_cooldown,
+            refresh_interval=settings.redis_cluster_refresh,
+        )
+        metrics.counters["redis_cluster_refreshes"] = lambda: cluster.refreshes
+        metrics.counters["redis_cluster_redirects"] = lambda: cluster.redirects
+        metrics.gauges["redis_cluster_primaries"] = lambda: len(cluster.primaries)
+        metrics.gauges["redis_cluster_topology_version"] = lambda: cluster.topology_version
+        redis = cluster
+    else:
+        redis = RedisClient(
+            settings.redis_url,
+            breaker_failures=settings.redis_breaker_failures,
+            breaker_cooldown=settings.redis_breaker_cooldown,
+        )
     breaker = redis.breaker
     metrics.gauges["redis_circuit_state"] = lambda: breaker.state
     metrics.counters["redis_circuit_trips"] = lambda: breaker.trips
@@ -124,6 +140,14 @@ async def _redis_ctx(redis: RedisClient, app: web.Application) -> AsyncIterator[
 
 
 def _broker(settings: Settings, metrics: Metrics, redis: RedisClient | None) -> Broker:
+    if isinstance(redis, ClusterClient):
+        return ClusterBroker(
+            redis,
+            prefix=settings.redis_prefix,
+            metrics=metrics,
+            window=settings.recovery_window,
+            window_ttl=settings.recovery_ttl,
+        )
     if redis is not None:
         return RedisBroker(
             redis,

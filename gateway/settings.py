@@ -17,6 +17,7 @@ from typing import Any
 from gateway.guard.ratelimit import SPECIAL_RULES, RateLimits
 from media.model import DEFAULT_LADDER, Rung, parse_ladder
 from storage.dynamodb import MAX_DATA_BYTES as DYNAMODB_MAX_DATA_BYTES
+from storage.redis.cluster import parse_seeds
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,6 +46,8 @@ class Settings:
     kdf_concurrency: int = 2
     redis_url: str | None = None
     redis_prefix: str = "moosic:"
+    redis_cluster: bool = False
+    redis_cluster_refresh: float = 5.0
     # Circuit breaker in front of Redis (issue 21, item 7): storage/redis/breaker.py.
     redis_breaker_failures: int = 5
     redis_breaker_cooldown: float = 2.0
@@ -420,6 +423,16 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "KDF_CONCURRENCY": ("kdf_concurrency", _int(1, 64), "password hashes computed at once"),
     "REDIS_URL": ("redis_url", _redis_url, "Redis for cross-node fan-out; unset = in-process"),
     "REDIS_PREFIX": ("redis_prefix", _nonempty, "prefix of every Redis channel name"),
+    "REDIS_CLUSTER": (
+        "redis_cluster",
+        _bool,
+        "1 = MOOSIC_REDIS_URL is a Redis Cluster: one seed or several (h1:p1,h2:p2)",
+    ),
+    "REDIS_CLUSTER_REFRESH": (
+        "redis_cluster_refresh",
+        _float(0.5, 3600),
+        "seconds between reads of the cluster's slot map (also read on MOVED and lost nodes)",
+    ),
     "REDIS_BREAKER_FAILURES": (
         "redis_breaker_failures",
         _int(1, 10_000),
@@ -858,6 +871,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{PREFIX}{suffix}: required with {PREFIX}MEDIA_BACKEND=aws"
             for suffix, name in needed.items()
             if not values.get(name) and PREFIX + suffix not in environ
+        )
+    url = values.get("redis_url")
+    if values.get("redis_cluster"):
+        if not url:
+            problems.append(f"{PREFIX}REDIS_URL: required with {PREFIX}REDIS_CLUSTER=1")
+        elif url.startswith("unix://"):
+            problems.append(f"{PREFIX}REDIS_URL: a Redis Cluster is reached over TCP")
+        else:
+            try:
+                parse_seeds(url)
+            except ValueError as exc:
+                problems.append(f"{PREFIX}REDIS_URL: {exc}")
+    elif url and "," in url:
+        problems.append(
+            f"{PREFIX}REDIS_URL: several nodes name a Redis Cluster: set {PREFIX}REDIS_CLUSTER=1"
         )
     if values.get("clickstream_sink") == "kinesis" and not values.get("clickstream_stream"):
         problems.append(

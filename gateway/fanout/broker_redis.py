@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 from collections import deque
@@ -43,6 +42,8 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 1000
+REDIRECTS = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+"""Error answers of a Redis Cluster that say: try this elsewhere, or again."""
 
 PUBLISH_SCRIPT = lua("publish_and_remember")
 RECENT_SCRIPT = lua("read_window")
@@ -73,7 +74,7 @@ class RedisBroker:
         self._window_ttl = str(int(window_ttl * 1000)).encode()
         self.node_id = redis.node_id
         """Stamped on every message this node publishes, so it can skip its own."""
-        self._publish_sha = hashlib.sha1(PUBLISH_SCRIPT).hexdigest().encode()
+        self._publish_sha = redis.sha(PUBLISH_SCRIPT)
         self._reconnected: Callable[[], None] | None = None
         self._prefix = prefix
         self._prefix_bytes = prefix.encode()
@@ -87,9 +88,20 @@ class RedisBroker:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failure_logged = False
+        self._retries: set[asyncio.Task[None]] = set()
+
+    publish_command = b"PUBLISH"
+    """What the publish script publishes with (a cluster's broker uses SPUBLISH)."""
 
     def _key(self, channel: str) -> bytes:
+        """The pub/sub name of ``channel``."""
         return self._prefix_bytes + channel.encode()
+
+    def _channel_of(self, name: bytes) -> str | None:
+        """The channel of a pub/sub name (None: not one of ours)."""
+        if not name.startswith(self._prefix_bytes):
+            return None
+        return name[len(self._prefix_bytes) :].decode()
 
     def _window_keys(self, channel: str) -> tuple[bytes, bytes]:
         # One hash tag per channel, so both keys live in one Redis Cluster slot.
@@ -105,9 +117,10 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._retries) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._sub is not None:
             self._sub.close()
         self._sub = None
@@ -168,32 +181,47 @@ class RedisBroker:
     def _on_push(self, reply: list[Any]) -> None:
         kind = reply[0]
         if kind == b"message":
-            name = reply[1]
-            if self._deliver is not None and name.startswith(self._prefix_bytes):
-                try:
-                    offset, epoch, node, payload = open_envelope(reply[2])
-                except ValueError:
-                    log.warning("ignoring a malformed message on %r", name[:200])
-                    return
-                if node != self.node_id:  # our own were delivered when published
-                    self._deliver(name[len(self._prefix_bytes) :].decode(), offset, epoch, payload)
+            self._on_message(reply[1], reply[2])
         elif kind == b"subscribe":
-            channel = reply[1][len(self._prefix_bytes) :].decode()
-            groups = self._confirm.get(channel)
-            if groups:
-                for future in groups.popleft():
-                    if not future.done():
-                        future.set_result(None)
-                if not groups:
-                    del self._confirm[channel]
+            self._confirmed(reply[1])
+
+    def _on_message(self, name: bytes, message: bytes) -> None:
+        channel = self._channel_of(name)
+        if self._deliver is None or channel is None:
+            return
+        try:
+            offset, epoch, node, payload = open_envelope(message)
+        except ValueError:
+            log.warning("ignoring a malformed message on %r", name[:200])
+            return
+        if node != self.node_id:  # our own were delivered when published
+            self._deliver(channel, offset, epoch, payload)
+
+    def _confirmed(self, name: bytes) -> None:
+        """Redis confirmed a subscription: wake the oldest group waiting for it."""
+        channel = self._channel_of(name)
+        groups = self._confirm.get(channel) if channel is not None else None
+        if groups:
+            for future in groups.popleft():
+                if not future.done():
+                    future.set_result(None)
+            if not groups:
+                del self._confirm[channel]  # type: ignore[arg-type]
 
     async def subscribe(self, channel: str) -> None:
         self._redis.admit()  # while Redis is frozen, say so now rather than after the timeout
         self._channels.add(channel)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, deque()).append([future])
+        self._send_subscribe(channel)
+        await self._confirmation(future)
+
+    def _send_subscribe(self, channel: str) -> None:
         if self._sub is not None:
             self._sub.send(b"SUBSCRIBE", self._key(channel))
+
+    async def _confirmation(self, future: asyncio.Future[None]) -> None:
+        """Wait for Redis to confirm a subscription, within the client's timeout."""
         try:
             async with asyncio.timeout(self._timeout):
                 await asyncio.shield(future)
@@ -232,36 +260,51 @@ class RedisBroker:
             payload,
             self._window,
             self._window_ttl,
+            self.publish_command,
         )
         try:
-            conn = await self._redis.connection()
+            conn = await self._redis.connection(window)
             future = conn.submit(b"EVALSHA", self._publish_sha, *args)
             if future is None:  # too many in flight: wait for room
-                async with asyncio.timeout(self._timeout):
-                    await self._redis.script(PUBLISH_SCRIPT, list(args[1:3]), list(args[3:]))
+                await self._publish_waiting(args)
                 return
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
-            self._publish_failed(exc)
+            self._publish_failed(exc, window)
             return
-        future.add_done_callback(lambda f: self._published(f, args))
+        future.add_done_callback(lambda f: self._published(f, conn, args))
 
-    def _published(self, future: asyncio.Future[Any], args: tuple[bytes, ...]) -> None:
+    async def _publish_waiting(self, args: tuple[bytes, ...]) -> None:
+        """Publish through the client, waiting for the answer (and following redirects)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.script(PUBLISH_SCRIPT, list(args[1:3]), list(args[3:]))
+        except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
+            self._publish_failed(exc, args[1])
+
+    def _published(
+        self, future: asyncio.Future[Any], conn: RespConnection, args: tuple[bytes, ...]
+    ) -> None:
         exc = future.exception()
         if exc is None:
             self._failure_logged = False
             return
-        conn = self._redis.current
-        if isinstance(exc, RespError) and str(exc).startswith("NOSCRIPT") and conn is not None:
+        if isinstance(exc, RespError) and str(exc).startswith("NOSCRIPT") and not conn.closed:
             # First use on this Redis (or it restarted): send the script itself once.
             retry = conn.submit(b"EVAL", PUBLISH_SCRIPT, *args)
             if retry is not None:
-                retry.add_done_callback(lambda f: self._published(f, args))
+                retry.add_done_callback(lambda f: self._published(f, conn, args))
                 return
-        self._publish_failed(exc)
+        if isinstance(exc, RespError) and str(exc).startswith(REDIRECTS):
+            # A cluster moved the channel's slot: the client follows it (and reads the map).
+            task = asyncio.create_task(self._publish_waiting(args))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+            return
+        self._publish_failed(exc, args[1])
 
-    def _publish_failed(self, exc: BaseException) -> None:
+    def _publish_failed(self, exc: BaseException, key: bytes) -> None:
         self._metrics.broker_publish_failures += 1
-        self._redis.drop()
+        self._redis.drop(key)
         if not self._failure_logged:
             log.warning("Redis publish failed (%s); delivered on this node only", exc)
             self._failure_logged = True

@@ -62,6 +62,7 @@ from storage.base import Store
 from storage.errors import StorageError
 from storage.redis.client import RedisClient, lua
 from storage.redis.resp import ConnectionLost, RespError
+from storage.redis.slots import partition_of, partition_prefix
 from storage.videos import Video, VideoCounts
 
 log = logging.getLogger(__name__)
@@ -385,8 +386,33 @@ _READ = lua("counts_read")
 _DONE = lua("counts_unmark_flushed")
 
 
+class _PartitionKeys:
+    """The keys of one partition of the hot counters (``base`` carries its hash tag)."""
+
+    __slots__ = ("counter", "flush", "flush_lock", "push", "push_lock", "viewers")
+
+    def __init__(self, base: str, viewers: bytes) -> None:
+        self.counter = (base + "v:").encode()
+        """The start of each video's counter hash."""
+        self.push = (base + "push").encode()
+        self.flush = (base + "flush").encode()
+        self.push_lock = (base + "pushlock").encode()
+        self.flush_lock = (base + "flushlock").encode()
+        self.viewers = viewers
+        """The start of the presence hash of this partition's video channels."""
+
+
 class RedisHotCounts(_Loops):
-    """Hot counters shared by every node through Redis (see the module docstring)."""
+    """Hot counters shared by every node through Redis (see the module docstring).
+
+    The counters are split into the client's partitions (:mod:`storage.redis.slots`), a video
+    in the partition of its channel ``video:{id}`` (the one its presence hash is in, so the push
+    script reads the audience in its own slot): one partition on a single Redis, with the keys
+    as they always were. Each partition has its own marks and locks, so a window costs a push
+    script per partition and a flush interval a lock per partition. On a cluster the push
+    script hands its pushes back and the node publishes them (a video's pub/sub channel is in
+    the channel's slot, not the partition's); ``publish`` is how.
+    """
 
     def __init__(
         self,
@@ -394,20 +420,22 @@ class RedisHotCounts(_Loops):
         redis: RedisClient,
         *,
         prefix: str,
-        viewers_prefix: bytes,
+        viewers_prefix: Callable[[int], bytes],
         window: float,
         flush_interval: float,
+        publish: Publish | None = None,
         ttl: float = HOT_TTL,
     ) -> None:
         super().__init__(store, window=window, flush_interval=flush_interval)
         self._redis = redis
-        base = prefix + "hc:"
-        self._counter_prefix = (base + "v:").encode()
-        self._push_set = (base + "push").encode()
-        self._flush_set = (base + "flush").encode()
-        self._push_lock = (base + "pushlock").encode()
-        self._flush_lock = (base + "flushlock").encode()
-        self._viewers_prefix = viewers_prefix
+        self._parts = max(1, redis.partitions)
+        self._keys = [
+            _PartitionKeys(partition_prefix(prefix + "hc:", i, self._parts), viewers_prefix(i))
+            for i in range(self._parts)
+        ]
+        self._publish = publish if redis.cluster else None
+        if redis.cluster and publish is None:
+            raise ValueError("hot counters on a Redis Cluster publish through the hub")
         self._channel_prefix = prefix.encode()
         self._envelope_head = envelope(0, "", b"-", b"")
         """Offset 0 (ephemeral), no epoch, no node of ours: every node delivers it."""
@@ -418,8 +446,11 @@ class RedisHotCounts(_Loops):
         self._owed = _Owed()
         self._tasks = []
 
+    def _partition(self, video_id: str) -> _PartitionKeys:
+        return self._keys[partition_of(VIDEO_PREFIX + video_id, self._parts)]
+
     def _counter(self, video_id: str) -> bytes:
-        return self._counter_prefix + video_id.encode()
+        return self._partition(video_id).counter + video_id.encode()
 
     async def _script(self, script: bytes, keys: list[bytes], args: list[bytes]) -> Any:
         async with asyncio.timeout(REDIS_TIMEOUT):
@@ -435,7 +466,8 @@ class RedisHotCounts(_Loops):
             self._owed.add(video_id, likes, comments, shares)
 
     async def _bump(self, video_id: str, likes: int, comments: int, shares: int) -> None:
-        keys = [self._counter(video_id), self._push_set, self._flush_set]
+        part = self._partition(video_id)
+        keys = [part.counter + video_id.encode(), part.push, part.flush]
         args = [str(likes).encode(), str(comments).encode(), str(shares).encode()]
         args += [self._ttl_ms, video_id.encode()]
         if await self._script(_BUMP, keys, args) is not None:
@@ -468,48 +500,63 @@ class RedisHotCounts(_Loops):
         return VideoCounts(likes, comments, shares, version)
 
     async def tick(self) -> int:
-        """Run the push script: only the node that takes the window's lock publishes."""
-        sent = await self._script(
-            _PUSH,
-            [self._push_set, self._push_lock],
-            [
-                self._window_ms,
-                self._node,
-                str(PUSH_BATCH).encode(),
-                self._counter_prefix,
-                self._viewers_prefix,
-                self._channel_prefix,
-                self._envelope_head,
-            ],
-        )
-        count = max(0, int(sent))
+        """Run the push script of every partition: only the node that takes a partition's
+        window lock pushes its videos."""
+        sent = await asyncio.gather(*(self._tick(part) for part in self._keys))
+        count = sum(sent)
         self.pushed += count
         return count
 
+    async def _tick(self, part: _PartitionKeys) -> int:
+        args = [
+            self._window_ms,
+            self._node,
+            str(PUSH_BATCH).encode(),
+            part.counter,
+            part.viewers,
+            self._channel_prefix,
+            self._envelope_head,
+        ]
+        if self._publish is None:
+            return max(0, int(await self._script(_PUSH, [part.push, part.push_lock], args)))
+        found = await self._script(_PUSH, [part.push, part.push_lock], [*args, b"return"])
+        if not isinstance(found, list):
+            return 0  # another node holds this window
+        for i in range(0, len(found), 2):
+            await self._publish(VIDEO_PREFIX + bytes(found[i]).decode(), bytes(found[i + 1]))
+        return len(found) // 2
+
     async def flush(self) -> int:
-        """Write every marked video's totals to the store, if this node takes the lock."""
+        """Write every marked video's totals to the store, per partition whose lock this node
+        takes."""
         for video_id, (likes, comments, shares) in self._owed.take().items():
             await self.add(video_id, likes=likes, comments=comments, shares=shares)
+        written = 0
+        for part in self._keys:
+            written += await self._flush_part(part)
+        return written
+
+    async def _flush_part(self, part: _PartitionKeys) -> int:
         async with asyncio.timeout(REDIS_TIMEOUT):
             locked = await self._redis.call(
-                b"SET", self._flush_lock, self._node, b"NX", b"PX", self._flush_ms
+                b"SET", part.flush_lock, self._node, b"NX", b"PX", self._flush_ms
             )
         if locked is None:
-            return 0  # another node flushes this interval
+            return 0  # another node flushes this partition this interval
         written = 0
         cursor = b"0"
         while True:
             async with asyncio.timeout(REDIS_TIMEOUT):
                 cursor, members = await self._redis.call(
-                    b"SSCAN", self._flush_set, cursor, b"COUNT", str(FLUSH_BATCH).encode()
+                    b"SSCAN", part.flush, cursor, b"COUNT", str(FLUSH_BATCH).encode()
                 )
             if members:
-                written += await self._flush_batch([bytes(m) for m in members])
+                written += await self._flush_batch(part, [bytes(m) for m in members])
             if cursor in (b"0", 0):
                 return written
 
-    async def _flush_batch(self, members: list[bytes]) -> int:
-        found = await self._script(_READ, [], [self._counter_prefix, *members])
+    async def _flush_batch(self, part: _PartitionKeys, members: list[bytes]) -> int:
+        found = await self._script(_READ, [part.flush], [part.counter, *members])
         batch: dict[str, VideoCounts] = {}
         for i in range(0, len(found), 5):
             video_id = bytes(found[i]).decode()
@@ -518,7 +565,7 @@ class RedisHotCounts(_Loops):
         if batch:
             # A failure leaves the videos marked: the next flush (any node's) retries.
             await self._store.save_video_counts(batch)
-        done: list[bytes] = [self._counter_prefix]
+        done: list[bytes] = [part.counter]
         for video_id, counts in batch.items():
             done += [video_id.encode(), str(counts.version).encode()]
         # Videos without a counter any more are unmarked too (nothing left to write).
@@ -526,7 +573,7 @@ class RedisHotCounts(_Loops):
         for member in members:
             if member.decode() not in present:
                 done += [member, b"-1"]
-        await self._script(_DONE, [self._flush_set], done)
+        await self._script(_DONE, [part.flush], done)
         self.flushed += len(batch)
         return len(batch)
 
@@ -556,9 +603,10 @@ def build_hot_counts(
             store,
             redis,
             prefix=settings.redis_prefix,
-            viewers_prefix=presence.channel_key(VIDEO_PREFIX),
+            viewers_prefix=lambda part: presence.channel_prefix(part, VIDEO_PREFIX),
             window=settings.counts_push_window,
             flush_interval=settings.counts_flush_interval,
+            publish=hub.publish,
         )
 
     async def viewers(channel: str) -> int:

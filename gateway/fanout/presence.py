@@ -48,6 +48,7 @@ from handlers.presence import WATCH_PREFIX
 from storage.errors import Unavailable
 from storage.redis.client import RedisClient, lua
 from storage.redis.resp import ConnectionLost, RespError
+from storage.redis.slots import partition_of, partition_prefix
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -206,16 +207,29 @@ _REAP = lua("presence_reap_node")
 
 
 class RedisPresence:
-    """Presence shared by every node through Redis (see the module docstring)."""
+    """Presence shared by every node through Redis (see the module docstring).
+
+    The state is split into the client's partitions (:mod:`storage.redis.slots`): one on a
+    single Redis (keys as they always were), several on a cluster, each under its own hash
+    tag so that every script touches one slot. A user's counter and last-seen time live in
+    the user's partition, a channel's hash in the channel's partition, and every partition
+    has its own copy of the node list and of each node's record of what it added there. A
+    heartbeat is one script call per partition; a reap of a dead node, one per partition.
+    """
 
     def __init__(self, redis: RedisClient, *, prefix: str, ttl: float) -> None:
         self._redis = redis
-        self._p = prefix + "p:"
+        self._base = prefix + "p:"
+        self._parts = max(1, redis.partitions)
+        self._prefixes = [partition_prefix(self._base, i, self._parts) for i in range(self._parts)]
         self._node = redis.node_id.decode()
         self._ttl_ms = int(ttl * 1000)
 
-    def _k(self, *parts: str) -> bytes:
-        return (self._p + "".join(parts)).encode()
+    def _part(self, name: str) -> int:
+        return partition_of(name, self._parts)
+
+    def _k(self, part: int, *parts: str) -> bytes:
+        return (self._prefixes[part] + "".join(parts)).encode()
 
     async def _run(self, script: bytes, keys: list[bytes], args: list[bytes]) -> Any:
         return await self._redis.script(script, keys, args)
@@ -237,25 +251,36 @@ class RedisPresence:
     async def statuses(self, users: list[str]) -> dict[str, UserStatus]:
         if not users:
             return {}
-        # Two commands for the whole list, not two per user: the feed fan-out asks about
-        # hundreds of followers at once, and a task per key would hold the event loop.
-        counts, seen = await asyncio.gather(
-            self._redis.call(b"MGET", *(self._k("u:", u) for u in users)),
-            self._redis.call(b"MGET", *(self._k("ls:", u) for u in users)),
-        )
-        return {
-            u: UserStatus(
-                bool(c) and int(c) > 0, None if c and int(c) > 0 else (int(s) if s else None)
+        # Two commands per partition for the whole list, not two per user: the feed fan-out
+        # asks about hundreds of followers at once, and a task per key would hold the loop.
+        groups: dict[int, list[str]] = {}
+        for user in dict.fromkeys(users):
+            groups.setdefault(self._part(user), []).append(user)
+        found: dict[str, UserStatus] = {}
+
+        async def read(part: int, group: list[str]) -> None:
+            counts, seen = await asyncio.gather(
+                self._redis.call(b"MGET", *(self._k(part, "u:", u) for u in group)),
+                self._redis.call(b"MGET", *(self._k(part, "ls:", u) for u in group)),
             )
-            for u, c, s in zip(users, counts, seen, strict=True)
-        }
+            for u, c, s in zip(group, counts, seen, strict=True):
+                online = bool(c) and int(c) > 0
+                found[u] = UserStatus(online, None if online else (int(s) if s else None))
+
+        await asyncio.gather(*(read(part, group) for part, group in groups.items()))
+        return {u: found[u] for u in users}
 
     def channel_key(self, channel: str) -> bytes:
         """The Redis hash of the channel's users (one field per user; HLEN = how many)."""
-        return self._k("c:", channel)
+        return self._k(self._part(channel), "c:", channel)
+
+    def channel_prefix(self, part: int, channel_prefix: str) -> bytes:
+        """The start of the hash key of every channel beginning ``channel_prefix`` that falls
+        in partition ``part`` (the hot counters read video audiences with it)."""
+        return self._k(part, "c:", channel_prefix)
 
     async def here(self, channel: str, limit: int) -> tuple[list[str], int]:
-        key = self._k("c:", channel)
+        key = self.channel_key(channel)
         total = await self._redis.call(b"HLEN", key)
         if not total:
             return [], 0
@@ -266,14 +291,25 @@ class RedisPresence:
         return sorted(n.decode() for n in names)[:limit], int(total)
 
     async def sweep(self) -> Sweep:
-        nodes = self._k("nodes")
-        keys = [nodes, self._k("nu:", self._node), self._k("nc:", self._node)]
+        beats = await asyncio.gather(*(self._sweep_part(part) for part in range(self._parts)))
+        beat = Sweep(users=0, pairs=0)
+        for one in beats:
+            beat.registered = beat.registered and one.registered
+            beat.users += one.users
+            beat.pairs += one.pairs
+            beat.offline += one.offline
+            beat.left += one.left
+        return beat
+
+    async def _sweep_part(self, part: int) -> Sweep:
+        nodes = self._k(part, "nodes")
+        keys = [nodes, self._k(part, "nu:", self._node), self._k(part, "nc:", self._node)]
         fresh, users, pairs, dead = await self._run(
             _HEARTBEAT, keys, [self._node.encode(), str(self._ttl_ms).encode()]
         )
         beat = Sweep(registered=not fresh, users=int(users), pairs=int(pairs))
         for node in dead:
-            found = await self._run(_REAP, [nodes], [self._p.encode(), node])
+            found = await self._run(_REAP, [nodes], [self._prefixes[part].encode(), node])
             if not isinstance(found, list):
                 continue  # another node reaped it first, or it came back in the meantime
             log.warning(
@@ -284,35 +320,65 @@ class RedisPresence:
         return beat
 
     async def recorded(self) -> tuple[set[str], set[tuple[str, str]]]:
-        users, pairs = await asyncio.gather(
-            self._redis.call(b"SMEMBERS", self._k("nu:", self._node)),
-            self._redis.call(b"SMEMBERS", self._k("nc:", self._node)),
-        )
-        return {u.decode() for u in users}, {_pair(m) for m in pairs}
+        users: set[str] = set()
+        pairs: set[tuple[str, str]] = set()
+        for part in range(self._parts):
+            found_users, found_pairs = await asyncio.gather(
+                self._redis.call(b"SMEMBERS", self._k(part, "nu:", self._node)),
+                self._redis.call(b"SMEMBERS", self._k(part, "nc:", self._node)),
+            )
+            users.update(u.decode() for u in found_users)
+            pairs.update(_pair(m) for m in found_pairs)
+        return users, pairs
 
-    async def _record(self, script: bytes, extra: list[bytes], items: list[bytes]) -> Any:
-        args = [self._p.encode(), self._node.encode(), *extra, *items]
-        return await self._run(script, [self._k("nodes")], args)
+    async def _record(
+        self, script: bytes, extra: list[bytes], items: list[tuple[str, bytes]]
+    ) -> list[bytes] | None:
+        """Run a record script per partition over ``items`` ((partition name, member)).
+
+        None when every partition refused (this node is not registered there); a partition
+        that refused while others took theirs is written again by the next reconcile.
+        """
+        groups: dict[int, list[bytes]] = {}
+        for name, member in items:
+            groups.setdefault(self._part(name), []).append(member)
+        node = self._node.encode()
+        found = await asyncio.gather(
+            *(
+                self._run(
+                    script,
+                    [self._k(part, "nodes")],
+                    [self._prefixes[part].encode(), node, *extra, *members],
+                )
+                for part, members in groups.items()
+            )
+        )
+        taken = [f for f in found if f is not None]
+        if found and not taken:
+            return None
+        return [m for f in taken for m in f]
 
     async def add_users(self, users: list[str]) -> list[str] | None:
-        found = await self._record(_RECORD_USERS_ADD, [], [u.encode() for u in users])
+        found = await self._record(_RECORD_USERS_ADD, [], [(u, u.encode()) for u in users])
         return None if found is None else [u.decode() for u in found]
 
     async def remove_users(self, users: list[str], now: int) -> list[str]:
         found = await self._record(
-            _RECORD_USERS_REMOVE, [str(now).encode()], [u.encode() for u in users]
+            _RECORD_USERS_REMOVE, [str(now).encode()], [(u, u.encode()) for u in users]
         )
-        return [u.decode() for u in found]
+        return [u.decode() for u in found or ()]
 
     async def add_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
-        found = await self._record(_RECORD_PAIRS_ADD, [], [f"{c}\n{u}".encode() for c, u in pairs])
+        found = await self._record(
+            _RECORD_PAIRS_ADD, [], [(c, f"{c}\n{u}".encode()) for c, u in pairs]
+        )
         return None if found is None else [_pair(m) for m in found]
 
     async def remove_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         found = await self._record(
-            _RECORD_PAIRS_REMOVE, [], [f"{c}\n{u}".encode() for c, u in pairs]
+            _RECORD_PAIRS_REMOVE, [], [(c, f"{c}\n{u}".encode()) for c, u in pairs]
         )
-        return [_pair(m) for m in found]
+        return [_pair(m) for m in found or ()]
 
 
 def _pair(member: bytes) -> tuple[str, str]:
