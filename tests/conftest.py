@@ -18,7 +18,8 @@ from gateway.guard.ratelimit import RateLimits
 from gateway.settings import Settings
 from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.moto_server import MotoServer
-from tests.support.servers import TEST_JWT_SECRET, RedisServer
+from tests.support.redis_cluster import RedisCluster
+from tests.support.servers import TEST_JWT_SECRET, RedisServer, SharedRedis
 
 JWT_SECRET = TEST_JWT_SECRET
 TEST_RATE_LIMITS = RateLimits.parse("publish=off")
@@ -92,6 +93,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster (3 primaries, 3 replicas) for tests that do not break it."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session", params=["redis", "cluster"])
+def shared_redis(request: pytest.FixtureRequest) -> SharedRedis:
+    """What several gateway nodes share, in both modes: one Redis, and a Redis Cluster."""
+    name = "redis_server" if request.param == "redis" else "redis_cluster"
+    shared: SharedRedis = request.getfixturevalue(name)
+    return shared
 
 
 def pytest_asyncio_loop_factories(

@@ -17,17 +17,18 @@ from tests.conftest import JWT_SECRET
 from tests.integration.test_abuse import closed_with
 from tests.integration.test_ws import token_for
 from tests.support.clients import PASSWORD, WsClient, bearer, register
-from tests.support.servers import GatewayNode, RedisServer, free_port
+from tests.support.servers import GatewayNode, RedisServer, SharedRedis, free_port
 
 TIMEOUT = 20.0
 
 
-def node_env(redis: RedisServer, tmp_path: Path, prefix: str) -> dict[str, str]:
+def node_env(redis: SharedRedis, tmp_path: Path, prefix: str) -> dict[str, str]:
     return {
         "MOOSIC_DEV": "1",
         "MOOSIC_JWT_SECRET": JWT_SECRET,
         "MOOSIC_SQLITE_PATH": str(tmp_path / "shared.db"),
         "MOOSIC_REDIS_URL": redis.url,
+        **({"MOOSIC_REDIS_CLUSTER": "1"} if redis.cluster else {}),
         "MOOSIC_REDIS_PREFIX": prefix,
         "MOOSIC_LOG_LEVEL": "WARNING",
         "MOOSIC_SCRYPT_N": "1024",
@@ -37,10 +38,11 @@ def node_env(redis: RedisServer, tmp_path: Path, prefix: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    shared_redis: SharedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dict[str, str], Path, list[GatewayNode]]]:
+    """Two nodes sharing one Redis, and (the second time) a Redis Cluster."""
     work = tmp_path_factory.mktemp("abuse-redis")
-    env = node_env(redis_server, work, f"a{uuid.uuid4().hex[:8]}:")
+    env = node_env(shared_redis, work, f"a{uuid.uuid4().hex[:8]}:")
     nodes = [GatewayNode(env, work / f"{name}.log").start() for name in ("a", "b")]
     yield env, work, nodes
     for node in nodes:

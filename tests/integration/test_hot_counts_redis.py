@@ -1,22 +1,27 @@
-"""Hot counters shared through a real redis-server: seeding, one push per window, flushes."""
+"""Hot counters shared through a real redis-server, and a real Redis Cluster: seeding, one push
+per window across nodes, flushes."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import orjson
 import pytest
 
+from gateway.fanout.broker_cluster import ClusterBroker
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import RedisHotCounts
+from gateway.fanout.presence import RedisPresence
 from gateway.metrics import Metrics
 from handlers.messages import counts_message
 from storage.redis.client import RedisClient
+from storage.redis.cluster import ClusterClient
 from storage.videos import VideoCounts
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, SharedRedis
 from tests.unit.test_counts import FakeStore
 
 WINDOW = 0.2
@@ -40,22 +45,30 @@ class Node:
 
 
 @pytest.fixture
-async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[list[Node], FakeStore]]:
+async def nodes(shared_redis: SharedRedis) -> AsyncIterator[tuple[list[Node], FakeStore]]:
     prefix = f"h{uuid.uuid4().hex[:8]}:"
     store = FakeStore()
     started: list[Node] = []
     clients: list[RedisClient] = []
     for _ in range(2):
-        redis = RedisClient(redis_server.url)
+        redis: RedisClient
+        broker: RedisBroker
+        if shared_redis.cluster:
+            redis = ClusterClient(shared_redis.url)
+            broker = ClusterBroker(redis, prefix=prefix, metrics=Metrics())
+        else:
+            redis = RedisClient(shared_redis.url)
+            broker = RedisBroker(redis, prefix=prefix, metrics=Metrics())
         clients.append(redis)
-        broker = RedisBroker(redis, prefix=prefix, metrics=Metrics())
+        presence = RedisPresence(redis, prefix=prefix, ttl=10)
         counts = RedisHotCounts(
             store,  # type: ignore[arg-type]
             redis,
             prefix=prefix,
-            viewers_prefix=(prefix + "p:c:video:").encode(),
+            viewers_prefix=partial(presence.channel_prefix, channel_prefix="video:"),
             window=WINDOW,
             flush_interval=0.2,
+            publish=broker.publish,
         )
         node = Node(broker, counts)
         await broker.start(node.deliver, lambda: None)
@@ -196,7 +209,7 @@ async def test_an_unreachable_redis_costs_no_change(redis_server: RedisServer) -
         store,  # type: ignore[arg-type]
         redis,
         prefix="x:",
-        viewers_prefix=b"x:p:c:video:",
+        viewers_prefix=lambda _part: b"x:p:c:video:",
         window=WINDOW,
         flush_interval=0.5,
     )

@@ -1,4 +1,5 @@
-"""Several gateway processes sharing one Redis: fan-out across nodes, exactly once, in order."""
+"""Several gateway processes sharing one Redis, or a Redis Cluster: fan-out across nodes,
+exactly once, in order (every test runs in both modes)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,25 @@ import aiohttp
 import pytest
 
 from tests.support.clients import WsClient, bearer, register
-from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes
+from tests.support.redis_cluster import RedisCluster
+from tests.support.servers import GatewayNode, RedisServer, SharedRedis, node_env, running_nodes
 
 MESSAGES = 200
 
 
 @pytest.fixture
-def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayNode]]:
-    with running_nodes(node_env(redis_server, tmp_path), tmp_path) as started:
+def nodes(shared_redis: SharedRedis, tmp_path: Path) -> Iterator[list[GatewayNode]]:
+    with running_nodes(node_env(shared_redis, tmp_path), tmp_path) as started:
         yield started
 
 
-def redis_numsub(server: RedisServer, channel: str) -> int:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(f"PUBSUB NUMSUB {channel}\r\n".encode())
+def redis_numsub(shared: SharedRedis, prefix: str, channel: str) -> int:
+    """How many nodes subscribe to ``channel`` (a shard channel on a cluster)."""
+    if isinstance(shared, RedisCluster):
+        return shared.shard_numsub(f"{prefix}{{{channel}}}")
+    assert isinstance(shared, RedisServer)
+    with socket.create_connection(("127.0.0.1", shared.port), timeout=5) as sock:
+        sock.sendall(f"PUBSUB NUMSUB {prefix}{channel}\r\n".encode())
         reply = sock.recv(4096).split(b"\r\n")
     # *2 / $len / channel / :count
     return int(reply[3][1:])
@@ -94,7 +100,7 @@ async def test_dm_and_rest_publish_across_nodes(
 
 
 async def test_each_node_subscribes_once_per_channel(
-    nodes: list[GatewayNode], http: aiohttp.ClientSession, redis_server: RedisServer
+    nodes: list[GatewayNode], http: aiohttp.ClientSession, shared_redis: SharedRedis
 ) -> None:
     a, b = nodes
     prefix = a.env["MOOSIC_REDIS_PREFIX"]
@@ -104,17 +110,17 @@ async def test_each_node_subscribes_once_per_channel(
     on_b = [await connect(http, b, token) for _ in range(2)]
     for conn in on_a + on_b:
         await conn.result("subscribe", channel="room:count")
-    assert redis_numsub(redis_server, f"{prefix}room:count") == 2
+    assert redis_numsub(shared_redis, prefix, "room:count") == 2
     for conn in on_a:
         await conn.result("unsubscribe", channel="room:count")
     await on_b[0].result("ping")  # a round trip, so node A's UNSUBSCRIBE has been sent
     async with asyncio.timeout(10):
-        while redis_numsub(redis_server, f"{prefix}room:count") != 1:
+        while redis_numsub(shared_redis, prefix, "room:count") != 1:
             await asyncio.sleep(0.05)
     for conn in on_b:
         await conn.close()
     async with asyncio.timeout(10):
-        while redis_numsub(redis_server, f"{prefix}room:count") != 0:
+        while redis_numsub(shared_redis, prefix, "room:count") != 0:
             await asyncio.sleep(0.05)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.test_ws import token_for
 from tests.support.clients import WsClient
-from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes
+from tests.support.servers import GatewayNode, SharedRedis, node_env, running_nodes
 
 
 async def test_watch_presence_reports_status_and_changes(client: Any) -> None:
@@ -94,9 +94,9 @@ async def test_typing_is_pushed_and_throttled(client: Any) -> None:
 
 
 @pytest.fixture
-def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayNode]]:
+def nodes(shared_redis: SharedRedis, tmp_path: Path) -> Iterator[list[GatewayNode]]:
     with running_nodes(
-        node_env(redis_server, tmp_path, MOOSIC_PRESENCE_TTL="3"), tmp_path
+        node_env(shared_redis, tmp_path, MOOSIC_PRESENCE_TTL="3"), tmp_path
     ) as started:
         yield started
 

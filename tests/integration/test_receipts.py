@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support.clients import WsClient, bearer, register
-from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes
+from tests.support.servers import GatewayNode, SharedRedis, node_env, running_nodes
 
 QUIET = 0.3
 """Seconds to wait for a push that must not come."""
@@ -325,8 +325,8 @@ async def test_read_and_conversations_over_rest(client: Any) -> None:
 
 
 @pytest.fixture
-def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayNode]]:
-    with running_nodes(node_env(redis_server, tmp_path), tmp_path) as started:
+def nodes(shared_redis: SharedRedis, tmp_path: Path) -> Iterator[list[GatewayNode]]:
+    with running_nodes(node_env(shared_redis, tmp_path), tmp_path) as started:
         yield started
 
 

@@ -56,6 +56,8 @@ class ClusterNode:
 class RedisCluster:
     """``primaries`` primaries with ``replicas`` replicas each, all on loopback."""
 
+    cluster = True
+
     def __init__(
         self, workdir: Path, *, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
     ) -> None:
@@ -171,6 +173,13 @@ class RedisCluster:
             if role == "primary" and any(low <= slot <= high for low, high in ranges):
                 return next(node for node in self.nodes if node.address == address)
         raise LookupError(f"no primary serves slot {slot}")
+
+    def shard_numsub(self, name: str) -> int:
+        """How many connections are subscribed to the shard channel ``name`` on its owner."""
+        live = next(node for node in self.nodes if node.alive)
+        owner = self.primary_of(int(live.cli("CLUSTER", "KEYSLOT", name)))
+        reply = owner.cli("PUBSUB", "SHARDNUMSUB", name).split()
+        return int(reply[1])
 
     def node_id(self, node: ClusterNode) -> str:
         return node.cli("CLUSTER", "MYID").strip()

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import Protocol, Self
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
@@ -54,8 +54,20 @@ def redis_command(port: int, workdir: Path, *extra: str) -> list[str]:
     ]
 
 
+class SharedRedis(Protocol):
+    """What gateway nodes share: one Redis (:class:`RedisServer`) or a Redis Cluster
+    (:class:`tests.support.redis_cluster.RedisCluster`)."""
+
+    @property
+    def url(self) -> str: ...
+
+    cluster: bool
+
+
 class RedisServer:
     """A throwaway redis-server: loopback only, no persistence, killed at stop()."""
+
+    cluster = False
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
@@ -165,13 +177,15 @@ def local_env(work: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def node_env(redis: RedisServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """Settings for gateway processes that share one Redis and one SQLite file (a cluster)."""
+def node_env(redis: SharedRedis, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Settings for gateway processes that share one Redis (or a Redis Cluster) and one SQLite
+    file."""
     return {
         "MOOSIC_DEV": "1",
         "MOOSIC_JWT_SECRET": TEST_JWT_SECRET,
         "MOOSIC_SQLITE_PATH": str(tmp_path / "shared.db"),
         "MOOSIC_REDIS_URL": redis.url,
+        **({"MOOSIC_REDIS_CLUSTER": "1"} if redis.cluster else {}),
         "MOOSIC_REDIS_PREFIX": f"t{os.urandom(4).hex()}:",
         "MOOSIC_SCRYPT_N": "1024",
         "MOOSIC_LOG_LEVEL": "WARNING",
