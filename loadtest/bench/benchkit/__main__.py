@@ -96,7 +96,7 @@ async def _main(args: argparse.Namespace) -> int:
     errors: list[str] = []
     targets: list[Target] = []
     for name in args.targets.split(","):
-        if name == "moosic" and not moosic_available(layout):
+        if name.startswith("moosic") and not moosic_available(layout):
             errors.append("moosic skipped: gateway/__main__.py or .venv/bin/python is missing")
             continue
         targets.append(TARGETS[name])

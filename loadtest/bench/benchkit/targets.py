@@ -4,6 +4,7 @@ Every cluster gets its own Redis (server core, no persistence) and its own fresh
 loopback ports; every target runs with Redis in every scenario, as a team deploys it.
 """
 
+import asyncio
 import itertools
 import os
 import shutil
@@ -48,6 +49,7 @@ class NodeSpec:
     redis_url: str
     secret: str
     data_dir: Path
+    redis_cluster: bool = False
 
 
 Launch = tuple[list[str], dict[str, str], Path | None]
@@ -62,6 +64,8 @@ class Target:
     wire: Wire
     ready_path: str
     launch: Callable[[Layout, NodeSpec], Launch]
+    redis_shards: int = 1
+    """1: one redis-server; more: a Redis Cluster of that many primaries (no replicas)."""
 
 
 def _base_env() -> dict[str, str]:
@@ -81,6 +85,7 @@ def _moosic(layout: Layout, node: NodeSpec) -> Launch:
         # Nodes of one cluster share one store, as a deployment shares its database.
         "MOOSIC_SQLITE_PATH": str(node.data_dir / "moosic.sqlite3"),
         "MOOSIC_REDIS_URL": node.redis_url,
+        **({"MOOSIC_REDIS_CLUSTER": "1"} if node.redis_cluster else {}),
         "MOOSIC_WS_MAX_BACKLOG_BYTES": str(MOOSIC_BACKLOG_BYTES),
         # Publishers here send far faster than a person may (publish=200/40s by default) and
         # the peers have no limits: measure the fan-out, not the rate limiter's refusals.
@@ -126,6 +131,14 @@ TARGETS: dict[str, Target] = {
         "/readyz",
         _moosic,
     ),
+    "moosic-cluster": Target(
+        "moosic-cluster",
+        "Moosic Gateway on a 3-shard Redis Cluster (MOOSIC_REDIS_CLUSTER=1, sharded pub/sub)",
+        MoosicWire(),
+        "/readyz",
+        _moosic,
+        redis_shards=3,
+    ),
     "pysio": Target(
         "pysio",
         "python-socketio 5, aiohttp mode, AsyncRedisManager, uvloop",
@@ -152,20 +165,20 @@ def moosic_available(layout: Layout) -> bool:
 
 @dataclass(frozen=True)
 class Cluster:
-    """Running nodes of one target plus their Redis."""
+    """Running nodes of one target plus their Redis (one server, or a cluster's primaries)."""
 
     target: Target
     ports: list[int]
     nodes: list[Proc]
-    redis: Proc
+    redis: list[Proc]
 
     def server_cpu_s(self) -> float:
         """CPU seconds of every node and its descendants (Redis excluded)."""
         return sum(tree_cpu_s(node.pid) for node in self.nodes)
 
     def redis_cpu_s(self) -> float:
-        """CPU seconds of the cluster's Redis."""
-        return tree_cpu_s(self.redis.pid)
+        """CPU seconds of the cluster's Redis (every shard)."""
+        return sum(tree_cpu_s(proc.pid) for proc in self.redis)
 
     def server_rss_bytes(self) -> int:
         """Resident memory of every node and its descendants (Redis excluded)."""
@@ -173,7 +186,7 @@ class Cluster:
 
     def check_alive(self) -> None:
         """Raise if any process of the cluster has exited."""
-        for proc in (*self.nodes, self.redis):
+        for proc in (*self.nodes, *self.redis):
             proc.check_alive()
 
 
@@ -188,32 +201,49 @@ async def running(target: Target, nodes: int, ctx: Context, tag: str) -> AsyncIt
     data_dir.mkdir(parents=True, exist_ok=True)
     procs: list[Proc] = []
     try:
-        redis_port = free_port()
-        redis = spawn(
-            "redis",
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(redis_port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            _base_env(),
-            ctx.logs / f"{name}-redis.log",
-            ctx.layout.pidfile,
-        )
-        procs.append(redis)
-        await wait_until(redis_pong(redis_port), "redis", redis, READY_TIMEOUT_S)
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        redis_procs: list[Proc] = []
+        redis_ports: list[int] = []
+        for shard in range(target.redis_shards):
+            redis_port = free_port()
+            extra = []
+            if target.redis_shards > 1:
+                bus = free_port()
+                extra = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]
+                extra += ["--cluster-config-file", str(data_dir / f"nodes-{shard}.conf")]
+            redis = spawn(
+                "redis" if target.redis_shards == 1 else f"redis shard {shard}",
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(data_dir),
+                    *extra,
+                ],
+                _base_env(),
+                ctx.logs / f"{name}-redis{shard}.log",
+                ctx.layout.pidfile,
+            )
+            procs.append(redis)
+            redis_procs.append(redis)
+            redis_ports.append(redis_port)
+            await wait_until(redis_pong(redis_port), "redis", redis, READY_TIMEOUT_S)
+        redis_url = f"redis://127.0.0.1:{redis_ports[0]}/0"
+        if target.redis_shards > 1:
+            await _create_cluster(redis_ports)
+            redis_url = "redis://" + ",".join(f"127.0.0.1:{p}" for p in redis_ports)
         ports: list[int] = []
         for index in range(nodes):
             port = free_port()
             argv, env, cwd = target.launch(
-                ctx.layout, NodeSpec(port, redis_url, ctx.secret, data_dir)
+                ctx.layout,
+                NodeSpec(port, redis_url, ctx.secret, data_dir, target.redis_shards > 1),
             )
             node = spawn(
                 f"{target.name} node {index}",
@@ -232,8 +262,40 @@ async def running(target: Target, nodes: int, ctx: Context, tag: str) -> AsyncIt
                 node,
                 READY_TIMEOUT_S,
             )
-        yield Cluster(target, ports, procs[1:], redis)
+        yield Cluster(target, ports, procs[len(redis_procs) :], redis_procs)
     finally:
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _create_cluster(ports: list[int]) -> None:
+    """Join the servers into a Redis Cluster (primaries only) and wait until it serves."""
+    nodes = [f"127.0.0.1:{port}" for port in ports]
+    create = await asyncio.create_subprocess_exec(
+        "redis-cli",
+        "--cluster",
+        "create",
+        *nodes,
+        "--cluster-yes",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await asyncio.wait_for(create.wait(), READY_TIMEOUT_S) != 0:
+        raise RuntimeError("redis-cli --cluster create failed")
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
+    while asyncio.get_running_loop().time() < deadline:
+        info = await asyncio.create_subprocess_exec(
+            "redis-cli",
+            "-p",
+            str(ports[0]),
+            "CLUSTER",
+            "INFO",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await info.communicate()
+        if b"cluster_state:ok" in out:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
