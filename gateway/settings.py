@@ -822,6 +822,10 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 
 PREFIX = "MOOSIC_"
 
+# Settings whose values carry secrets (keys, passwords in URLs): a bad value is named, not shown,
+# so the startup log never holds it.
+_UNECHOED = frozenset({"JWT_SECRET", "JWT_PREVIOUS_SECRETS", "REDIS_URL"})
+
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build :class:`Settings` from an environment; raise :class:`SettingsError` on bad values."""
@@ -834,7 +838,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         try:
             values[name] = parse(environ[key])
         except ValueError as exc:
-            problems.append(f"{key}={environ[key]!r}: {exc}")
+            shown = "(not shown)" if suffix in _UNECHOED else repr(environ[key])
+            problems.append(f"{key}={shown}: {exc}")
     known = {PREFIX + suffix for suffix in FIELDS}
     unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
     problems.extend(f"{key}: unknown setting (typo?)" for key in unknown)

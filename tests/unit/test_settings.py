@@ -47,7 +47,7 @@ def test_every_bad_value_is_reported_on_its_own_line() -> None:
         [
             "MOOSIC_PORT='eighty': must be a whole number",
             "MOOSIC_DEV='maybe': must be one of 1, 0, true, false, yes, no, on, off",
-            "MOOSIC_REDIS_URL='http://x': must start with redis://, rediss:// or unix://",
+            "MOOSIC_REDIS_URL=(not shown): must start with redis://, rediss:// or unix://",
             "MOOSIC_STORE='postgres': must be one of sqlite, dynamodb",
             "MOOSIC_ALLOWED_COUNTRIES='KHM,T1': not two-letter country codes: KHM, T1",
             "MOOSIC_TRUSTED_PROXIES='10.0.0.0/8,nonsense': 'nonsense' is not an IP address or CIDR block",
@@ -69,7 +69,7 @@ def test_short_secret_and_frame_limits_are_checked() -> None:
             }
         )
     assert caught.value.problems == [
-        "MOOSIC_JWT_SECRET='short': must be at least 32 characters",
+        "MOOSIC_JWT_SECRET=(not shown): must be at least 32 characters",
         "MOOSIC_WS_CLOSE_FRAME_BYTES: must be at least MOOSIC_WS_MAX_FRAME_BYTES (9000)",
     ]
 
@@ -137,3 +137,20 @@ def test_dynamodb_settings() -> None:
         "MOOSIC_DYNAMODB_TABLE_PREFIX='bad prefix': may hold only letters, digits, '_', '-' and '.'",
         "MOOSIC_MAX_MESSAGE_BYTES: at most 393216 with the DynamoDB store",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MOOSIC_JWT_SECRET", "hunter2-is-too-short"),
+        ("MOOSIC_JWT_PREVIOUS_SECRETS", "x" * 40 + ",hunter2-is-too-short"),
+        ("MOOSIC_REDIS_URL", "http://:hunter2-is-too-short@cache.internal:6379"),
+    ],
+)
+def test_a_bad_secret_is_named_never_shown(name: str, value: str) -> None:
+    environ = {"MOOSIC_JWT_SECRET": SECRET, name: value}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+    assert [p for p in caught.value.problems if p.startswith(name + "=")] != []
+    assert all("hunter2" not in problem for problem in caught.value.problems)
+    assert "hunter2" not in str(caught.value)
