@@ -95,14 +95,14 @@ class TextFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-def configure(fmt: str, level: int = logging.INFO) -> None:
+def configure(fmt: str, level: int | str = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(ContextFilter())
     handler.addFilter(SamplingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
