@@ -92,7 +92,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        line = scrub(super().format(record))
+        suppressed = getattr(record, "suppressed", 0)
+        return f"{line} [suppressed={suppressed}]" if suppressed else line
 
 
 def configure(fmt: str, level: int | str = logging.INFO) -> None:
