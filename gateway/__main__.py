@@ -10,6 +10,7 @@ import sys
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from gateway import logs
 from gateway.app import create_app
 from gateway.http.server import run as serve
 from gateway.settings import Settings, SettingsError, load_settings
@@ -69,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)  # noqa: T201
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_format, settings.log_level)
     loop_name = _event_loop_name()
     _announce(settings, loop_name)
     # web.run_app's loop, on a server with the connection limits of gateway/http/server.py.

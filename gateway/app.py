@@ -30,6 +30,7 @@ from gateway.guard.ratelimit import Limiter
 from gateway.http import media, openapi, server
 from gateway.http import web as web_pages
 from gateway.http.errors import error_middleware
+from gateway.http.request_id import request_id_middleware
 from gateway.http.routes import mount
 from gateway.http.security import add_security_headers, rest_limits
 from gateway.keys import (
@@ -66,7 +67,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway for ``settings``; nothing connects until the app starts."""
     app = web.Application(
-        middlewares=[error_middleware, rest_limits], client_max_size=settings.rest_max_body_bytes
+        middlewares=[request_id_middleware, error_middleware, rest_limits],
+        client_max_size=settings.rest_max_body_bytes,
     )
     app.on_response_prepare.append(add_security_headers)
     metrics = Metrics()

@@ -36,6 +36,7 @@ class Settings:
     port: int = 8080
     dev: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
     jwt_secret: str = ""
     jwt_secret_generated: bool = False
     jwt_issuer: str = "moosic"
@@ -389,6 +390,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         ),
     ),
     "LOG_LEVEL": ("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    "LOG_FORMAT": ("log_format", _choice("text", "json"), "log line format"),
     "JWT_SECRET": (
         "jwt_secret",
         _secret,
