@@ -1,7 +1,8 @@
 """Structured logs (issue 17, first part): JSON lines, ids carried by contextvars, scrubbing, sampling.
 
-Not wired into the app yet: ``configure`` is to be called from ``gateway.__main__`` once
-``MOOSIC_LOG_FORMAT`` exists in settings.
+``configure`` is called by ``gateway.__main__`` with ``MOOSIC_LOG_FORMAT`` (text or json). The
+request id is set by ``gateway.http.request_id``; ``conn_id`` exists for the WebSocket
+connection's lines but nothing sets it yet.
 """
 
 from __future__ import annotations
