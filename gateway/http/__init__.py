@@ -4,6 +4,7 @@ Map of the package:
 - ``request``: request helpers shared by the routes and the WebSocket upgrade (JSON bodies,
   the caller's identity).
 - ``errors``: the JSON error shape and its middleware.
+- ``request_id``: the request id of every REST call (``X-Request-Id``), carried into its log lines.
 - ``security``: REST rate limits, the WebSocket Origin check, security headers.
 - ``server``: what a connection may hold before it signs in; header and body timeouts.
 - ``routes``: one declaration per route (``Route``: method, path, op or handler, params,
