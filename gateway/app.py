@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.auth.jwks import JwksError, JwksKeys
 from gateway.auth.revocation import Revocations
 from gateway.auth.tokens import LEEWAY_SECONDS, TokenService
+from gateway.clickstream import service as clickstream_service
 from gateway.fanout.broker import Broker
 from gateway.fanout.broker_cluster import ClusterBroker
 from gateway.fanout.broker_memory import MemoryBroker
@@ -52,8 +53,9 @@ from gateway.settings import Settings
 from gateway.ws.connection import Connection, WsNode
 from gateway.ws.registry import Registry
 from handlers import OPERATIONS, chat
-from handlers.base import Limits, Services
+from handlers.base import Context, Limits, Services
 from handlers.cache import TtlCache
+from handlers.events import track_operation
 from handlers.feed import FeedFanout
 from handlers.passwords import ScryptHasher
 from storage.dynamodb import DynamoDBConfig
@@ -92,7 +94,9 @@ def create_app(settings: Settings) -> web.Application:
     app[GATE] = CountryGate(
         settings.allowed_countries, settings.trusted_proxies, allow_local=settings.dev
     )
-    app[REGISTRY] = Registry(OPERATIONS, metrics)
+    clickstream = clickstream_service.setup(app, settings, metrics)  # drained after the sockets
+    track = track_operation(clickstream.intake, _country_of)
+    app[REGISTRY] = Registry((*OPERATIONS, track), metrics)
     redis = _redis_client(settings, metrics)
     if redis is not None:
         app.cleanup_ctx.append(partial(_redis_ctx, redis))
@@ -104,6 +108,10 @@ def create_app(settings: Settings) -> web.Application:
     media.setup(app)  # its cleanup context runs after the services'
     web_pages.setup(app)  # /, /app/*, /sdk/moosic.js
     return app
+
+
+def _country_of(ctx: Context) -> str | None:
+    return ctx.country  # the country gate's reading, kept by the connection (or the request)
 
 
 def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:

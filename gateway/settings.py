@@ -291,8 +291,9 @@ def _known_rule(name: str) -> bool:
     # Imported here: the op table is only needed to catch typos in MOOSIC_RATE_LIMITS.
     from handlers import OPERATIONS
     from handlers.chat import events
+    from handlers.events import TrackParams
 
-    ops = {op.name for op in OPERATIONS} | {events.name}
+    ops = {op.name for op in OPERATIONS} | {events.name, TrackParams.__struct_config__.tag}
     return name in SPECIAL_RULES or name in RateLimits().as_dict() or name in ops
 
 

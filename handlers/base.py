@@ -185,6 +185,8 @@ class Context:
     user_id: str
     services: Services
     session: Session | None = None
+    country: str | None = None
+    """The caller's country as the country gate read it (None: unknown, e.g. a private address)."""
 
     def require_session(self) -> Session:
         if self.session is None:

@@ -32,6 +32,8 @@ from handlers.errors import INVALID_PARAMS, SERVER_BUSY, ErrorKind, OpError
 
 MAX_BATCH = 500
 """Events one call may carry."""
+MAX_BODY_BYTES = 1024 * 1024
+"""The largest ``POST /v1/events`` body (a phone flushing its offline buffer)."""
 MAX_CLIENT_AGE_MS = 30 * 86400 * 1000
 """Events older than this (by their client time) are refused: an offline buffer of a month."""
 MAX_CLIENT_AHEAD_MS = 86400 * 1000
@@ -279,8 +281,17 @@ class Intake:
         return {"accepted": taken, "duplicates": duplicates, "refused": refused}
 
 
+Batch = Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
 class TrackParams(Params, tag="track"):
-    events: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    events: Batch
+
+
+class EventsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/events``: the same batch as the ``track`` op's."""
+
+    events: Batch
 
 
 def track_operation(

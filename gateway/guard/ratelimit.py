@@ -100,6 +100,7 @@ DEFAULT_RULES: dict[str, Rule] = {
     "unfollow": Rule(200, 3600),
     "block": Rule(100, 3600),
     "reshare": Rule(30, 60),
+    "track": Rule(120, 60),
 }
 """The limits in force unless ``MOOSIC_RATE_LIMITS`` says otherwise (see docs/security.md)."""
 

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def check_country(request: web.Request) -> None:
-    """Raise ``country_not_allowed`` unless the request comes from an allowed country."""
+def check_country(request: web.Request) -> str | None:
+    """Raise ``country_not_allowed`` unless the request comes from an allowed country; say which."""
     verdict = request.app[GATE].check(request.remote, request.headers)
     if not verdict.allowed:
         log.info(
@@ -39,6 +39,7 @@ def check_country(request: web.Request) -> None:
             verdict.reason,
         )
         raise OpError(COUNTRY_NOT_ALLOWED, f"not available in your country ({verdict.reason})")
+    return verdict.country
 
 
 def authenticate(request: web.Request, *, allow_query: bool = False) -> Identity:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from gateway.clickstream.service import CLICKSTREAM
 from gateway.http.request import authenticate, check_country, context, read_body
 from gateway.http.routes import (
     BOOLEAN,
@@ -27,10 +28,11 @@ from gateway.http.routes import (
     ref,
 )
 from gateway.http.security import client_address, limit
+from gateway.http.server import EVENTS_PATH
 from gateway.keys import HUB, METRICS, SERVICES, STORE
 from gateway.settings import Settings
 from gateway.ws.upgrade import websocket
-from handlers import auth, channels, chat, groups, receipts
+from handlers import auth, channels, chat, events, groups, receipts
 
 _MESSAGE: Schema = {
     "message_id": STRING,
@@ -115,6 +117,24 @@ ROUTES = RouteTable(
         "MemberAdded": obj({"group_id": STRING, "user_id": STRING, "added": BOOLEAN}),
         "MemberRemoved": obj({"group_id": STRING, "user_id": STRING, "removed": BOOLEAN}),
         "Health": obj({"status": {"const": "ok"}}),
+        "EventsResult": obj(
+            {
+                "accepted": INTEGER,
+                "duplicates": INTEGER,
+                "refused": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "index": INTEGER,
+                            "code": STRING,
+                            "message": STRING,
+                            "retryable": BOOLEAN,
+                        },
+                        {"event_id": STRING},
+                    ),
+                },
+            }
+        ),
         "Readiness": obj(
             {"status": {"enum": ["ready", "not_ready"]}, "store": BOOLEAN, "broker": BOOLEAN}
         ),
@@ -419,3 +439,26 @@ ROUTES.op(
     path_params={**GROUP_PARAM, "user_id": {"type": "string", "minLength": 1}},
     tag="groups",
 )
+
+
+# -- clickstream ---------------------------------------------------------------------------
+
+
+@ROUTES.route(
+    "POST",
+    EVENTS_PATH,
+    "Clickstream events, a batch of up to 500 (`track`); the items refused are named, the rest "
+    "taken (body at most 1 MiB)",
+    ok={200: "EventsResult"},
+    errors=(*SIGNED_IN, 403, 413),
+    params=events.EventsBody,
+    in_body=True,
+    tag="events",
+)
+async def post_events(request: web.Request) -> Reply:
+    country = check_country(request)
+    user_id = authenticate(request).user_id
+    await limit(request, "track", user_id)
+    body = await read_body(request.clone(client_max_size=events.MAX_BODY_BYTES), events.EventsBody)
+    intake = request.app[CLICKSTREAM].intake
+    return Reply(intake.take(user_id, country, [bytes(raw) for raw in body.events]))

@@ -65,11 +65,16 @@ from handlers.errors import (
     ErrorKind,
     OpError,
 )
+from handlers.events import MAX_BODY_BYTES as EVENTS_MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
 UPLOAD_PATH = "/v1/media/uploads/local"
 """Its body is a video: it checks its own, larger size limit (gateway/http/media.py)."""
+EVENTS_PATH = "/v1/events"
+"""Clickstream batches: up to 1 MiB, above the REST limit (gateway/http/rest.py)."""
+_BODY_LIMITS: dict[str, int | None] = {UPLOAD_PATH: None, EVENTS_PATH: EVENTS_MAX_BODY_BYTES}
+"""Paths whose bodies have their own limit (None: checked by the route itself)."""
 REFUSED_LINGER = 1.0
 """Seconds a refused connection stays open after its answer (so the answer is read, not reset)."""
 WARN_EVERY = 10.0
@@ -471,7 +476,7 @@ async def http_limits(request: web.Request, handler: Handler) -> web.StreamRespo
     if protocol is not None and IDENTITY in request:
         protocol.signed_in()  # the limits middleware verified its token
     length = request.content_length
-    limit = None if request.path == UPLOAD_PATH else settings.rest_max_body_bytes
+    limit = _BODY_LIMITS.get(request.path, settings.rest_max_body_bytes)
     if limit is not None and length is not None and length > limit:
         if protocol is not None:
             protocol.drop_after_answer()

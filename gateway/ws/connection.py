@@ -133,10 +133,10 @@ class Connection(asyncio.Protocol):
         "user_id",
     )
 
-    def __init__(self, user_id: str, node: WsNode) -> None:
+    def __init__(self, user_id: str, node: WsNode, country: str | None = None) -> None:
         self.user_id = user_id
         self._node = node
-        self.context = Context(user_id, node.services, self)
+        self.context = Context(user_id, node.services, self, country)
         self._transport: asyncio.Transport | None = None
         self._state = _OPEN
         self._buffer: bytearray | None = None  # partial frame bytes

@@ -83,7 +83,7 @@ def _detach(request: web.Request) -> bytes:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     check_origin(request)
-    check_country(request)
+    country = check_country(request)
     identity = authenticate(request, allow_query=True)
     key = _handshake_key(request)
     node: WsNode = request.app[WS_NODE]
@@ -95,7 +95,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None or transport.is_closing():  # the peer left meanwhile
         raise web.HTTPBadRequest(reason="connection closed")
-    conn = Connection(identity.user_id, node)
+    conn = Connection(identity.user_id, node, country)
     conn.renew(identity)
     transport.write(upgrade_response(key))
     tail = _detach(request)

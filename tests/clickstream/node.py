@@ -1,7 +1,6 @@
 """``python -m tests.clickstream.node``: a gateway process with the clickstream set up.
 
-The gateway's own entry point, plus ``gateway.clickstream.service.setup`` (not wired into
-``create_app`` yet) and, once it runs, ``CLICKSTREAM_TEST_EVENTS`` events of
+The gateway's own entry point and, once it runs, ``CLICKSTREAM_TEST_EVENTS`` events of
 ``CLICKSTREAM_TEST_USERS`` users taken by its intake, as the ``track`` op would take them. The
 test then sends SIGTERM and reads the files.
 """
@@ -18,7 +17,6 @@ from gateway.__main__ import AccessLogger
 from gateway.app import create_app
 from gateway.clickstream import service
 from gateway.http.server import run as serve
-from gateway.keys import METRICS
 from gateway.settings import load_settings
 
 
@@ -26,7 +24,7 @@ def main() -> None:
     settings = load_settings(os.environ)
     logging.basicConfig(level=settings.log_level)
     app = create_app(settings)
-    clickstream = service.setup(app, settings, app[METRICS])
+    clickstream = app[service.CLICKSTREAM]
     users = int(os.environ["CLICKSTREAM_TEST_USERS"])
     per_user = int(os.environ["CLICKSTREAM_TEST_EVENTS"]) // users
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import time
-from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,10 +13,8 @@ import pytest
 from gateway.app import create_app
 from gateway.clickstream import service
 from gateway.clickstream.buffer import EventBuffer
-from gateway.keys import METRICS, SERVICES, SETTINGS
-from gateway.metrics import Metrics
+from gateway.keys import REGISTRY, SERVICES
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.ws.registry import Registry
 from handlers.base import Context
 from handlers.errors import INVALID_PARAMS, SERVER_BUSY, OpError
 from handlers.events import (
@@ -25,9 +24,9 @@ from handlers.events import (
     TYPE_NAMES,
     Intake,
     SeenEvents,
-    track_operation,
 )
-from tests.clickstream.conftest import NOW_MS, event
+from tests.clickstream.conftest import NOW_MS, event, read_lines
+from tests.support.clients import register
 
 VALID: dict[str, dict[str, Any]] = {
     "app_open": {"platform": "android", "app_version": "3.2.1", "cold": False},
@@ -230,13 +229,11 @@ def test_a_full_buffer_refuses_with_server_busy(buffer: EventBuffer, intake: Int
 
 async def test_the_track_op_through_a_registry(aiohttp_client: Any, settings: Settings) -> None:
     """Frames as a WebSocket sends them, decoded by the op registry the gateway uses."""
-    app = create_app(replace(settings, clickstream_dir=str(settings.media_dir) + "-clicks"))
-    clickstream = service.setup(app, app[SETTINGS], app[METRICS])
+    app = create_app(settings)
+    clickstream = app[service.CLICKSTREAM]
     client = await aiohttp_client(app)
-    op = track_operation(clickstream.intake, lambda _ctx: "KH")
-    assert op.name == "track"
-    registry = Registry([op], Metrics())
-    ctx = Context(user_id="u1", services=app[SERVICES])
+    registry = app[REGISTRY]
+    ctx = Context(user_id="u1", services=app[SERVICES], country="KH")
     now_ms = int(time.time() * 1000)
     items = [
         orjson.loads(event("like", "e1", at=now_ms, video_id="v1")),
@@ -254,6 +251,73 @@ async def test_the_track_op_through_a_registry(aiohttp_client: Any, settings: Se
         )
         assert (answer["op"], answer["code"]) == ("error", INVALID_PARAMS.code)
     await client.close()
+
+
+async def test_both_transports_take_events_and_the_drain_writes_them(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """``track`` on a real WebSocket and ``POST /v1/events``: answered per item, deduplicated
+    across the two, enriched, and in the files once the app has shut down."""
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    tokens = await register(client, "clicker")
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    now_ms = int(time.time() * 1000)
+    ws = await client.ws_connect(f"/ws?token={tokens['access_token']}")
+    items = [
+        orjson.loads(event("view_start", "w1", at=now_ms, video_id="v1")),
+        orjson.loads(event("swipe", "w2", at=now_ms, video_id="v1", direction="nowhere")),
+    ]
+    await ws.send_str(orjson.dumps({"op": "track", "id": 1, "events": items}).decode())
+    reply = orjson.loads(await ws.receive_str(timeout=10))
+    assert reply["result"]["accepted"] == 1
+    assert [(r["index"], r["code"]) for r in reply["result"]["refused"]] == [(1, "invalid_params")]
+    body = {
+        "events": [
+            orjson.loads(event("view_start", "w1", at=now_ms, video_id="v1")),  # seen on the ws
+            orjson.loads(
+                event("watch_progress", "r1", at=now_ms, video_id="v1", seconds_watched=4.5)
+            ),
+            orjson.loads(event("search", "r2", at=now_ms, query="   ")),
+        ]
+    }
+    answer = await client.post("/v1/events", json=body, headers=auth)
+    assert answer.status == 200
+    doc = await answer.json()
+    assert (doc["accepted"], doc["duplicates"]) == (1, 1)
+    assert [(r["index"], r["event_id"], r["code"]) for r in doc["refused"]] == [
+        (2, "r2", "invalid_params")
+    ]
+    assert (await client.post("/v1/events", json={"events": []}, headers=auth)).status == 400
+    assert (await client.post("/v1/events", json=body)).status == 401
+    too_big = {"events": [{"type": "search", "query": "x" * 199}] * 6000}
+    large = {  # past MOOSIC_REST_MAX_BODY_BYTES (64 KiB), within this route's 1 MiB
+        "events": [
+            orjson.loads(event("search", f"s{n}", at=now_ms, query="q" * 150)) for n in range(400)
+        ]
+    }
+    assert len(orjson.dumps(large)) > settings.rest_max_body_bytes
+    answer = await client.post(
+        "/v1/events",
+        data=io.BytesIO(orjson.dumps(large)),
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert (answer.status, (await answer.json())["accepted"]) == (200, 400)
+    big = io.BytesIO(orjson.dumps(too_big))  # over 1 MiB
+    headers = {**auth, "Content-Type": "application/json"}
+    assert (await client.post("/v1/events", data=big, headers=headers)).status == 413
+    await ws.close()
+    await client.close()  # shuts the app down: the buffer drains into the files
+    lines = read_lines(Path(settings.clickstream_dir))
+    assert [(line["event_id"], line["type"]) for line in lines] == [
+        ("w1", "view_start"),
+        ("r1", "watch_progress"),
+    ] + [(f"s{n}", "search") for n in range(400)]
+    for line in lines:
+        assert line["user_id"] == tokens["user_id"]
+        assert line["region"] == settings.region
+        assert line["country"] is None  # a loopback caller in a development run
+        assert isinstance(line["server_ts"], int)
 
 
 @pytest.mark.parametrize(
