@@ -19,6 +19,8 @@ class Metrics:
     events_published: int = 0
     deliveries: int = 0
     broker_publish_failures: int = 0
+    broker_republished: int = 0
+    broker_unsent_dropped: int = 0
     broker_reconnects: int = 0
     duplicates_dropped: int = 0
     gap_events_filled: int = 0

@@ -95,7 +95,7 @@ async def catch_up(services: Services, channel: str, since: int, limit: int) -> 
     touching the database; only a client further behind than the window costs store reads.
     """
     window = await services.fanout.recent(channel, since, limit)
-    if window is not None and window.covers(since):
+    if window is not None and window.covers(since) and _unbroken(window.events, since):
         if limit:  # a plain subscribe only reads the position: not a recovery
             services.counters.recovery_from_window += 1
         missed = max(0, window.last - since)
@@ -113,11 +113,30 @@ async def catch_up(services: Services, channel: str, since: int, limit: int) -> 
     return CatchUp(position.epoch, last, events, since + len(events) >= last)
 
 
+def _unbroken(events: list[tuple[int, bytes]], since: int) -> bool:
+    """Tell whether ``events`` follow ``since`` with no offset missing.
+
+    A window can have a hole: a publish that Redis never took (it was down; the node sends it
+    again later) or one a failover lost (replication is asynchronous). The store has them all.
+    """
+    return all(offset == since + i for i, (offset, _payload) in enumerate(events, 1))
+
+
 async def backfill(
-    services: Services, channel: str, since: int, limit: int
+    services: Services, channel: str, since: int, limit: int, *, outage: bool = False
 ) -> tuple[str, list[tuple[int, bytes]]]:
-    """Missing events for the hub's gap filling (same source as client recovery)."""
+    """Missing events for the hub's gap filling (same source as client recovery).
+
+    After a broker outage (``outage``) the window may end short of the store: a failover can
+    lose its last events, and publishes made meanwhile reached neither it nor pub/sub. Then the
+    store's position decides, so the channel's last events are not left waiting for a later one.
+    """
     found = await catch_up(services, channel, since, limit)
+    if outage:
+        position = await services.store.position(channel)
+        if position.epoch == found.epoch and position.offset > found.last:
+            messages = await services.store.read_since(channel, since, limit=limit)
+            return position.epoch, [(m.offset, event_message(m)) for m in messages]
     return found.epoch, found.events
 
 

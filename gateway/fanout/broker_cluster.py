@@ -13,8 +13,9 @@ script, same recent window, same local-first delivery) on a
   channels of several slots in one command).
 - When a slot changes owner (a failover, a migration: the client's map says so, or the old
   owner sends ``sunsubscribe``, or a subscriber connection is lost), the node subscribes every
-  channel it needs again on the new owner, then asks the hub to look for gaps, as after a
-  Redis restart: pub/sub dropped what it carried meanwhile, the window or the store has it.
+  channel it needs again on the new owner, waits until each shard has taken the subscriptions
+  (a ``PING`` behind them), then asks the hub to look for gaps, as after a Redis restart:
+  pub/sub dropped what it carried meanwhile, the window or the store has it.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ class ClusterBroker(RedisBroker):
             self._wake.clear()
             try:
                 await self._cluster.ensure_topology()
-                moved = await self._place()
+                moved, shards = await self._place()
+                if moved:
+                    await self._taken(shards)
             except (*FAILURES, RespError) as exc:
                 log.warning("Redis Cluster subscriber: cannot subscribe yet (%s); retrying", exc)
                 self._wake.set()
@@ -131,12 +134,21 @@ class ClusterBroker(RedisBroker):
                 log.warning("Redis Cluster subscriber: resubscribed %d channels", moved)
                 self._reconnected()  # pub/sub dropped what it carried meanwhile: find gaps
 
-    async def _place(self) -> int:
+    async def _taken(self, shards: set[RedisAddress]) -> None:
+        """Wait until every shard in ``shards`` has taken the subscriptions sent to it."""
+        try:
+            for node in shards:
+                await self._barrier(self._subs.get(node))
+        except BaseException:
+            self._lost = True  # look for gaps after the next placement instead
+            raise
+
+    async def _place(self) -> tuple[int, set[RedisAddress]]:
         """Subscribe what is not where the map says.
 
         Returns how many channels are subscribed when some had lost their subscription or
         moved (the hub then looks for gaps), else 0: a channel placed for the first time has
-        nothing to recover.
+        nothing to recover; and the shards subscriptions were sent to.
         """
         by_slot: dict[tuple[RedisAddress, int], list[bytes]] = defaultdict(list)
         relocated = 0
@@ -154,10 +166,12 @@ class ClusterBroker(RedisBroker):
                 del self._placed[channel]
             by_slot[(owner, key_slot(name))].append(name)
         lost, self._lost = self._lost, False
+        shards: set[RedisAddress] = set()
         try:
             for (owner, _slot), names in by_slot.items():
                 conn = await self._subscriber(owner)
                 conn.send(b"SSUBSCRIBE", *names)
+                shards.add(owner)
                 for name in names:
                     placed = self._channel_of(name)
                     if placed is not None and placed in self._channels:
@@ -165,7 +179,8 @@ class ClusterBroker(RedisBroker):
         except BaseException:
             self._lost = self._lost or lost or relocated > 0
             raise
-        return len(self._channels) if (relocated or lost) else 0
+        moved = len(self._channels) if (relocated or lost) else 0
+        return moved, shards
 
     async def _subscriber(self, node: RedisAddress) -> RespConnection:
         conn = self._subs.get(node)
@@ -210,6 +225,10 @@ class ClusterBroker(RedisBroker):
             self._on_message(reply[1], reply[2])
         elif kind == b"ssubscribe":
             self._confirmed(reply[1])
+        elif kind == b"pong":
+            conn = self._subs.get(node)
+            if conn is not None:
+                self._ponged(id(conn))
         elif kind == b"sunsubscribe":
             channel = self._channel_of(reply[1]) if reply[1] else None
             if channel is not None and self._placed.get(channel) == node:

@@ -11,7 +11,15 @@ offset, trimmed to ``window`` events, expiring ``ttl`` after the channel's last 
 publishes it, atomically, so a node that notices a gap can always find the missing event in the
 window. While Redis is unreachable a publish is delivered to this node's own subscribers only and
 counted in ``moosic_broker_publish_failures_total``: cross-node fan-out degrades, nothing else
-does; other nodes' clients catch up from the store.
+does. The node keeps each stored event Redis did not take (at most ``MAX_UNSENT``, the oldest
+dropped first and counted) and publishes it again once Redis answers, so the window gets it and
+the other nodes hear of it even when no later event would reveal the gap; meanwhile their
+clients catch up from the store.
+
+After a reconnect the subscriber resubscribes, waits until Redis has taken the subscriptions (a
+``PING`` behind them on the same connection), and only then asks the hub to look for gaps: an
+event published after that point comes by pub/sub, one published before is in the window or the
+store.
 
 The publisher connection, window reads and ``ping`` are the node's one
 :class:`~storage.redis.client.RedisClient` (shared with presence, hot counters, rate limits and
@@ -27,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +50,8 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
 SUBSCRIBE_BATCH = 1000
+MAX_UNSENT = 10_000
+"""Stored events kept to publish again after Redis refused or missed them (oldest dropped)."""
 REDIRECTS = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
 """Error answers of a Redis Cluster that say: try this elsewhere, or again."""
 
@@ -89,6 +99,11 @@ class RedisBroker:
         self._closing = False
         self._failure_logged = False
         self._retries: set[asyncio.Task[None]] = set()
+        self._unsent: OrderedDict[tuple[bytes, bytes], tuple[bytes, ...]] = OrderedDict()
+        """(window key, offset) -> publish script arguments, oldest first."""
+        self._resend: asyncio.Task[None] | None = None
+        self._pongs: dict[int, deque[asyncio.Future[None]]] = {}
+        """Per subscriber connection (by id), the PINGs sent behind subscriptions, oldest first."""
 
     publish_command = b"PUBLISH"
     """What the publish script publishes with (a cluster's broker uses SPUBLISH)."""
@@ -117,7 +132,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = [t for t in (self._task, *self._retries) if t is not None]
+        tasks = [t for t in (self._task, self._resend, *self._retries) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -174,9 +189,38 @@ class RedisBroker:
             self._metrics.broker_reconnects += 1
             log.warning("Redis subscriber reconnected; resubscribed %d channels", len(names))
             if self._reconnected is not None:
-                # Pub/sub drops what it carried while we were away: let the hub look for gaps.
+                # Pub/sub drops what it carried while we were away: let the hub look for gaps,
+                # once the subscriptions are in force.
+                await self._barrier(conn)
                 self._reconnected()
         await conn.wait_closed()
+
+    async def _barrier(self, conn: RespConnection | None) -> None:
+        """Wait until Redis has taken every command sent on ``conn`` so far (``ConnectionLost``
+        when it is gone or does not answer in time)."""
+        if conn is None or conn.closed:
+            raise ConnectionLost("the subscriber connection is gone")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs.setdefault(id(conn), deque()).append(future)
+        conn.send(b"PING")
+        try:
+            async with asyncio.timeout(self._timeout):
+                await future
+        except TimeoutError:
+            raise ConnectionLost("Redis did not answer a PING on the subscriber") from None
+        finally:
+            pongs = self._pongs.get(id(conn))
+            if pongs is not None and future in pongs:
+                pongs.remove(future)
+            if not pongs:
+                self._pongs.pop(id(conn), None)
+
+    def _ponged(self, conn_id: int) -> None:
+        pongs = self._pongs.get(conn_id)
+        if pongs:
+            future = pongs.popleft()
+            if not future.done():
+                future.set_result(None)
 
     def _on_push(self, reply: list[Any]) -> None:
         kind = reply[0]
@@ -184,6 +228,8 @@ class RedisBroker:
             self._on_message(reply[1], reply[2])
         elif kind == b"subscribe":
             self._confirmed(reply[1])
+        elif kind == b"pong" and self._sub is not None:
+            self._ponged(id(self._sub))
 
     def _on_message(self, name: bytes, message: bytes) -> None:
         channel = self._channel_of(name)
@@ -269,7 +315,7 @@ class RedisBroker:
                 await self._publish_waiting(args)
                 return
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
-            self._publish_failed(exc, window)
+            self._publish_failed(exc, args)
             return
         future.add_done_callback(lambda f: self._published(f, conn, args))
 
@@ -279,7 +325,7 @@ class RedisBroker:
             async with asyncio.timeout(self._timeout):
                 await self._redis.script(PUBLISH_SCRIPT, list(args[1:3]), list(args[3:]))
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
-            self._publish_failed(exc, args[1])
+            self._publish_failed(exc, args)
 
     def _published(
         self, future: asyncio.Future[Any], conn: RespConnection, args: tuple[bytes, ...]
@@ -300,14 +346,41 @@ class RedisBroker:
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
             return
-        self._publish_failed(exc, args[1])
+        self._publish_failed(exc, args)
 
-    def _publish_failed(self, exc: BaseException, key: bytes) -> None:
+    def _publish_failed(self, exc: BaseException, args: tuple[bytes, ...]) -> None:
         self._metrics.broker_publish_failures += 1
-        self._redis.drop(key)
+        self._redis.drop(args[1])
         if not self._failure_logged:
-            log.warning("Redis publish failed (%s); delivered on this node only", exc)
+            log.warning("Redis publish failed (%s); delivered on this node only for now", exc)
             self._failure_logged = True
+        if args[5] == b"0" or self._closing:
+            return  # ephemeral (typing, receipts): not worth sending late
+        self._unsent[(args[1], args[5])] = args
+        if len(self._unsent) > MAX_UNSENT:
+            self._unsent.popitem(last=False)
+            self._metrics.broker_unsent_dropped += 1
+        if self._resend is None or self._resend.done():
+            self._resend = asyncio.create_task(self._resend_unsent(), name="redis-resend")
+
+    async def _resend_unsent(self) -> None:
+        """Publish again, oldest first, the stored events Redis did not take, until none is left."""
+        delays = backoff_delays(MIN_BACKOFF * 4)
+        while self._unsent and not self._closing:
+            await asyncio.sleep(next(delays))
+            while self._unsent:
+                key, args = next(iter(self._unsent.items()))
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await self._redis.script(PUBLISH_SCRIPT, list(args[1:3]), list(args[3:]))
+                except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
+                    log.debug("Redis still refuses the publish (%s); trying again", exc)
+                    break
+                if self._unsent.get(key) is args:
+                    del self._unsent[key]
+                self._metrics.broker_republished += 1
+            else:
+                log.warning("Redis took again the events it had missed")
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
         window, meta = self._window_keys(channel)

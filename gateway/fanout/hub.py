@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -28,8 +28,17 @@ from storage.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-Backfill = Callable[[str, int, int], Awaitable[tuple[str, list[tuple[int, bytes]]]]]
-"""(channel, after offset, limit) -> (epoch, [(offset, payload)...]) from the window or store."""
+
+class Backfill(Protocol):
+    """Where missing events come from: the recent window, else the store."""
+
+    def __call__(
+        self, channel: str, since: int, limit: int, *, outage: bool = False
+    ) -> Awaitable[tuple[str, list[tuple[int, bytes]]]]:
+        """(epoch, [(offset, payload)...]) after ``since``; ``outage``: the store decides
+        where the channel ends (the window may have missed its last events)."""
+        ...
+
 
 MAX_HELD = 10_000
 """Events held per channel while a gap fills, or per subscriber while it recovers."""
@@ -109,6 +118,7 @@ class _Channel:
         "held",
         "last",
         "pending",
+        "refill",
         "starting",
         "subscribers",
         "users",
@@ -125,6 +135,8 @@ class _Channel:
         self.held: dict[int, bytes] | None = None
         """Events that arrived after a gap, by offset, waiting for the gap to fill."""
         self.filling = False
+        self.refill = False
+        """A broker outage ended while a fill was running: fill again after it."""
         self.based = False
         """True once a subscriber's position gave ``last`` a known starting point."""
         self.users: dict[str, int] | None = None
@@ -435,7 +447,9 @@ class Hub:
                 state.last = offset
         state.held = None
 
-    async def _fill_gap(self, channel: str, state: _Channel, *, wait: float) -> None:
+    async def _fill_gap(
+        self, channel: str, state: _Channel, *, wait: float, outage: bool = False
+    ) -> None:
         """Fetch missing events (recent window, then store) and deliver them in order."""
         try:
             if wait:
@@ -443,7 +457,9 @@ class Hub:
             while self._channels.get(channel) is state and (state.held or not wait):
                 if self.backfill is None:
                     break
-                epoch, events = await self.backfill(channel, state.last, MAX_HELD)
+                epoch, events = await self.backfill(channel, state.last, MAX_HELD, outage=outage)
+                if epoch != state.epoch and not state.epoch and state.based and epoch:
+                    state.epoch = epoch  # the channel's first events came during the outage
                 if epoch != state.epoch:
                     break
                 before = state.last
@@ -460,15 +476,30 @@ class Hub:
             log.warning("channel %s: could not fetch missing events (%s)", channel, exc)
         finally:
             state.filling = False
-            if state.held and self._channels.get(channel) is state:
+            live = self._channels.get(channel) is state
+            if state.held and live:
                 self._skip_gap(channel, state)
+            if state.refill and live:
+                state.refill = False
+                self._refill(channel, state)
+
+    def _refill(self, channel: str, state: _Channel) -> None:
+        state.filling = True
+        self.spawn(self._fill_gap(channel, state, wait=0.0, outage=True))
 
     def _on_reconnected(self) -> None:
-        """After a broker outage, look for events every live channel may have missed."""
+        """After a broker outage, look for events every live channel may have missed.
+
+        Called once the node's subscriptions are in force again: an event published after
+        that comes by pub/sub, one published before is in the window or the store.
+        """
         for channel, state in self._channels.items():
-            if state.last and not state.filling:
-                state.filling = True
-                self.spawn(self._fill_gap(channel, state, wait=0.0))
+            if channel == CONTROL_CHANNEL or not (state.epoch or state.based):
+                continue  # nothing delivered here yet: a subscriber's own catch-up covers it
+            if state.filling:
+                state.refill = True  # the fill under way may have read before the outage ended
+            else:
+                self._refill(channel, state)
         if self.presence is not None:
             self.spawn(self.presence.resync())
 

@@ -157,6 +157,42 @@ async def test_recovery_replays_exactly_the_missed_events_or_says_why_not(world:
     assert world.services.counters.recovery_from_store == 1
 
 
+async def test_a_window_with_a_hole_or_a_short_end_defers_to_the_store(world: World) -> None:
+    """The window misses an event Redis did not take (or a failover lost): the store has it."""
+    a, _b, dm = await world.dm("ann", "bob")
+    for n in range(4):
+        await chat.publish(world.ctx(a), publish_params(dm, f"m{n}"))
+    published = world.fanout.published
+    epoch = published[0].epoch
+    world.fanout.windows = RecentWindows(per_channel=256, channels=1000)
+    for event in published:
+        if event.offset != 3:  # offset 3 never reached the window
+            world.fanout.windows.add(dm, event.offset, epoch, event.payload)
+    payloads = [p.payload for p in published]
+
+    session = FakeSession()
+    params = chat.SubscribeParams(channel=dm, since=chat.Since(offset=1, epoch=epoch))
+    result = await chat.subscribe(world.ctx(a, session), params)
+    assert (result["recovered"], result["missed"]) == (True, 3)
+    assert session.activated == [(dm, payloads[1:], 4, epoch)]
+    assert world.services.counters.recovery_from_store == 1
+    assert await chat.backfill(world.services, dm, 1, 100) == (
+        epoch,
+        [(n, payloads[n - 1]) for n in (2, 3, 4)],
+    )
+
+    # The window ends short of the store (its last event was lost): only after an outage does
+    # the gap fill ask the store where the channel ends.
+    world.fanout.windows = RecentWindows(per_channel=256, channels=1000)
+    for event in published[:2]:
+        world.fanout.windows.add(dm, event.offset, epoch, event.payload)
+    assert await chat.backfill(world.services, dm, 2, 100) == (epoch, [])
+    assert await chat.backfill(world.services, dm, 2, 100, outage=True) == (
+        epoch,
+        [(3, payloads[2]), (4, payloads[3])],
+    )
+
+
 async def test_more_missed_than_may_be_replayed_is_too_old(world: World) -> None:
     for n in range(LIMITS.max_replay + 2):
         await chat.publish(world.ctx("u1"), publish_params("room:a", f"m{n}"))

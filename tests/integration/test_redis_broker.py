@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.fanout.broker_redis import RedisBroker
-from gateway.fanout.hub import Hub
+from gateway.fanout.hub import Backfill, Hub
 from gateway.metrics import Metrics
 from storage.redis.client import RedisClient
 from storage.redis.resp import RedisAddress, RespConnection
@@ -105,6 +105,64 @@ async def test_hub_resubscribes_after_redis_restarts(own_redis: RedisServer) -> 
     finally:
         await hub.close()
         await redis.close()
+
+
+async def test_events_redis_missed_are_published_again_and_reach_the_other_node(
+    own_redis: RedisServer,
+) -> None:
+    """The last events of a channel are stored and acknowledged while Redis is down: no later
+    event will reveal the gap on another node, so the publishing node sends them again."""
+    nodes = []
+    for _ in range(2):
+        metrics = Metrics()
+        redis = RedisClient(own_redis.url, timeout=1.0)
+        broker = RedisBroker(redis, prefix="p:", metrics=metrics)
+        hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0)
+        hub.backfill = window_backfill(broker)
+        await hub.start()
+        nodes.append((hub, redis, metrics))
+    (a, _, a_metrics), (b, _, b_metrics) = nodes
+    try:
+        inbox = Inbox()
+        await b.subscribe("room:r", inbox)
+        await a.publish("room:r", b'{"n":1}', 1, "e")
+        await inbox.wait_for(1)
+
+        own_redis.stop()
+        for n in (2, 3):  # stored, acknowledged: A's own subscribers would have them now
+            await a.publish("room:r", b'{"n":%d}' % n, n, "e")
+        async with asyncio.timeout(10):
+            while a_metrics.broker_publish_failures < 2:
+                await asyncio.sleep(0.01)
+        own_redis.start()  # same port, empty: the window is gone too
+
+        await inbox.wait_for(3)
+        assert [f[-7:] for f in inbox.frames] == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+        async with asyncio.timeout(20):
+            while a_metrics.broker_republished < 2:
+                await asyncio.sleep(0.05)
+        window = await a.recent("room:r", 0, 10)
+        assert window is not None
+        assert [offset for offset, _ in window.events] == [2, 3]  # the window has them again
+        await asyncio.sleep(0.3)  # nothing arrives twice
+        assert len(inbox.frames) == 3
+        assert b_metrics.gap_events_skipped == 0
+    finally:
+        for hub, redis, _metrics in nodes:
+            await hub.close()
+            await redis.close()
+
+
+def window_backfill(broker: RedisBroker) -> Backfill:
+    """A gap fill from the recent window only (a node with no store)."""
+
+    async def backfill(
+        channel: str, since: int, limit: int, *, outage: bool = False
+    ) -> tuple[str, list[tuple[int, bytes]]]:
+        found = await broker.recent(channel, since, limit)
+        return ("", []) if found is None else (found.epoch, found.events)
+
+    return backfill
 
 
 async def test_subscribe_waits_for_redis_when_it_is_down(tmp_path: Path) -> None:
