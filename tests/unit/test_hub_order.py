@@ -28,7 +28,9 @@ async def started_hub(
     hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0)
     calls: list[int] = []
 
-    async def backfill(channel: str, since: int, limit: int) -> tuple[str, list[tuple[int, bytes]]]:
+    async def backfill(
+        channel: str, since: int, limit: int, *, outage: bool = False
+    ) -> tuple[str, list[tuple[int, bytes]]]:
         calls.append(since)
         found = sorted((o, p) for o, p in (backfill_events or {}).items() if o > since)
         return "e1", found[:limit]
