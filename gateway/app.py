@@ -19,6 +19,8 @@ from gateway.auth.jwks import JwksError, JwksKeys
 from gateway.auth.revocation import Revocations
 from gateway.auth.tokens import LEEWAY_SECONDS, TokenService
 from gateway.clickstream import service as clickstream_service
+from gateway.clickstream.service import CLICKSTREAM
+from gateway.clickstream.tally import Tally
 from gateway.fanout.broker import Broker
 from gateway.fanout.broker_cluster import ClusterBroker
 from gateway.fanout.broker_memory import MemoryBroker
@@ -26,6 +28,7 @@ from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import build_hot_counts, touch_channel
 from gateway.fanout.hub import Hub
 from gateway.fanout.presence import LocalPresence, PresenceTracker, RedisPresence
+from gateway.fanout.trending import LocalTrending, RedisTrending
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
 from gateway.http import media, openapi, server
@@ -237,6 +240,13 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     hub.spawn(hub.presence.run())
     hot_counts = build_hot_counts(settings, app[STORE], hub, presence, redis)
     hub.presence.audience = touch_channel(hot_counts)
+    trending: LocalTrending | RedisTrending = LocalTrending(window=settings.trending_window)
+    if redis is not None:
+        trending = RedisTrending(
+            redis, prefix=settings.redis_prefix, window=settings.trending_window
+        )
+    tally = Tally(hot_counts, trending, interval=settings.counts_flush_interval)
+    app[CLICKSTREAM].intake.observer = tally.observe
     limiter = Limiter(settings.rate_limits, app[METRICS], redis=redis, prefix=settings.redis_prefix)
     revocations = Revocations(
         ttl=settings.access_token_ttl + LEEWAY_SECONDS,
@@ -282,6 +292,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         sessions=revocations,
         feeds=feeds,
         blocks=TtlCache(ttl=settings.video_cache_seconds),
+        trending=trending,
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
     counters = app[SERVICES].counters
@@ -298,6 +309,9 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     metrics.gauges["feed_fanouts_running"] = lambda: feeds.running
     metrics.gauges["feed_last_fanout_seconds"] = lambda: feeds.stats.last_walk_seconds
     metrics.gauges["feed_longest_batch_seconds"] = lambda: feeds.stats.longest_batch_seconds
+    metrics.counters["clickstream_tally_dropped"] = lambda: tally.dropped
+    metrics.counters["trending_handovers_failed"] = lambda: tally.failed
+    metrics.gauges["clickstream_tally_videos"] = lambda: tally.waiting
     app[WS_NODE] = WsNode(
         hub=app[HUB],
         registry=app[REGISTRY],
@@ -314,8 +328,10 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         flood_close=settings.ws_flood_close_seconds,
     )
     await hot_counts.start()
+    await tally.start()
     yield
     await feeds.close(settings.shutdown_timeout)  # walks still running finish, bounded
+    await tally.close()  # views and watch time summed so far go to the hot counters
     await hot_counts.close()  # the last flush: a clean stop loses no counted change
 
 

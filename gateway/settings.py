@@ -145,6 +145,7 @@ class Settings:
     clickstream_max_file_bytes: int = 64 * 1024 * 1024
     clickstream_rotate_seconds: float = 3600.0
     clickstream_dedupe_size: int = 100_000
+    trending_window: float = 3600.0
     clickstream_stream: str | None = None
     clickstream_kinesis_region: str = "us-east-1"
     clickstream_kinesis_endpoint: str | None = None
@@ -795,6 +796,11 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "clickstream_dedupe_size",
         _int(0, 10_000_000),
         "(user, event id) pairs a node remembers to drop repeated events; 0 = no dedupe",
+    ),
+    "TRENDING_WINDOW": (
+        "trending_window",
+        _float(60, 7 * 86400),
+        "seconds of engagement GET /v1/trending sums (a sliding window of 12 buckets)",
     ),
     "CLICKSTREAM_STREAM": (
         "clickstream_stream",

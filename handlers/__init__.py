@@ -20,13 +20,14 @@ Map of the package:
 - ``presence``: who is in a channel, contacts' online status and its changes, typing.
 - ``media``: upload forms, playback links of ready videos, and the video ledger the media
   backends record into.
+- ``trending``: the videos with the most engagement in the last window, overall or per country.
 - ``events``: the clickstream intake (event schemas, dedupe, enrichment) and the ``track`` op
   factory (bound to a node's buffer, so not in ``OPERATIONS`` yet).
 
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
 
-from handlers import auth, chat, follows, groups, presence, receipts, social
+from handlers import auth, chat, follows, groups, presence, receipts, social, trending
 from handlers.base import Operation
 
 OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
@@ -64,4 +65,5 @@ OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
     follows.unblock,
     follows.feed,
     follows.reshare,
+    trending.trending,
 )

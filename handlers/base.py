@@ -31,6 +31,7 @@ from handlers.ports import (
     Session,
     SessionRevoker,
     TokenIssuer,
+    TrendingView,
     UserStatus,
     Watcher,
 )
@@ -176,6 +177,8 @@ class Services:
     """None: posts reach no feed (a gateway built without the feed fan-out)."""
     blocks: TtlCache[tuple[str, str], bool] = field(default_factory=TtlCache)
     """(blocker, blocked) → blocked, as this node last read it (checked on every DM)."""
+    trending: TrendingView | None = None
+    """None: no trending (a gateway built without the clickstream's tally)."""
 
 
 @dataclass(frozen=True, slots=True)

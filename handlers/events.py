@@ -223,6 +223,9 @@ class Intake:
         self.seen = SeenEvents(dedupe_size)
         self.stats = IntakeStats()
         self._clock = clock
+        self.observer: Callable[[Event, str | None], None] | None = None
+        """Told of every event taken, with the caller's country (the gateway's tally of views,
+        watch time and trending); it must not block."""
 
     def check(self, event: Event, now_ms: int) -> str | None:
         """Return why a well-formed event is refused, or None."""
@@ -248,6 +251,7 @@ class Intake:
         now_ms = int(self._clock() * 1000)
         refused: list[dict[str, Any]] = []
         records: list[Record] = []
+        events: list[Event] = []
         taken_keys: list[tuple[int, str]] = []
         in_batch: set[str] = set()
         duplicates = 0
@@ -266,6 +270,7 @@ class Intake:
                 continue
             in_batch.add(event.event_id)
             records.append(self.encode(event, user_id, country, now_ms))
+            events.append(event)
             taken_keys.append((index, event.event_id))
         self.stats.invalid += len(refused)
         taken = self.collector.offer(records) if records else 0
@@ -274,6 +279,9 @@ class Intake:
         self.stats.duplicates += duplicates
         for _index, event_id in taken_keys[:taken]:
             self.seen.add((user_id, event_id))
+        if self.observer is not None:
+            for event in events[:taken]:
+                self.observer(event, country)
         for index, event_id in taken_keys[taken:]:
             message = "the event buffer of this node is full; retry shortly"
             refused.append(_refusal(index, event_id, SERVER_BUSY, message))

@@ -152,6 +152,8 @@ def counts_message(video_id: str, counts: VideoCounts, viewers: int) -> bytes:
             "likes": max(0, counts.likes),
             "comments": max(0, counts.comments),
             "shares": max(0, counts.shares),
+            "views": max(0, counts.views),
+            "watch_seconds": max(0, counts.watch_ms) // 1000,
             "viewers": viewers,
             "version": counts.version,
         }

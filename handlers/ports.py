@@ -126,6 +126,18 @@ class Identity:
     it. None for tokens without one (issued by an external identity provider)."""
 
 
+class TrendingView(Protocol):
+    """The videos with the most engagement in a sliding window (``gateway.fanout.trending``)."""
+
+    window: float
+    """Seconds the window spans."""
+
+    async def top(self, scope: str, limit: int) -> list[tuple[str, float]]:
+        """(video id, score) of the best ``limit`` in ``scope`` (``*`` or a country), best
+        first; raises ``Unavailable`` (or a connection error) when the scores cannot be read."""
+        ...
+
+
 class HotCounts(Protocol):
     """Live totals of each video's likes, comments and shares (the gateway's hot counters).
 
@@ -135,7 +147,14 @@ class HotCounts(Protocol):
     """
 
     async def add(
-        self, video_id: str, *, likes: int = 0, comments: int = 0, shares: int = 0
+        self,
+        video_id: str,
+        *,
+        likes: int = 0,
+        comments: int = 0,
+        shares: int = 0,
+        views: int = 0,
+        watch_ms: int = 0,
     ) -> None:
         """Count a change; never raises (a change that cannot be counted now is counted later)."""
         ...

@@ -107,6 +107,8 @@ def video_fields(video: Video, counts: VideoCounts) -> dict[str, Any]:
         "likes": max(0, counts.likes),
         "comments": max(0, counts.comments),
         "shares": max(0, counts.shares),
+        "views": max(0, counts.views),
+        "watch_seconds": max(0, counts.watch_ms) // 1000,
         "version": counts.version,
     }
 

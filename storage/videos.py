@@ -44,6 +44,10 @@ class VideoCounts:
     comments: int = 0
     shares: int = 0
     version: int = 0
+    views: int = 0
+    """Views started (``view_start`` events of the clickstream)."""
+    watch_ms: int = 0
+    """Milliseconds watched, summed over the clickstream's ``watch_progress`` and ``view_end``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,9 +399,24 @@ function feedView() {
   leaveView = () => { off(); previous(); };
 }
 
+// Clickstream: what this page watched (docs/clickstream.md). Best effort: never in the way.
+function track(events) {
+  const now = Date.now();
+  const id = () => `${now.toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  client?.request("track", { events: events.map((e) => ({ event_id: id(), client_ts: now, ...e })) }).catch(() => {});
+}
+
+function viewEnd(videoId, element) {
+  let watched = 0;
+  if (element) for (let i = 0; i < element.played.length; i++) watched += element.played.end(i) - element.played.start(i);
+  const completed = Boolean(element && (element.ended || (element.duration && watched >= element.duration - 0.5)));
+  return { type: "view_end", video_id: videoId, seconds_watched: Math.min(86400, Math.round(watched * 100) / 100), completed };
+}
+
 function videoView(videoId) {
   const channel = `video:${videoId}`;
-  const counts = { likes: h("b", { testid: "likes" }, "0"), comments: h("b", { testid: "comments-count" }, "0"), shares: h("b", { testid: "shares" }, "0"), viewers: h("b", { testid: "viewers" }, "0") };
+  const counts = { likes: h("b", { testid: "likes" }, "0"), comments: h("b", { testid: "comments-count" }, "0"), shares: h("b", { testid: "shares" }, "0"), views: h("b", { testid: "views" }, "0"), viewers: h("b", { testid: "viewers" }, "0") };
+  let viewing = null; // this page's view of a ready video: when it began, its <video> if any
   let version = -1;
   let liked = false;
   const likeButton = h("button", { testid: "like", "aria-pressed": "false" }, "♥ Like");
@@ -412,7 +427,7 @@ function videoView(videoId) {
   const setCounts = (c) => {
     if (c.version !== undefined && c.version < version) return;
     version = c.version ?? version;
-    for (const k of ["likes", "comments", "shares"]) if (c[k] !== undefined) counts[k].textContent = String(c[k]);
+    for (const k of ["likes", "comments", "shares", "views"]) if (c[k] !== undefined) counts[k].textContent = String(c[k]);
     if (c.viewers !== undefined) counts.viewers.textContent = String(c.viewers);
   };
   const addComment = (c, top) => {
@@ -443,7 +458,7 @@ function videoView(videoId) {
 
   view.replaceChildren(h("section", { class: "video" },
     player, title,
-    h("p", { class: "counts", testid: "counts" }, counts.likes, " likes · ", counts.comments, " comments · ", counts.shares, " shares · ", counts.viewers, " watching"),
+    h("p", { class: "counts", testid: "counts" }, counts.likes, " likes · ", counts.comments, " comments · ", counts.shares, " shares · ", counts.views, " views · ", counts.viewers, " watching"),
     h("div", { class: "row" }, likeButton, shareTo, shareButton),
     h("form", { class: "row", onsubmit: async (e) => {
       e.preventDefault();
@@ -470,6 +485,7 @@ function videoView(videoId) {
       return;
     }
     client.request("like_status", { video_id: videoId }).then((r) => setLiked(r.liked)).catch(() => {});
+    if (!viewing) { viewing = { element: null }; track([{ type: "view_start", video_id: videoId, source: "other" }]); }
     const page = await client.request("comments", { video_id: videoId, limit: 20 });
     for (const c of page.comments) addComment(c, false);
     try {
@@ -477,7 +493,7 @@ function videoView(videoId) {
       const video = h("video", { controls: true, playsinline: true, muted: true, autoplay: true, loop: true, preload: "auto", poster: links.thumbnail_url, src: links.master_url, testid: "video" });
       if (!video.canPlayType("application/vnd.apple.mpegurl")) {
         player.replaceChildren(h("p", { class: "muted" }, "This browser cannot play HLS natively."));
-      } else player.replaceChildren(video);
+      } else { player.replaceChildren(video); if (viewing) viewing.element = video; }
     } catch (error) {
       player.replaceChildren(h("p", { class: "muted", testid: "video-status" }, error.code === "not_found" || error.code === "video_not_ready" ? "No media for this video." : String(error.message)));
     }
@@ -489,7 +505,11 @@ function videoView(videoId) {
     client.on("open", () => load().catch(() => {})), // a reconnect: reload totals and comments
   ];
   const previous = leaveView;
-  leaveView = () => { offs.forEach((off) => off()); clearTimeout(retry); client?.unsubscribe(channel).catch(() => {}); previous(); };
+  leaveView = () => {
+    offs.forEach((off) => off()); clearTimeout(retry);
+    if (viewing) track([viewEnd(videoId, viewing.element)]);
+    client?.unsubscribe(channel).catch(() => {}); previous();
+  };
   client.subscribe(channel).catch(() => {});
   load().catch(problem);
 }

@@ -10,6 +10,8 @@ Map of the package:
 - ``files``: JSON-lines files rotated by size and age (the default sink; also the dead letters).
 - ``kinesis``: Kinesis Data Streams through aioboto3 ``PutRecords``: batches of at most 500
   records and 5 MiB, retries of only the failed records with backoff, then the dead-letter file.
+- ``tally``: each node's sums of views, watch time and engagement per video, handed every
+  second to the hot counters and to trending.
 - ``service``: builds the buffer, sink and intake from settings; the app's cleanup context and
   metrics.
 """

@@ -8,7 +8,11 @@ that changed something, one increment here. Two jobs run on every node:
   250 ms), across all nodes, carrying absolute totals and a version:
 
   ``{"op": "counts", "channel": "video:V", "video_id": "V", "likes": 5000, "comments": 12,
-  "shares": 3, "viewers": 250, "version": 5015}``
+  "shares": 3, "views": 9000, "watch_seconds": 61234, "viewers": 250, "version": 5015}``
+
+  Views and watch time come from the clickstream (``view_start``, ``watch_progress``,
+  ``view_end``), summed per node for a moment first (:class:`gateway.clickstream.tally.Tally`),
+  so a video watched by thousands costs one change per node per interval, not one per event.
 
 - **Flushes.** Every ``MOOSIC_COUNTS_FLUSH_INTERVAL`` (1 s) the totals of the videos that
   changed are written to the store in one batch, absolute and versioned
@@ -23,7 +27,7 @@ video's first change. A :class:`Coalescer` gates pushes: a sweep of every change
 nothing for a window, so a video gets at most ``ceil(D / window) + 1`` pushes in D seconds.
 
 ``RedisHotCounts`` (several nodes) keeps one hash per video in Redis: ``likes``, ``comments``,
-``shares`` and ``version``, seeded from the store when missing and changed by a Lua script that
+``shares``, ``views``, ``watch_ms`` and ``version``, seeded from the store when missing and changed by a Lua script that
 also marks the video for the next push and the next flush. Every node runs the push script once
 a window; the script takes a lock (``SET NX PX window``) and, only if it got it, publishes the
 totals of every marked video, from inside Redis. So at most one sweep happens per window for the
@@ -158,34 +162,69 @@ class Coalescer:
         return videos
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change to a video's totals (deltas)."""
+
+    likes: int = 0
+    comments: int = 0
+    shares: int = 0
+    views: int = 0
+    watch_ms: int = 0
+
+    def __bool__(self) -> bool:
+        return any((self.likes, self.comments, self.shares, self.views, self.watch_ms))
+
+    def __add__(self, other: Change) -> Change:
+        return Change(
+            self.likes + other.likes,
+            self.comments + other.comments,
+            self.shares + other.shares,
+            self.views + other.views,
+            self.watch_ms + other.watch_ms,
+        )
+
+    def args(self) -> list[bytes]:
+        """The deltas as the bump script reads them."""
+        return [str(v).encode() for v in _deltas(self)]
+
+
+def _deltas(c: Change | VideoCounts) -> tuple[int, int, int, int, int]:
+    return (c.likes, c.comments, c.shares, c.views, c.watch_ms)
+
+
+NOTHING = Change()
+
+
 @dataclass(slots=True)
 class _Entry:
     likes: int
     comments: int
     shares: int
+    views: int
+    watch_ms: int
     version: int
     changed_at: float
 
     def counts(self) -> VideoCounts:
-        return VideoCounts(self.likes, self.comments, self.shares, self.version)
+        return VideoCounts(
+            self.likes, self.comments, self.shares, self.version, self.views, self.watch_ms
+        )
 
 
 @dataclass(slots=True)
 class _Owed:
     """Changes that could not be counted yet, per video."""
 
-    deltas: dict[str, list[int]] = field(default_factory=dict)
+    deltas: dict[str, Change] = field(default_factory=dict)
 
-    def add(self, video_id: str, likes: int, comments: int, shares: int) -> None:
+    def add(self, video_id: str, change: Change) -> None:
         if video_id not in self.deltas and len(self.deltas) >= MAX_OWED:
             log.error("hot counters: too many uncounted changes; dropping one for %s", video_id)
             return
-        owed = self.deltas.setdefault(video_id, [0, 0, 0])
-        owed[0] += likes
-        owed[1] += comments
-        owed[2] += shares
+        self.deltas[video_id] = self.deltas.get(video_id, NOTHING) + change
 
-    def take(self) -> dict[str, list[int]]:
+    def take(self) -> dict[str, Change]:
         taken, self.deltas = self.deltas, {}
         return taken
 
@@ -203,6 +242,22 @@ class _Loops:
         self._store = store
         self._seeds = _Seeds(store)
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def add(
+        self,
+        video_id: str,
+        *,
+        likes: int = 0,
+        comments: int = 0,
+        shares: int = 0,
+        views: int = 0,
+        watch_ms: int = 0,
+    ) -> None:
+        """Count a change (:class:`handlers.ports.HotCounts`); never raises."""
+        await self.change(video_id, Change(likes, comments, shares, views, watch_ms))
+
+    async def change(self, video_id: str, change: Change) -> None:
+        raise NotImplementedError
 
     async def tick(self) -> int:
         raise NotImplementedError
@@ -293,25 +348,25 @@ class LocalHotCounts(_Loops):
         entry = self._entries.get(video_id)  # another caller may have made it meanwhile
         if entry is None:
             c = video.counts
-            entry = _Entry(c.likes, c.comments, c.shares, c.version, self._clock())
+            entry = _Entry(*_deltas(c), c.version, self._clock())
             self._entries[video_id] = entry
         return entry
 
-    async def add(
-        self, video_id: str, *, likes: int = 0, comments: int = 0, shares: int = 0
-    ) -> None:
+    async def change(self, video_id: str, change: Change) -> None:
         try:
             entry = await self._entry(video_id)
         except _FAILURES as exc:
             log.warning("hot counters: cannot read video %s (%s); counting later", video_id, exc)
-            self._owed.add(video_id, likes, comments, shares)
+            self._owed.add(video_id, change)
             return
         if entry is None:
             return
-        if likes or comments or shares:
-            entry.likes += likes
-            entry.comments += comments
-            entry.shares += shares
+        if change:
+            entry.likes += change.likes
+            entry.comments += change.comments
+            entry.shares += change.shares
+            entry.views += change.views
+            entry.watch_ms += change.watch_ms
             entry.version += 1
             entry.changed_at = self._clock()
             self._unflushed.add(video_id)
@@ -319,7 +374,7 @@ class LocalHotCounts(_Loops):
 
     async def touch(self, video_id: str) -> None:
         """The video's audience changed: push its totals (and viewers) in the next window."""
-        await self.add(video_id)
+        await self.change(video_id, NOTHING)
 
     async def totals(self, video_id: str) -> VideoCounts | None:
         entry = self._entries.get(video_id)
@@ -345,8 +400,8 @@ class LocalHotCounts(_Loops):
 
     async def flush(self) -> int:
         """Write the changed videos' totals to the store; forget long-idle, flushed ones."""
-        for video_id, (likes, comments, shares) in self._owed.take().items():
-            await self.add(video_id, likes=likes, comments=comments, shares=shares)
+        for video_id, change in self._owed.take().items():
+            await self.change(video_id, change)
         written = 0
         batch: dict[str, VideoCounts] = {}
         for video_id in list(self._unflushed):
@@ -384,6 +439,16 @@ _BUMP = lua("counts_bump")
 _PUSH = lua("counts_push_marked")
 _READ = lua("counts_read")
 _DONE = lua("counts_unmark_flushed")
+
+
+_FIELDS = (b"likes", b"comments", b"shares", b"views", b"watch_ms", b"version")
+"""A video counter's hash fields, in the order the scripts read them."""
+
+
+def _counts(values: list[Any]) -> VideoCounts:
+    """A counter's fields as read in :data:`_FIELDS` order (missing ones: 0, an older hash)."""
+    likes, comments, shares, views, watch_ms, version = (int(x or 0) for x in values)
+    return VideoCounts(likes, comments, shares, version, views, watch_ms)
 
 
 class _PartitionKeys:
@@ -456,20 +521,17 @@ class RedisHotCounts(_Loops):
         async with asyncio.timeout(REDIS_TIMEOUT):
             return await self._redis.script(script, keys, args)
 
-    async def add(
-        self, video_id: str, *, likes: int = 0, comments: int = 0, shares: int = 0
-    ) -> None:
+    async def change(self, video_id: str, change: Change) -> None:
         try:
-            await self._bump(video_id, likes, comments, shares)
+            await self._bump(video_id, change)
         except _FAILURES as exc:
             log.warning("hot counters: cannot count for %s (%s); counting later", video_id, exc)
-            self._owed.add(video_id, likes, comments, shares)
+            self._owed.add(video_id, change)
 
-    async def _bump(self, video_id: str, likes: int, comments: int, shares: int) -> None:
+    async def _bump(self, video_id: str, change: Change) -> None:
         part = self._partition(video_id)
         keys = [part.counter + video_id.encode(), part.push, part.flush]
-        args = [str(likes).encode(), str(comments).encode(), str(shares).encode()]
-        args += [self._ttl_ms, video_id.encode()]
+        args = [*change.args(), self._ttl_ms, video_id.encode()]
         if await self._script(_BUMP, keys, args) is not None:
             return
         # No counter yet (or it expired): seed it from the store. Concurrent seeders read the
@@ -479,25 +541,22 @@ class RedisHotCounts(_Loops):
         if video is None:
             return
         c = video.counts
-        seed = [str(v).encode() for v in (c.likes, c.comments, c.shares, c.version)]
+        seed = [str(v).encode() for v in (*_deltas(c), c.version)]
         await self._script(_BUMP, keys, args + seed)
 
     async def touch(self, video_id: str) -> None:
-        await self.add(video_id)
+        await self.change(video_id, NOTHING)
 
     async def totals(self, video_id: str) -> VideoCounts | None:
         try:
             async with asyncio.timeout(REDIS_TIMEOUT):
-                found = await self._redis.call(
-                    b"HMGET", self._counter(video_id), b"likes", b"comments", b"shares", b"version"
-                )
+                found = await self._redis.call(b"HMGET", self._counter(video_id), *_FIELDS)
         except _FAILURES as exc:
             log.warning("hot counters: cannot read %s (%s); using stored totals", video_id, exc)
             return None
         if not found or found[0] is None:
             return None
-        likes, comments, shares, version = (int(x or 0) for x in found)
-        return VideoCounts(likes, comments, shares, version)
+        return _counts(found)
 
     async def tick(self) -> int:
         """Run the push script of every partition: only the node that takes a partition's
@@ -529,8 +588,8 @@ class RedisHotCounts(_Loops):
     async def flush(self) -> int:
         """Write every marked video's totals to the store, per partition whose lock this node
         takes."""
-        for video_id, (likes, comments, shares) in self._owed.take().items():
-            await self.add(video_id, likes=likes, comments=comments, shares=shares)
+        for video_id, change in self._owed.take().items():
+            await self.change(video_id, change)
         written = 0
         for part in self._keys:
             written += await self._flush_part(part)
@@ -558,10 +617,9 @@ class RedisHotCounts(_Loops):
     async def _flush_batch(self, part: _PartitionKeys, members: list[bytes]) -> int:
         found = await self._script(_READ, [part.flush], [part.counter, *members])
         batch: dict[str, VideoCounts] = {}
-        for i in range(0, len(found), 5):
-            video_id = bytes(found[i]).decode()
-            likes, comments, shares, version = (int(x) for x in found[i + 1 : i + 5])
-            batch[video_id] = VideoCounts(likes, comments, shares, version)
+        step = 1 + len(_FIELDS)
+        for i in range(0, len(found), step):
+            batch[bytes(found[i]).decode()] = _counts(found[i + 1 : i + step])
         if batch:
             # A failure leaves the videos marked: the next flush (any node's) retries.
             await self._store.save_video_counts(batch)

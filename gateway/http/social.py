@@ -31,7 +31,7 @@ from gateway.http.routes import (
     ref,
 )
 from gateway.settings import Settings
-from handlers import social
+from handlers import social, trending
 from handlers.channels import ID_PATTERN, MAX_CHANNEL_LENGTH
 from storage.videos import VideoStatus
 
@@ -50,20 +50,30 @@ _COMMENT: Schema = {
 }
 _COMMENT_OPTIONAL: Schema = {"client_msg_id": STRING, "deleted": {"const": True}}
 
+_VIDEO: Schema = {
+    "video_id": STRING,
+    "channel": STRING,
+    "owner": STRING,
+    "title": STRING,
+    "status": {"enum": [s.value for s in VideoStatus]},
+    "created_at": INTEGER,
+    "likes": COUNT,
+    "comments": COUNT,
+    "shares": COUNT,
+    "views": COUNT,
+    "watch_seconds": COUNT,
+    "version": INTEGER,
+}
+
 ROUTES = RouteTable(
     {
-        "Video": obj(
+        "Video": obj(_VIDEO),
+        "TrendingVideo": obj({**_VIDEO, "score": {"type": "number", "exclusiveMinimum": 0}}),
+        "Trending": obj(
             {
-                "video_id": STRING,
-                "channel": STRING,
-                "owner": STRING,
-                "title": STRING,
-                "status": {"enum": [s.value for s in VideoStatus]},
-                "created_at": INTEGER,
-                "likes": COUNT,
-                "comments": COUNT,
-                "shares": COUNT,
-                "version": INTEGER,
+                "country": NULLABLE_STRING,
+                "window_seconds": INTEGER,
+                "videos": {"type": "array", "items": ref("TrendingVideo")},
             }
         ),
         "LikeChange": obj({"video_id": STRING, "liked": BOOLEAN, "changed": BOOLEAN}),
@@ -213,4 +223,13 @@ ROUTES.op(
     in_body=True,
     fields={"channel": _share_channel, "text": non_blank},
     path_params=VIDEO_PARAM,
+)
+ROUTES.op(
+    "GET",
+    "/v1/trending",
+    trending.trending,
+    "The videos with the most engagement in the last `MOOSIC_TRENDING_WINDOW` (`trending`), "
+    "from everyone or from one country (`country=KH`)",
+    ok={200: "Trending"},
+    errors=(*SIGNED_IN, 503),
 )

@@ -198,6 +198,11 @@ def get_n(item: Item, name: str) -> int:
     return int(item[name]["N"])
 
 
+def get_n_or(item: Item, name: str, default: int) -> int:
+    """A number attribute that items written by older versions may lack."""
+    return get_n(item, name) if name in item else default
+
+
 def get_b(item: Item, name: str) -> bytes:
     return bytes(item[name]["B"])
 

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from storage.dynamodb import keys
 from storage.dynamodb.base import CONDITION_FAILED, CONDITION_FAILED_EXC, DynamoDBBase
-from storage.dynamodb.keys import Item, boolean, get_n, get_s, n, opt_s, s
+from storage.dynamodb.keys import Item, boolean, get_n, get_n_or, get_s, n, opt_s, s
 from storage.errors import StorageError
 from storage.videos import Comment, CommentResult, Video, VideoCounts, VideoStatus
 
@@ -46,6 +46,8 @@ def _video_from(video_id: str, item: Item) -> Video:
             comments=get_n(item, "comments"),
             shares=get_n(item, "shares"),
             version=get_n(item, "cver"),
+            views=get_n_or(item, "views", 0),
+            watch_ms=get_n_or(item, "wms", 0),
         ),
     )
 
@@ -106,6 +108,8 @@ class DynamoDBVideos(DynamoDBBase):
                         "comments": n(0),
                         "shares": n(0),
                         "cver": n(0),
+                        "views": n(0),
+                        "wms": n(0),
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 },
@@ -157,12 +161,18 @@ class DynamoDBVideos(DynamoDBBase):
                     {
                         "TableName": self._videos,
                         "Key": {"pk": s(keys.video_pk(video_id)), "sk": s(keys.VIDEO_SK)},
-                        "UpdateExpression": "SET likes = :l, comments = :c, shares = :s, cver = :v",
+                        "UpdateExpression": (
+                            "SET likes = :l, comments = :c, shares = :s, #views = :w,"
+                            " wms = :m, cver = :v"
+                        ),
+                        "ExpressionAttributeNames": {"#views": "views"},
                         "ConditionExpression": "attribute_exists(pk) AND cver < :v",
                         "ExpressionAttributeValues": {
                             ":l": n(totals.likes),
                             ":c": n(totals.comments),
                             ":s": n(totals.shares),
+                            ":w": n(totals.views),
+                            ":m": n(totals.watch_ms),
                             ":v": n(totals.version),
                         },
                     }

@@ -74,6 +74,8 @@ class SQLiteBase:
     """One SQLite file, its connection and the thread that owns it; the aggregates' base."""
 
     _schema: ClassVar[str] = ""
+    _added_columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    """(table, column, declaration) added after a table was first made: added when missing."""
     """The tables of the aggregates (the store's class names them all); health's come after."""
 
     def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
@@ -120,6 +122,7 @@ class SQLiteBase:
                 db.execute("PRAGMA busy_timeout=10000")
                 db.execute("PRAGMA foreign_keys=ON")
                 db.executescript(self._schema + HEALTH_SCHEMA)
+                _add_columns(db, self._added_columns)
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == CONNECT_ATTEMPTS - 1:
@@ -262,3 +265,16 @@ class SQLiteBase:
             return await commit.write(item)
         finally:
             self._leave()
+
+
+def _add_columns(db: sqlite3.Connection, columns: tuple[tuple[str, str, str], ...]) -> None:
+    """Give a file made by an older version the columns added since (idempotent)."""
+    for table, column, declaration in columns:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column in present:
+            continue
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it just now
+                raise

@@ -20,7 +20,7 @@ from storage.sqlite.conversations import CONVERSATION_SCHEMA, SQLiteConversation
 from storage.sqlite.follows import FOLLOW_SCHEMA, SQLiteFollows
 from storage.sqlite.groups import GROUP_SCHEMA, SQLiteGroups
 from storage.sqlite.messages import MESSAGE_SCHEMA, SQLiteMessages
-from storage.sqlite.videos import VIDEO_SCHEMA, SQLiteVideos
+from storage.sqlite.videos import VIDEO_ADDED_COLUMNS, VIDEO_SCHEMA, SQLiteVideos
 
 SCHEMA = MESSAGE_SCHEMA + ACCOUNT_SCHEMA + GROUP_SCHEMA + CONVERSATION_SCHEMA
 """The chat tables: channels and messages, accounts and tokens, groups, conversations."""
@@ -37,3 +37,4 @@ class SQLiteStore(
     """:class:`storage.base.Store` on one SQLite file."""
 
     _schema: ClassVar[str] = SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA
+    _added_columns: ClassVar[tuple[tuple[str, str, str], ...]] = VIDEO_ADDED_COLUMNS

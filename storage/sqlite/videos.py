@@ -25,7 +25,9 @@ CREATE TABLE IF NOT EXISTS videos (
     likes INTEGER NOT NULL DEFAULT 0,
     comments INTEGER NOT NULL DEFAULT 0,
     shares INTEGER NOT NULL DEFAULT 0,
-    counts_version INTEGER NOT NULL DEFAULT 0
+    counts_version INTEGER NOT NULL DEFAULT 0,
+    views INTEGER NOT NULL DEFAULT 0,
+    watch_ms INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS video_likes (
     video_id TEXT NOT NULL,
@@ -49,9 +51,16 @@ CREATE UNIQUE INDEX IF NOT EXISTS video_comments_by_client_id
     ON video_comments (video_id, author, client_msg_id) WHERE client_msg_id IS NOT NULL;
 """
 
-_VIDEO_COLUMNS = "id, owner, title, status, created_at, likes, comments, shares, counts_version"
+VIDEO_ADDED_COLUMNS = (
+    ("videos", "views", "INTEGER NOT NULL DEFAULT 0"),
+    ("videos", "watch_ms", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""Columns newer than the first schema: a file made before them gets them when opened."""
+_VIDEO_COLUMNS = (
+    "id, owner, title, status, created_at, likes, comments, shares, counts_version, views, watch_ms"
+)
 _COMMENT_COLUMNS = "id, video_id, author, text, ts, client_msg_id, deleted"
-_VideoRow = tuple[str, str, str, str, int, int, int, int, int]
+_VideoRow = tuple[str, str, str, str, int, int, int, int, int, int, int]
 _CommentRow = tuple[str, str, str, str, int, str | None, int]
 LikeChange = tuple[str, str, bool]
 """(video id, user id, liked)."""
@@ -64,7 +73,14 @@ def _video(row: _VideoRow) -> Video:
         title=row[2],
         status=VideoStatus(row[3]),
         created_at=row[4],
-        counts=VideoCounts(likes=row[5], comments=row[6], shares=row[7], version=row[8]),
+        counts=VideoCounts(
+            likes=row[5],
+            comments=row[6],
+            shares=row[7],
+            version=row[8],
+            views=row[9],
+            watch_ms=row[10],
+        ),
     )
 
 
@@ -134,14 +150,17 @@ class SQLiteVideos(SQLiteBase):
     async def save_video_counts(self, counts: dict[str, VideoCounts]) -> None:
         if not counts:
             return
-        rows = [(c.likes, c.comments, c.shares, c.version, v, c.version) for v, c in counts.items()]
+        rows = [
+            (c.likes, c.comments, c.shares, c.views, c.watch_ms, c.version, v, c.version)
+            for v, c in counts.items()
+        ]
 
         def run() -> None:
             db = self._conn()
             with immediate(db):
                 db.executemany(
-                    "UPDATE videos SET likes = ?, comments = ?, shares = ?, counts_version = ?"
-                    " WHERE id = ? AND counts_version < ?",
+                    "UPDATE videos SET likes = ?, comments = ?, shares = ?, views = ?,"
+                    " watch_ms = ?, counts_version = ? WHERE id = ? AND counts_version < ?",
                     rows,
                 )
 

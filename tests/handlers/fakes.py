@@ -105,7 +105,14 @@ class FakeHotCounts:
         self._totals: dict[str, VideoCounts] = {}
 
     async def add(
-        self, video_id: str, *, likes: int = 0, comments: int = 0, shares: int = 0
+        self,
+        video_id: str,
+        *,
+        likes: int = 0,
+        comments: int = 0,
+        shares: int = 0,
+        views: int = 0,
+        watch_ms: int = 0,
     ) -> None:
         self.changes.append((video_id, likes, comments, shares))
         old = self._totals.get(video_id, VideoCounts(0, 0, 0, 0))
@@ -113,7 +120,9 @@ class FakeHotCounts:
             old.likes + likes,
             old.comments + comments,
             old.shares + shares,
-            old.version + abs(likes) + abs(comments) + abs(shares),
+            old.version + abs(likes) + abs(comments) + abs(shares) + abs(views) + abs(watch_ms),
+            old.views + views,
+            old.watch_ms + watch_ms,
         )
 
     async def totals(self, video_id: str) -> VideoCounts | None:

@@ -78,7 +78,7 @@ def test_feed_push_is_the_body_encoded_once_behind_each_followers_head() -> None
 
 
 def test_counts_are_never_negative() -> None:
-    assert messages.counts_message("v", VideoCounts(-1, 2, 3, 9), 4) == (
+    assert messages.counts_message("v", VideoCounts(-1, 2, 3, 9, 5, 61_999), 4) == (
         b'{"op":"counts","channel":"video:v","video_id":"v","likes":0,"comments":2,"shares":3,'
-        b'"viewers":4,"version":9}'
+        b'"views":5,"watch_seconds":61,"viewers":4,"version":9}'
     )

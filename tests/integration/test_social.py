@@ -62,6 +62,8 @@ async def test_a_video_is_created_read_and_cached_with_an_etag(app: Any) -> None
         "likes": 0,
         "comments": 0,
         "shares": 0,
+        "views": 0,
+        "watch_seconds": 0,
         "version": 0,
     }
     headers = {**bearer(bob), "If-None-Match": f'"nope", W/{etag}'}
@@ -257,6 +259,8 @@ async def test_counts_pushes_carry_absolute_totals_coalesced(make_client: Any) -
         "likes": len(users),
         "comments": 0,
         "shares": 0,
+        "views": 0,
+        "watch_seconds": 0,
         "viewers": 1,
         "version": len(users),
     }

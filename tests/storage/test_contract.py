@@ -786,10 +786,10 @@ async def test_saved_totals_apply_only_over_a_lower_version(make_store: MakeStor
     assert stored is not None
     assert stored.counts == VideoCounts(5, 2, 1, 10)
     assert (await node_a.get_video("missing")) is None
-    await node_a.save_video_counts({video.id: VideoCounts(6, 2, 1, 11)})
+    await node_a.save_video_counts({video.id: VideoCounts(6, 2, 1, 11, views=40, watch_ms=9500)})
     again = await node_b.get_video(video.id)
     assert again is not None
-    assert again.counts == VideoCounts(6, 2, 1, 11)
+    assert again.counts == VideoCounts(6, 2, 1, 11, views=40, watch_ms=9500)
     second = await node_a.get_video(other.id)
     assert second is not None
     assert second.counts.likes == 1

@@ -1,4 +1,4 @@
-"""An SQLite file made before read positions existed opens and gains them."""
+"""An SQLite file made before read positions (or videos' views) existed opens and gains them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from storage.sqlite import SCHEMA, SQLiteStore
+from storage.videos import VideoCounts
 
 
 def test_the_schema_script_can_run_again() -> None:
@@ -35,6 +36,32 @@ async def test_a_database_without_the_conversations_table_gains_it(tmp_path: Pat
         assert (await store.mark_read("u2", "dm:u1:u2", 1)).moved
     finally:
         await store.close()
+
+
+async def test_a_videos_table_without_views_and_watch_time_gains_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE videos (id TEXT PRIMARY KEY, owner TEXT NOT NULL, title TEXT NOT NULL,"
+        " status TEXT NOT NULL, created_at INTEGER NOT NULL, likes INTEGER NOT NULL DEFAULT 0,"
+        " comments INTEGER NOT NULL DEFAULT 0, shares INTEGER NOT NULL DEFAULT 0,"
+        " counts_version INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+        "INSERT INTO videos VALUES ('v1', 'u1', 'old', 'ready', 1, 5, 2, 1, 8);"
+    )
+    db.commit()
+    db.close()
+
+    saved = VideoCounts(5, 2, 1, 9, views=3, watch_ms=4200)
+    for expected in (VideoCounts(5, 2, 1, 8), saved):  # a second opening finds them there
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            video = await store.get_video("v1")
+            assert video is not None
+            assert video.counts == expected
+            await store.save_video_counts({"v1": saved})
+        finally:
+            await store.close()
 
 
 def test_processes_opening_one_new_file_together_all_succeed(tmp_path: Path) -> None:

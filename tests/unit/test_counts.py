@@ -132,13 +132,15 @@ def test_video_channels_and_payloads() -> None:
     assert video_of("video:abc") == "abc"
     assert video_of("video:") is None
     assert video_of("room:video:abc") is None
-    assert orjson.loads(counts_payload("v", VideoCounts(-1, 2, 3, 9), 4)) == {
+    assert orjson.loads(counts_payload("v", VideoCounts(-1, 2, 3, 9, 7, 1500), 4)) == {
         "op": "counts",
         "channel": "video:v",
         "video_id": "v",
         "likes": 0,
         "comments": 2,
         "shares": 3,
+        "views": 7,
+        "watch_seconds": 1,
         "viewers": 4,
         "version": 9,
     }

@@ -122,6 +122,8 @@ def test_dm_both_ways_offline_catch_up_and_live_likes(
     expect(alice.get_by_test_id("video-title")).to_have_text("cat")
     expect(bob.get_by_test_id("likes")).to_have_text("0")
     expect(alice.get_by_test_id("viewers")).to_have_text("2")
+    # Each page told the clickstream it began a view: summed, counted, pushed back live.
+    expect(alice.get_by_test_id("views")).to_have_text("2", timeout=WAIT_MS)
     alice.get_by_test_id("like").click()
     expect(alice.get_by_test_id("like")).to_have_attribute("aria-pressed", "true")
     expect(bob.get_by_test_id("likes")).to_have_text("1")

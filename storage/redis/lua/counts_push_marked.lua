@@ -12,13 +12,16 @@ local videos = redis.call('SPOP', KEYS[1], ARGV[3])
 local sent = 0
 local back = {}
 for _, v in ipairs(videos) do
-  local t = redis.call('HMGET', ARGV[4] .. v, 'likes', 'comments', 'shares', 'version')
+  local t = redis.call('HMGET', ARGV[4] .. v, 'likes', 'comments', 'shares', 'views',
+                       'watch_ms', 'version')
   if t[1] then
-    local function count(x) return string.format('%d', math.max(0, tonumber(x))) end
+    local function count(x) return string.format('%d', math.max(0, tonumber(x or '0'))) end
+    local watched = math.floor(math.max(0, tonumber(t[5] or '0')) / 1000)
     local payload = '{"op":"counts","channel":"video:' .. v .. '","video_id":"' .. v ..
       '","likes":' .. count(t[1]) .. ',"comments":' .. count(t[2]) .. ',"shares":' ..
-      count(t[3]) .. ',"viewers":' .. redis.call('HLEN', ARGV[5] .. v) .. ',"version":' ..
-      string.format('%d', tonumber(t[4])) .. '}'
+      count(t[3]) .. ',"views":' .. count(t[4]) .. ',"watch_seconds":' ..
+      string.format('%d', watched) .. ',"viewers":' .. redis.call('HLEN', ARGV[5] .. v) ..
+      ',"version":' .. string.format('%d', tonumber(t[6])) .. '}'
     if ARGV[8] == 'return' then
       table.insert(back, v)
       table.insert(back, payload)
