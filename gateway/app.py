@@ -9,6 +9,7 @@ WebSocket is told to reconnect elsewhere (close code 4000) before the hub and th
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from functools import partial
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> web.Application:
     app[GATE] = CountryGate(
         settings.allowed_countries, settings.trusted_proxies, allow_local=settings.dev
     )
+    metrics.gauges["gc_frozen_objects"] = gc.get_freeze_count  # start-up objects (server.py)
     clickstream = clickstream_service.setup(app, settings, metrics)  # drained after the sockets
     track = track_operation(clickstream.intake, _country_of)
     app[REGISTRY] = Registry((*OPERATIONS, track), metrics)

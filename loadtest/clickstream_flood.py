@@ -41,8 +41,8 @@ DEADLINE = 180.0
 KINDS = ("view_start", "watch_progress", "watch_progress", "view_end", "like", "share")
 
 
-def events_of(user: int, count: int, videos: int) -> list[dict[str, Any]]:
-    """``count`` events of one user, cycling through the kinds over a few videos."""
+def events_of(user: int, count: int, videos: list[str]) -> list[dict[str, Any]]:
+    """``count`` events of one user, cycling through the kinds over the videos."""
     now = int(time.time() * 1000)
     out = []
     for n in range(count):
@@ -51,7 +51,7 @@ def events_of(user: int, count: int, videos: int) -> list[dict[str, Any]]:
             "type": kind,
             "event_id": f"u{user}-{n}",
             "client_ts": now,
-            "video_id": f"video{(user + n) % videos}",
+            "video_id": videos[(user + n) % len(videos)],
         }
         if kind in ("watch_progress", "view_end"):
             item["seconds_watched"] = 5.0
@@ -81,7 +81,7 @@ async def flood(urls: list[str], args: Any) -> tuple[int, int, float]:
             )
         side = user % len(urls)
         headers = {"Authorization": f"Bearer {token(f'fan{user}')}"}
-        batch = events_of(user, args.events, args.videos)
+        batch = events_of(user, args.events, args.video_ids)
         while batch:
             async with (
                 slots[side],
@@ -174,6 +174,14 @@ async def run(nodes: list[GatewayNode], args: Any) -> None:
     a, b = nodes
     context = multiprocessing.get_context("spawn")
     async with aiohttp.ClientSession() as http:
+        maker = {"Authorization": f"Bearer {token('maker')}"}
+        args.video_ids = []
+        for n in range(args.videos):  # real, ready videos: the views reach their totals
+            async with http.post(
+                a.base_url + "/v1/videos", json={"title": f"clip {n}"}, headers=maker
+            ) as response:
+                assert response.status == 201, await response.text()
+                args.video_ids.append((await response.json())["video_id"])
         room = f"room:bystander-{time.time_ns()}"
         talker = await WsClient.connect(http, token("talker"), a.base_url + "/ws")
         bystander = await WsClient.connect(http, token("bystander"), b.base_url + "/ws")
@@ -260,7 +268,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--events", type=int, default=20, help="events per user (one batch)")
-    parser.add_argument("--videos", type=int, default=200, help="distinct videos named")
+    parser.add_argument("--videos", type=int, default=200, help="videos made, and watched")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per node")
     parser.add_argument(
         "--flood-rate",
@@ -293,6 +301,7 @@ def main() -> int:
             MOOSIC_RATE_LIMITS=args.rate_limits,
             MOOSIC_HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS=str(4 * args.concurrency),
             MOOSIC_SHUTDOWN_TIMEOUT="2",
+            MOOSIC_VIDEO_READY_ON_CREATE="1",
             **dict(kv.split("=", 1) for kv in args.env),
         )
         for name in "ab":

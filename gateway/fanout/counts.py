@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,9 @@ IDLE_SECONDS = 600.0
 """Seconds an unchanged, flushed video stays in the in-process counters."""
 REDIS_TIMEOUT = 2.0
 MAX_OWED = 100_000
+MISSING_SECONDS = 10.0
+"""Seconds a video the store did not have is answered as missing without reading again."""
+MAX_MISSING = 10_000
 """Videos whose changes wait to be counted (Redis or the store did not answer) at most."""
 
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -101,19 +105,36 @@ def video_of(channel: str) -> str | None:
 class _Seeds:
     """Reads of video records to seed counters: one read per video at a time, shared by every
     caller that needs it (a flash crowd's first likes cost the store one read, not thousands).
-    The read runs in its own task, so a caller that goes away does not cancel it for others."""
+    The read runs in its own task, so a caller that goes away does not cancel it for others.
 
-    def __init__(self, store: Store) -> None:
+    A video the store does not have is remembered as missing for :data:`MISSING_SECONDS` (at
+    most :data:`MAX_MISSING` ids, oldest forgotten first): the clickstream may name any id, and
+    a client repeating one must not cost a store read every interval."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._reads: dict[str, asyncio.Task[Video | None]] = {}
+        self._missing: OrderedDict[str, float] = OrderedDict()
+        self._clock = clock
 
     async def get(self, video_id: str) -> Video | None:
+        until = self._missing.get(video_id)
+        if until is not None:
+            if until > self._clock():
+                return None
+            del self._missing[video_id]
         task = self._reads.get(video_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._store.get_video(video_id))
             self._reads[video_id] = task
             task.add_done_callback(lambda done: self._finished(video_id, done))
-        return await asyncio.shield(task)
+        video = await asyncio.shield(task)
+        if video is None:
+            self._missing[video_id] = self._clock() + MISSING_SECONDS
+            self._missing.move_to_end(video_id)
+            while len(self._missing) > MAX_MISSING:
+                self._missing.popitem(last=False)
+        return video
 
     def _finished(self, video_id: str, task: asyncio.Task[Video | None]) -> None:
         if self._reads.get(video_id) is task:
@@ -332,6 +353,7 @@ class LocalHotCounts(_Loops):
         self._viewers = viewers
         self._clock = clock
         self._coalescer = Coalescer(window, clock)
+        self._seeds = _Seeds(store, clock)
         self._entries: dict[str, _Entry] = {}
         self._unflushed: set[str] = set()
         self._owed = _Owed()

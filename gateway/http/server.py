@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -521,6 +522,11 @@ async def _serve(runner: GatewayRunner, host: str, port: int) -> None:
     try:
         site = web.TCPSite(runner, host, port, backlog=128)  # as web.run_app; see FD_RESERVE
         await site.start()
+        # Everything made at start-up (modules, settings, the app) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise scan it all
+        # (measured: 22-27 ms pauses of the event loop during a clickstream flood; none after).
+        gc.collect()
+        gc.freeze()
         await asyncio.Event().wait()  # until cancelled (SIGINT/SIGTERM)
     finally:
         await runner.cleanup()

@@ -121,3 +121,7 @@ async def test_a_scripted_stream_makes_the_trending_order_and_the_totals(
             assert (push["views"], push["watch_seconds"], push["likes"]) == (5, 30, 0)
             await au.close()
             await watcher.close()
+            async with http.get(f"{a.base_url}/metrics") as response:
+                text = await response.text()
+            frozen = next(line for line in text.splitlines() if line.startswith("moosic_gc_frozen"))
+            assert int(float(frozen.split()[1])) > 10_000  # start-up objects left out of GC passes

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.fanout.counts import Coalescer, LocalHotCounts, video_of
+from gateway.fanout.counts import MISSING_SECONDS, Coalescer, LocalHotCounts, video_of
 from gateway.settings import Settings, SettingsError, load_settings
 from handlers.messages import counts_message as counts_payload
 from storage.errors import Unavailable
@@ -217,6 +217,19 @@ async def test_concurrent_first_likes_seed_once_and_count_all() -> None:
 
     assert store.reads == 1
     assert await counts.totals("v") == VideoCounts(150, 0, 0, 150)
+
+
+async def test_a_missing_video_costs_one_store_read_per_ten_seconds() -> None:
+    clock, store, pushes = Clock(), FakeStore(), Pushes()
+    counts = make_counts(store, clock, pushes)
+    for _ in range(5):
+        await counts.add("ghost", views=1)
+    assert (store.reads, await counts.totals("ghost")) == (1, None)
+    clock.now += MISSING_SECONDS + 0.1
+    store.add_video("ghost")  # (ids are the server's: this only shows the cache expires)
+    await counts.add("ghost", views=1)
+    assert store.reads == 2
+    assert await counts.totals("ghost") == VideoCounts(version=1, views=1)
 
 
 async def test_unknown_videos_are_not_counted_and_viewers_alone_push() -> None:
