@@ -12,6 +12,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from gateway import logs
 from gateway.app import create_app
+from gateway.http.request_id import REQUEST_ID
 from gateway.http.server import run as serve
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -29,6 +30,7 @@ class AccessLogger(AbstractAccessLogger):
             request.path,
             response.status,
             time * 1000,
+            extra={"request_id": request.get(REQUEST_ID)},
         )
 
 

@@ -1,8 +1,9 @@
 """Structured logs (issue 17, first part): JSON lines, ids carried by contextvars, scrubbing, sampling.
 
 ``configure`` is called by ``gateway.__main__`` with ``MOOSIC_LOG_FORMAT`` (text or json). The
-request id is set by ``gateway.http.request_id``; ``conn_id`` exists for the WebSocket
-connection's lines but nothing sets it yet.
+request id is set by ``gateway.http.request_id``; ``conn_id`` by ``gateway.ws.connection``
+for the ops a socket runs (their task's context), and passed as ``extra`` on the lines its own
+callbacks log (those run in no context of the socket's).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class ContextFilter(logging.Filter):
     which copy the context at creation)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        record.conn_id = conn_id.get()
+        # A line may name its connection itself (``extra``): a socket's callbacks do not run
+        # in a context of their own.
+        record.request_id = getattr(record, "request_id", None) or request_id.get()
+        record.conn_id = getattr(record, "conn_id", None) or conn_id.get()
         return True
 
 

@@ -13,12 +13,15 @@ from aiohttp.typedefs import Handler
 from gateway import logs
 
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+REQUEST_ID = "request_id"
+"""The request's key for its id: the access log line is written after the handler returned."""
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
     rid = incoming if _VALID.fullmatch(incoming) else secrets.token_hex(8)
+    request[REQUEST_ID] = rid
     token = logs.request_id.set(rid)
     try:
         response = await handler(request)

@@ -32,6 +32,8 @@ budget per connection that the loop enforces:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import itertools
 import logging
 import random
 import time
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING, cast
 from aiohttp._websocket.helpers import websocket_mask  # C-accelerated, aiohttp is pinned
 
 from gateway.auth.tokens import LEEWAY_SECONDS
+from gateway.logs import conn_id
 from gateway.metrics import Metrics
 from gateway.ws.frames import (
     OP_BINARY,
@@ -104,6 +107,9 @@ class WsNode:
     """Seconds at an empty frame budget before the connection is closed as a flooder."""
 
 
+_CONNECTION_IDS = itertools.count(1)
+
+
 class Connection(asyncio.Protocol):
     """A signed-in WebSocket: its subscriptions, its frames in and out, and how it ends."""
 
@@ -127,6 +133,7 @@ class Connection(asyncio.Protocol):
         "_tokens",
         "_transport",
         "_wakeup",
+        "cid",
         "context",
         "expires_at",
         "session_id",
@@ -134,6 +141,8 @@ class Connection(asyncio.Protocol):
     )
 
     def __init__(self, user_id: str, node: WsNode, country: str | None = None) -> None:
+        self.cid = next(_CONNECTION_IDS)
+        """This socket's number in this process: ``conn_id`` ``c{cid}`` on its log lines."""
         self.user_id = user_id
         self._node = node
         self.context = Context(user_id, node.services, self, country)
@@ -157,6 +166,10 @@ class Connection(asyncio.Protocol):
         self.expires_at = 0
         """When the access token the socket runs on expires (0: never checked)."""
         self.session_id: str | None = None
+
+    @property
+    def log_id(self) -> str:
+        return f"c{self.cid}"
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -253,7 +266,11 @@ class Connection(asyncio.Protocol):
             self._throttled_since = now
             node.metrics.ws_frame_budget_pauses += 1
         elif now - self._throttled_since >= node.flood_close and self._state == _OPEN:
-            log.info("closing a WebSocket of %s: over its frame budget", self.user_id)
+            log.info(
+                "closing a WebSocket of %s: over its frame budget",
+                self.user_id,
+                extra={"conn_id": self.log_id},
+            )
             node.metrics.ws_flood_closes += 1
             self.close(CloseCode.FLOODING, "too many frames: slow down")
         self._pause()
@@ -367,7 +384,11 @@ class Connection(asyncio.Protocol):
         inbound.append((opcode, message))
         self._inbound_bytes += len(message) + MESSAGE_COST
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._handle_inbound())
+            # The ops it runs log with this socket's id (a task keeps the context it got).
+            context = contextvars.copy_context()
+            context.run(conn_id.set, self.log_id)
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._handle_inbound(), context=context)
 
     async def _handle_inbound(self) -> None:
         node = self._node
@@ -565,7 +586,9 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        log.info("closing a WebSocket of %s: %s", self.user_id, reason)
+        log.info(
+            "closing a WebSocket of %s: %s", self.user_id, reason, extra={"conn_id": self.log_id}
+        )
         if self._state == _OPEN:
             self._write_close(transport, code, reason)
         self._shut(transport)
