@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from gateway import logs
 
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-REQUEST_ID = "request_id"
+REQUEST_ID = web.RequestKey("request_id", str)
 """The request's key for its id: the access log line is written after the handler returned."""
 
 

@@ -4,8 +4,8 @@ they were sent (query string, header, body)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
 from pathlib import Path
 
 import aiohttp
@@ -52,7 +52,7 @@ async def test_json_lines_carry_ids_and_no_secret(tmp_path: Path) -> None:
             code, _reason, _ = ws.read_close()
             assert code == 1002
             ws.close()
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
     finally:
         node.stop()
 
