@@ -6,6 +6,7 @@ Map of the package (one sub-package per job; each has its own map):
 - ``app``: the application factory and one cleanup context per resource.
 - ``keys``: every typed ``AppKey``.
 - ``metrics``: the counters and gauges served at ``GET /metrics``.
+- ``emf``: the same metrics as CloudWatch Embedded Metric Format lines on stdout (optional).
 - ``logs``: log lines as text or JSON (``MOOSIC_LOG_FORMAT``), scrubbed of tokens, sampled in floods.
 - ``ws``: the WebSocket transport (upgrade, frame codec, connection, op registry).
 - ``http``: the HTTP transport (request helpers, errors, server limits, REST routes, OpenAPI).

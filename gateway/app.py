@@ -22,6 +22,7 @@ from gateway.auth.tokens import LEEWAY_SECONDS, TokenService
 from gateway.clickstream import service as clickstream_service
 from gateway.clickstream.service import CLICKSTREAM
 from gateway.clickstream.tally import Tally
+from gateway.emf import EmfWriter
 from gateway.fanout.broker import Broker
 from gateway.fanout.broker_cluster import ClusterBroker
 from gateway.fanout.broker_memory import MemoryBroker
@@ -108,11 +109,25 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(partial(_hub_ctx, redis))
     app.cleanup_ctx.append(partial(_services_ctx, redis))
+    if settings.emf_interval > 0:
+        emf = EmfWriter(
+            metrics,
+            interval=settings.emf_interval,
+            node=clickstream.node,
+            region=settings.region,
+        )
+        app.cleanup_ctx.append(partial(_emf_ctx, emf))
     app.on_shutdown.append(_close_websockets)
     mount(app.router, openapi.TABLES)  # every route, /ws included (gateway.http.routes)
     media.setup(app)  # its cleanup context runs after the services'
     web_pages.setup(app)  # /, /app/*, /sdk/moosic.js
     return app
+
+
+async def _emf_ctx(emf: EmfWriter, app: web.Application) -> AsyncIterator[None]:
+    await emf.start()
+    yield
+    await emf.close()
 
 
 def _country_of(ctx: Context) -> str | None:

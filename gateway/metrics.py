@@ -53,17 +53,29 @@ class Metrics:
     counters: dict[str, Callable[[], float]] = field(default_factory=dict)
     """Counters kept elsewhere (handlers), read when scraped."""
 
+    def counter_values(self) -> dict[str, float]:
+        """Every counter now, by its short name (``moosic_{name}_total`` at ``/metrics``): the
+        fields first, then the counters kept elsewhere."""
+        values: dict[str, float] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in _READERS
+        }
+        for counter, read in sorted(self.counters.items()):
+            values[counter] = read()
+        return values
+
+    def gauge_values(self) -> dict[str, float]:
+        """Every gauge now, by its short name (``moosic_{name}`` at ``/metrics``)."""
+        return {gauge: read() for gauge, read in sorted(self.gauges.items())}
+
     def render(self) -> str:
         lines = []
-        for f in fields(self):
-            if f.name in ("gauges", "counters"):
-                continue
-            name = f"moosic_{f.name}_total"
-            lines += [f"# TYPE {name} counter", f"{name} {getattr(self, f.name)}"]
-        for counter, read in sorted(self.counters.items()):
+        for counter, value in self.counter_values().items():
             name = f"moosic_{counter}_total"
-            lines += [f"# TYPE {name} counter", f"{name} {read()}"]
-        for gauge, read in sorted(self.gauges.items()):
+            lines += [f"# TYPE {name} counter", f"{name} {value}"]
+        for gauge, value in self.gauge_values().items():
             name = f"moosic_{gauge}"
-            lines += [f"# TYPE {name} gauge", f"{name} {read()}"]
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"
+
+
+_READERS = ("gauges", "counters")

@@ -146,6 +146,7 @@ class Settings:
     clickstream_rotate_seconds: float = 3600.0
     clickstream_dedupe_size: int = 100_000
     trending_window: float = 3600.0
+    emf_interval: float = 0.0
     clickstream_stream: str | None = None
     clickstream_kinesis_region: str = "us-east-1"
     clickstream_kinesis_endpoint: str | None = None
@@ -796,6 +797,11 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "clickstream_dedupe_size",
         _int(0, 10_000_000),
         "(user, event id) pairs a node remembers to drop repeated events; 0 = no dedupe",
+    ),
+    "EMF_INTERVAL": (
+        "emf_interval",
+        _float(0, 3600),
+        "seconds between two CloudWatch Embedded Metric Format lines on stdout; 0 = none",
     ),
     "TRENDING_WINDOW": (
         "trending_window",
