@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +38,7 @@ from gateway.ws.connection import Connection
 from gateway.ws.frames import CloseCode
 from handlers import auth, chat
 from handlers import media as media_ops
-from handlers.channels import is_user_id, parse_channel
+from handlers.channels import ID_PATTERN, is_user_id, parse_channel
 from handlers.errors import INVALID_API_KEY, INVALID_PARAMS, NOT_FOUND, OpError, as_op_error
 from handlers.presence import PRESENCE_LIST_LIMIT
 
@@ -328,7 +329,7 @@ async def held(request: web.Request) -> web.Response:
 async def moderation(request: web.Request) -> web.Response:
     index = caller(request)
     video_id = request.match_info["video_id"]
-    if not 1 <= len(video_id) <= 64:
+    if re.fullmatch(ID_PATTERN, video_id) is None:
         raise OpError(INVALID_PARAMS, "not a video id - at `video_id`")
     body = await read_body(request, ModerationBody)
     audit(request, index, "moderation", video_id=video_id, decision=body.decision)
