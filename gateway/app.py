@@ -33,7 +33,7 @@ from gateway.fanout.presence import LocalPresence, PresenceTracker, RedisPresenc
 from gateway.fanout.trending import LocalTrending, RedisTrending
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
-from gateway.http import media, openapi, server
+from gateway.http import media, openapi, server, server_api
 from gateway.http import web as web_pages
 from gateway.http.errors import error_middleware
 from gateway.http.request_id import request_id_middleware
@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway for ``settings``; nothing connects until the app starts."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, rest_limits],
+        middlewares=[request_id_middleware, error_middleware, server_api.gate, rest_limits],
         client_max_size=settings.rest_max_body_bytes,
     )
     app.on_response_prepare.append(add_security_headers)
@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     mount(app.router, openapi.TABLES)  # every route, /ws included (gateway.http.routes)
     media.setup(app)  # its cleanup context runs after the services'
+    server_api.setup(app)  # /server/v1/*: trusted back ends and the admin page
     web_pages.setup(app)  # /, /app/*, /sdk/moosic.js
     return app
 

@@ -147,6 +147,10 @@ class Settings:
     clickstream_dedupe_size: int = 100_000
     trending_window: float = 3600.0
     emf_interval: float = 0.0
+    # Server API for trusted back ends (issue 17): gateway/http/server_api.py.
+    server_api_keys: tuple[str, ...] = ()
+    server_api_port: int | None = None
+    server_api_host: str = "127.0.0.1"
     clickstream_stream: str | None = None
     clickstream_kinesis_region: str = "us-east-1"
     clickstream_kinesis_endpoint: str | None = None
@@ -275,6 +279,25 @@ def _previous_secrets(text: str) -> tuple[str, ...]:
     if short:
         raise ValueError(f"every secret must be at least 32 characters (not number {short[0]})")
     return secrets_
+
+
+def _api_keys(text: str) -> tuple[str, ...]:
+    # Never quotes a key: the message names the key by its position only.
+    keys = tuple(part.strip() for part in text.split(",") if part.strip())
+    short = [i + 1 for i, part in enumerate(keys) if len(part) < 32]
+    if short:
+        raise ValueError(f"every key must be at least 32 characters (not number {short[0]})")
+    if any(not part.isascii() or not part.isprintable() for part in keys):
+        raise ValueError("keys must be printable ASCII")
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key is listed twice")
+    return keys
+
+
+def _optional_port(text: str) -> int | None:
+    if not text:
+        return None
+    return _int(1, 65535)(text)
 
 
 def _jwks_url(text: str) -> str | None:
@@ -833,13 +856,34 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _float(0.001, 60),
         "seconds before the first retry of failed records; doubled each retry (jittered)",
     ),
+    "SERVER_API_KEYS": (
+        "server_api_keys",
+        _api_keys,
+        (
+            "API keys of the server API (/server/v1), comma-separated, each at least 32 "
+            "characters; several at once to rotate; unset = the server API is off (404)"
+        ),
+    ),
+    "SERVER_API_PORT": (
+        "server_api_port",
+        _optional_port,
+        (
+            "a second port serving only the server API and the admin page (then not on "
+            "MOOSIC_PORT); unset = served on MOOSIC_PORT"
+        ),
+    ),
+    "SERVER_API_HOST": (
+        "server_api_host",
+        _nonempty,
+        "address MOOSIC_SERVER_API_PORT listens on (keep it private)",
+    ),
 }
 
 PREFIX = "MOOSIC_"
 
 # Settings whose values carry secrets (keys, passwords in URLs): a bad value is named, not shown,
 # so the startup log never holds it.
-_UNECHOED = frozenset({"JWT_SECRET", "JWT_PREVIOUS_SECRETS", "REDIS_URL"})
+_UNECHOED = frozenset({"JWT_SECRET", "JWT_PREVIOUS_SECRETS", "REDIS_URL", "SERVER_API_KEYS"})
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -917,6 +961,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         problems.append(
             f"{PREFIX}CLICKSTREAM_FLUSH_EVENTS: at most {PREFIX}CLICKSTREAM_BUFFER ({buffer})"
         )
+    api_port = values.get("server_api_port")
+    if api_port is not None and api_port == values.get("port", defaults.port):
+        problems.append(f"{PREFIX}SERVER_API_PORT: must differ from {PREFIX}PORT")
     if problems:
         raise SettingsError(problems)
     return Settings(**values)

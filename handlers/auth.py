@@ -131,6 +131,25 @@ async def _end_session(services: Services, session_id: str, user_id: str) -> Non
         await services.sessions.revoke(session_id, user_id)
 
 
+SESSIONS_PER_ROUND = 100
+"""Families a store call ends at once while ending all of a user's sessions."""
+
+
+async def end_user_sessions(services: Services, user_id: str) -> int:
+    """End every login session of ``user_id`` as ``logout`` ends one (refresh tokens, access
+    tokens, sockets); return how many were ended. Asking twice is harmless."""
+    ended = 0
+    while True:
+        families = await services.store.end_user_sessions(
+            user_id, int(time.time()), limit=SESSIONS_PER_ROUND
+        )
+        for family in families:
+            await _end_session(services, family, user_id)
+        ended += len(families)
+        if len(families) < SESSIONS_PER_ROUND:
+            return ended
+
+
 async def logout(services: Services, params: LogoutParams, identity: Identity | None) -> Result:
     """End a login session: its refresh tokens, its access tokens and its sockets.
 

@@ -197,15 +197,23 @@ async def publish(ctx: Context, params: PublishParams) -> Result:
     await authorize_write(ctx, channel)
     services = ctx.services
     body = message_body(params.data, services.limits.max_message_bytes)
-    stored = await services.store.append(channel.name, ctx.user_id, body, params.client_msg_id)
+    return await post(services, channel.name, ctx.user_id, body, params.client_msg_id)
+
+
+async def post(
+    services: Services, channel: str, sender: str, body: bytes, client_msg_id: str | None
+) -> Result:
+    """Store a checked message body from ``sender``, then fan it out: ``publish``'s answer.
+
+    ``publish`` and the server API's publish as ``system`` both come through here.
+    """
+    stored = await services.store.append(channel, sender, body, client_msg_id)
     message = stored.message
     if not stored.duplicate:
         # Acknowledged only after the store accepted it; fan-out follows the write.
-        await services.fanout.publish(
-            channel.name, event_message(message), message.offset, stored.epoch
-        )
+        await services.fanout.publish(channel, event_message(message), message.offset, stored.epoch)
     return {
-        "channel": channel.name,
+        "channel": channel,
         "message_id": message.id,
         "offset": message.offset,
         "epoch": stored.epoch,
@@ -221,13 +229,17 @@ async def history(ctx: Context, params: HistoryParams) -> Result:
     if params.limit > limit:
         raise OpError(INVALID_PARAMS, f"limit is at most {limit} - at `$.limit`")
     await authorize_read(ctx, channel)
-    messages = await ctx.services.store.history(
-        channel.name, limit=params.limit, before=params.before
-    )
+    return await history_page(ctx.services, channel.name, params.limit, params.before)
+
+
+async def history_page(services: Services, channel: str, limit: int, before: str | None) -> Result:
+    """One page of a channel's history, newest first: ``history``'s answer (and the server
+    API's)."""
+    messages = await services.store.history(channel, limit=limit, before=before)
     return {
-        "channel": channel.name,
+        "channel": channel,
         "messages": [message_fields(m) for m in messages],
-        "next_before": messages[-1].id if len(messages) == params.limit else None,
+        "next_before": messages[-1].id if len(messages) == limit else None,
     }
 
 

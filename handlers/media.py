@@ -6,6 +6,11 @@ second worker changes nothing) and then tells the owner on ``user:{owner}``, as 
 (so an owner who was offline finds "your video is ready" in the channel's history). A video
 that reaches ``ready`` is posted to its owner's followers' feeds (:mod:`handlers.feed`); one
 that is rejected, fails or waits for moderation never is.
+
+A video held for review (the local backend's ``MOOSIC_MEDIA_MODERATION=hold``) is also noted in
+the review queue (:data:`REVIEW_CHANNEL`, a stored channel no client can name), which the
+server API lists; its decision (:func:`decide`) is recorded through the same ledger, so an
+approved video is told to its owner and posted to its followers' feeds as when media approves it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from handlers.errors import (
     UNSUPPORTED_MEDIA_TYPE,
     UPLOAD_REFUSED,
     UPLOAD_TOO_LARGE,
+    VIDEO_NOT_HELD,
     VIDEO_NOT_READY,
     ErrorKind,
     OpError,
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 
 NOTIFIER = "system"
 """The ``from`` of the server's own events in ``user:`` channels (user ids are never this)."""
+REVIEW_CHANNEL = "~review"
+"""Stored channel of the videos held for review, one event per video (``{"video_id"}``)."""
 
 _KINDS: dict[type[MediaError], ErrorKind] = {
     UnsupportedType: UNSUPPORTED_MEDIA_TYPE,
@@ -97,7 +105,22 @@ class StoreLedger:
             await self.notify(change)
             if change.state is VideoState.READY:
                 await self.post(change.video_id)
+            elif change.state is VideoState.MODERATING and change.detail.get("review") == "pending":
+                await self.hold(change)
         return moved
+
+    async def hold(self, change: Change) -> None:
+        """Note a video waiting for review in the review queue (once per video)."""
+        try:
+            await self._store.append(
+                REVIEW_CHANNEL,
+                NOTIFIER,
+                orjson.dumps({"video_id": change.video_id, "owner": change.owner}),
+                f"video:{change.video_id}:held",
+            )
+        except Exception:
+            # The video stays held (and reviewable by id); only the listing misses it.
+            log.exception("could not add video %s to the review queue", change.video_id)
 
     async def post(self, video_id: str) -> None:
         """Post a video that just became ready to its owner's followers (in the background)."""
@@ -163,3 +186,45 @@ async def playback(ctx: Context, media: MediaBackend, video_id: str, base_url: s
         raise OpError(VIDEO_NOT_READY, f"the video is {video.status.value}, not ready")
     links = await media.playback(video.owner, video.id, base_url)
     return links.to_dict()
+
+
+async def held_videos(store: Store, limit: int, before: str | None) -> Result:
+    """One page of the review queue, newest first: the videos of it still waiting."""
+    entries = await store.history(REVIEW_CHANNEL, limit=limit, before=before)
+    videos: list[Result] = []
+    for entry in entries:
+        video_id = str(orjson.loads(entry.data).get("video_id", ""))
+        video = await store.get_video(video_id) if video_id else None
+        if video is not None and video.status is VideoStatus.MODERATING:
+            videos.append(
+                {
+                    "video_id": video.id,
+                    "owner": video.owner,
+                    "title": video.title,
+                    "created_at": video.created_at,
+                    "held_at": entry.ts,
+                }
+            )
+    return {
+        "videos": videos,
+        "next_before": entries[-1].id if len(entries) == limit else None,
+    }
+
+
+async def decide(
+    store: Store, ledger: StoreLedger, video_id: str, approve: bool, reason: str | None
+) -> Result:
+    """Record a review's decision on a held video: ``ready`` or ``rejected``."""
+    video = await store.get_video(video_id)
+    if video is None:
+        raise OpError(NOT_FOUND, "no such video")
+    if video.status is not VideoStatus.MODERATING:
+        raise OpError(VIDEO_NOT_HELD, f"the video is {video.status.value}, not held for review")
+    state = VideoState.READY if approve else VideoState.REJECTED
+    detail: dict[str, object] = {"moderation": "approved" if approve else "rejected"}
+    if not approve and reason is None:
+        reason = "the video breaks the content rules"
+    change = Change(video.id, video.owner, VideoState.MODERATING, state, reason, detail)
+    if not await ledger.record(change):
+        raise OpError(VIDEO_NOT_HELD, "the video moved on while being decided")
+    return {"video_id": video.id, "owner": video.owner, "state": state.value}

@@ -182,6 +182,11 @@ class RefreshTokenStore(Protocol):
 
     async def revoke_family(self, family_id: str) -> None: ...
 
+    async def end_user_sessions(self, user_id: str, now: int, *, limit: int) -> list[str]:
+        """Revoke up to ``limit`` families of ``user_id`` that still hold a usable refresh
+        token and return their ids; call again while it returns ``limit`` of them."""
+        ...
+
 
 class GroupStore(Protocol):
     async def create_group(self, name: str, owner: str, members: list[str]) -> Group:

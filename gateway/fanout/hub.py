@@ -86,6 +86,10 @@ class Member(Subscriber, Protocol):
         """Drop the connection at once."""
         ...
 
+    def disconnect(self, code: int, reason: str) -> None:
+        """Close on the server's word (the server API) with ``code`` and ``reason``."""
+        ...
+
 
 class _Watch:
     """A long-poll waiter: wakes on the channel's next event."""
@@ -373,6 +377,22 @@ class Hub:
         command = orjson.dumps({"kick": user_id, "channel": channel, "reason": reason})
         await self.broker.publish(CONTROL_CHANNEL, command)
 
+    async def disconnect(self, user_id: str, code: int, reason: str) -> None:
+        """Close every socket of ``user_id`` on every node (this one included, through the
+        broker like the others) with ``code`` and ``reason``."""
+        command = orjson.dumps({"disconnect": user_id, "code": code, "reason": reason})
+        await self.broker.publish(CONTROL_CHANNEL, command)
+
+    def channels_snapshot(self, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` of this node's channels with their local subscriber counts, the
+        most subscribed first (long-poll waiters count; recovering subscribers too)."""
+        counts = [
+            (name, len(state.subscribers) + len(state.pending or ()))
+            for name, state in self._channels.items()
+        ]
+        counts.sort(key=lambda item: (-item[1], item[0]))
+        return counts[:limit]
+
     def _on_broker_message(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
         if channel == CONTROL_CHANNEL:
             self._on_control(payload)
@@ -506,9 +526,18 @@ class Hub:
     def _on_control(self, payload: bytes) -> None:
         try:
             command = orjson.loads(payload)
+            if "disconnect" in command:
+                self._on_disconnect(command["disconnect"], command["code"], command["reason"])
+                return
             user_id, channel, reason = command["kick"], command["channel"], command["reason"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("ignoring a malformed control message: %r", payload[:200])
             return
         for member in list(self._members.get(user_id, ())):
             member.kicked(channel, reason)
+
+    def _on_disconnect(self, user_id: object, code: object, reason: object) -> None:
+        if not isinstance(user_id, str) or not isinstance(code, int) or not isinstance(reason, str):
+            raise TypeError("a disconnect names a user, a close code and a reason")
+        for member in list(self._members.get(user_id, ())):
+            member.disconnect(code, reason)

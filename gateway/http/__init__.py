@@ -14,6 +14,8 @@ Map of the package:
 - ``social``: videos, likes, comments and shares (ETag, Cache-Control, 304).
 - ``follows``: follows, blocks, the home feed and re-shares.
 - ``media``: the media backend's lifecycle and the upload and playback routes.
+- ``server_api``: the server API for trusted back ends (``/server/v1``, API keys, audit) and
+  its admin page (files in ``admin/``).
 - ``web``: the web app (``/``, ``/app/*``) and the JavaScript SDK, with the page's CSP.
 - ``openapi``: every route table in mount order, and the OpenAPI document built from them.
 """

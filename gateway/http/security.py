@@ -17,9 +17,10 @@ IDENTITY = web.RequestKey("identity", Identity)
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/ws"})
 """Probes and scrapers are not counted; WebSocket opens have their own rules."""
-UNLIMITED_PREFIXES = ("/v1/media/play/",)
+UNLIMITED_PREFIXES = ("/v1/media/play/", "/server/")
 """Signed, short-lived playback links: an HLS player fetches many segments, and many viewers
-can share one carrier address; the signature and its expiry are the control there."""
+can share one carrier address; the signature and its expiry are the control there. The server
+API (trusted back ends, few addresses, many calls) is guarded by its API keys instead."""
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -74,7 +74,15 @@ UPLOAD_PATH = "/v1/media/uploads/local"
 """Its body is a video: it checks its own, larger size limit (gateway/http/media.py)."""
 EVENTS_PATH = "/v1/events"
 """Clickstream batches: up to 1 MiB, above the REST limit (gateway/http/rest.py)."""
-_BODY_LIMITS: dict[str, int | None] = {UPLOAD_PATH: None, EVENTS_PATH: EVENTS_MAX_BODY_BYTES}
+BROADCAST_PATH = "/server/v1/broadcast"
+"""The server API's broadcast: up to 1,000 channel names, above the REST limit
+(gateway/http/server_api.py)."""
+BROADCAST_MAX_BODY_BYTES = 512 * 1024
+_BODY_LIMITS: dict[str, int | None] = {
+    UPLOAD_PATH: None,
+    EVENTS_PATH: EVENTS_MAX_BODY_BYTES,
+    BROADCAST_PATH: BROADCAST_MAX_BODY_BYTES,
+}
 """Paths whose bodies have their own limit (None: checked by the route itself)."""
 REFUSED_LINGER = 1.0
 """Seconds a refused connection stays open after its answer (so the answer is read, not reset)."""
@@ -517,11 +525,18 @@ def setup(app: web.Application) -> None:
 # -- running -------------------------------------------------------------------------------------
 
 
-async def _serve(runner: GatewayRunner, host: str, port: int) -> None:
+async def _serve(runner: GatewayRunner, settings: Settings) -> None:
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=128)  # as web.run_app; see FD_RESERVE
+        # as web.run_app; see FD_RESERVE
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=128)
         await site.start()
+        if settings.server_api_port is not None:
+            # The server API's own port (gateway/http/server_api.py decides what each serves).
+            private = web.TCPSite(
+                runner, settings.server_api_host, settings.server_api_port, backlog=128
+            )
+            await private.start()
         # Everything made at start-up (modules, settings, the app) lives as long as the
         # process: keep it out of the collector's full passes, which otherwise scan it all
         # (measured: 22-27 ms pauses of the event loop during a clickstream flood; none after).
@@ -544,7 +559,7 @@ def run(
         shutdown_timeout=settings.shutdown_timeout,
         keepalive_timeout=settings.http_keepalive_timeout,
     )
-    main = loop.create_task(_serve(runner, settings.host, settings.port))
+    main = loop.create_task(_serve(runner, settings))
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(main)

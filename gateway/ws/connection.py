@@ -514,6 +514,14 @@ class Connection(asyncio.Protocol):
         self._node.metrics.ws_auth_closes += 1
         self.close(CloseCode.SESSION_REVOKED, "session revoked: sign in again")
 
+    def disconnect(self, code: int, reason: str) -> None:
+        """Close on a trusted back end's word: 4501 (its sessions ended) or 4503."""
+        if code == CloseCode.SESSION_REVOKED:
+            self._node.metrics.ws_auth_closes += 1
+            self.close(CloseCode.SESSION_REVOKED, reason)
+        else:
+            self.close(CloseCode.DISCONNECTED, reason)
+
     def kicked(self, channel: str, reason: str) -> None:
         if self.unsubscribe(channel):
             self.send_payload(unsubscribed_message(channel, reason))

@@ -42,6 +42,9 @@ class CloseCode(IntEnum):
     FLOODING = 4502
     """The client sent frames faster than its frame budget (``MOOSIC_WS_FRAMES_PER_SECOND``)
     for ``MOOSIC_WS_FLOOD_CLOSE_SECONDS`` on end: slow down before reconnecting."""
+    DISCONNECTED = 4503
+    """A trusted back end disconnected the user (the server API's ``disconnect``): do not
+    reconnect on your own; the reason says why."""
 
 
 def accept_key(key: str) -> str:

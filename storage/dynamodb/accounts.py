@@ -3,6 +3,8 @@
 An account is two items holding the whole record, by id and by name (the name item's condition
 makes names unique). A refresh token is claimed by one conditional write whose random marker
 tells a retry of the same call from a second use; a reused token revokes its family.
+Each user's families are also listed in one item of the refresh-token table (a string set that
+expires with the user's last token), so that all of a user's sessions can be ended at once.
 """
 
 from __future__ import annotations
@@ -112,6 +114,21 @@ class DynamoDBAccounts(DynamoDBBase):
             existing = exc.response.get("Item") or {}
             if opt_s(existing, "put_by") != marker:  # not this call's own attempt, retried
                 raise Conflict("the refresh token already exists") from exc
+        # The user's family list (a set: adding a family twice, or a retry, changes nothing);
+        # it lives as long as the user's newest token.
+        await self._call(
+            "update_item",
+            {
+                "TableName": self._tables[keys.REFRESH_TOKENS],
+                "Key": {"pk": s(keys.sessions_pk(user_id))},
+                "UpdateExpression": "ADD families :family SET #purge = :purge",
+                "ExpressionAttributeNames": {"#purge": keys.PURGE_ATTRIBUTE},
+                "ExpressionAttributeValues": {
+                    ":family": {"SS": [family_id]},
+                    ":purge": n(expires_at + self._config.refresh_token_grace),
+                },
+            },
+        )
 
     async def use_refresh_token(self, token_hash: str, now: int) -> RefreshUse:
         # One transaction claims the token only while its family is not revoked, so a claim
@@ -192,3 +209,27 @@ class DynamoDBAccounts(DynamoDBBase):
                 },
             },
         )
+
+    async def end_user_sessions(self, user_id: str, now: int, *, limit: int) -> list[str]:
+        # Every family listed (some may have expired already: revoking those is harmless);
+        # each one ended leaves the list, so the next call goes on with the rest.
+        table = self._tables[keys.REFRESH_TOKENS]
+        key = {"pk": s(keys.sessions_pk(user_id))}
+        found = await self._call(
+            "get_item", {"TableName": table, "Key": key, "ConsistentRead": True}
+        )
+        listed = (found.get("Item") or {}).get("families", {}).get("SS", [])
+        families = sorted(str(family) for family in listed)[:limit]
+        for family in families:
+            await self.revoke_family(family, now=now)
+        if families:
+            await self._call(
+                "update_item",
+                {
+                    "TableName": table,
+                    "Key": key,
+                    "UpdateExpression": "DELETE families :ended",
+                    "ExpressionAttributeValues": {":ended": {"SS": families}},
+                },
+            )
+        return families

@@ -112,6 +112,11 @@ def family_pk(family_id: str) -> str:
     return f"f#{family_id}"
 
 
+def sessions_pk(user_id: str) -> str:
+    """The item listing a user's token families (refresh-token table), to end them all."""
+    return f"s#{user_id}"
+
+
 GROUP_SK = "group"
 COUNT_SK = "count"
 

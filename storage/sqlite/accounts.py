@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     used INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family_id);
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_user ON refresh_tokens (user_id);
 CREATE TABLE IF NOT EXISTS revoked_families (
     family_id TEXT PRIMARY KEY,
     revoked_at INTEGER NOT NULL
@@ -130,3 +131,24 @@ class SQLiteAccounts(SQLiteBase):
                 (family_id, int(time.time())),
             )
         )
+
+    async def end_user_sessions(self, user_id: str, now: int, *, limit: int) -> list[str]:
+        def run() -> list[str]:
+            conn = self._conn()
+            with immediate(conn):
+                rows = conn.execute(
+                    "SELECT DISTINCT family_id FROM refresh_tokens AS t"
+                    " WHERE user_id = ? AND used = 0 AND expires_at > ?"
+                    " AND NOT EXISTS"
+                    " (SELECT 1 FROM revoked_families AS r WHERE r.family_id = t.family_id)"
+                    " LIMIT ?",
+                    (user_id, now, limit),
+                ).fetchall()
+                families = [str(row[0]) for row in rows]
+                conn.executemany(
+                    "INSERT OR IGNORE INTO revoked_families VALUES (?, ?)",
+                    [(family, now) for family in families],
+                )
+            return families
+
+        return await self._run(run)

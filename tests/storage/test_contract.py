@@ -894,3 +894,21 @@ async def test_posts_are_listed_per_author_and_wide_authors_per_follower(store: 
     assert await store.list_posts("nina", limit=5, before=None) == [narrow]
     assert await store.wide_followees("ann") == ["walt"]
     assert await store.wide_followees("bob") == []
+
+
+async def test_ending_every_session_of_a_user(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("a1", "u1", "fa", now + 60)
+    await store.add_refresh_token("b1", "u1", "fb", now + 60)
+    await store.add_refresh_token("c1", "u2", "fc", now + 60)
+
+    first = await store.end_user_sessions("u1", now, limit=1)
+    second = await store.end_user_sessions("u1", now, limit=1)
+    assert len(first) == 1
+    assert len(second) == 1
+    assert sorted(first + second) == ["fa", "fb"]
+    assert await store.end_user_sessions("u1", now, limit=10) == []
+
+    assert (await store.use_refresh_token("a1", now)).state is RefreshState.REUSED
+    assert (await store.use_refresh_token("b1", now)).state is RefreshState.REUSED
+    assert (await store.use_refresh_token("c1", now)).state is RefreshState.OK  # another user

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from gateway.app import create_app
+from gateway.http import server_api
 from gateway.http import web as web_pages
 from gateway.settings import FIELDS, PREFIX, Settings
 from gateway.ws.frames import CloseCode
@@ -45,5 +46,5 @@ def test_every_route_is_documented() -> None:
         if route.method != "HEAD" and route.resource is not None
     }
     documented = set(re.findall(r"^\| `(GET|POST|DELETE|PUT) (/[^`? ]*)", PROTOCOL, re.MULTILINE))
-    assert routes - {("GET", "/ws")} - web_pages.pages() == documented
+    assert routes - {("GET", "/ws")} - web_pages.pages() - server_api.pages() == documented
     assert "GET /ws" in PROTOCOL

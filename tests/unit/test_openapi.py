@@ -9,6 +9,7 @@ import pytest
 import schemathesis
 
 from gateway.app import create_app
+from gateway.http import server_api
 from gateway.http import web as web_pages
 from gateway.http.openapi import document
 from gateway.settings import Settings
@@ -29,7 +30,7 @@ def test_every_route_is_in_the_openapi_document_and_nothing_else() -> None:
     }
     paths = document(SETTINGS)["paths"]
     documented = {(method, path) for path, methods in paths.items() for method in methods}
-    pages = {(method.lower(), path) for method, path in web_pages.pages()}
+    pages = {(method.lower(), path) for method, path in web_pages.pages() | server_api.pages()}
     assert routes - pages == documented
 
 
