@@ -64,7 +64,8 @@ class AuthParams(Params, tag="auth"):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
 
-def _hash_token(token: str) -> str:
+def hash_token(token: str) -> str:
+    """What the store keeps of a token it hands out: its SHA-256, never the token itself."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -72,7 +73,7 @@ async def _token_pair(services: Services, user_id: str, username: str, family_id
     access, expires_in = services.tokens.issue_access_token(user_id, family_id)
     refresh = secrets.token_urlsafe(32)
     await services.store.add_refresh_token(
-        _hash_token(refresh),
+        hash_token(refresh),
         user_id,
         family_id,
         int(time.time()) + services.limits.refresh_token_ttl,
@@ -106,9 +107,7 @@ async def login(services: Services, params: Credentials) -> Result:
 
 
 async def refresh(services: Services, params: RefreshParams) -> Result:
-    use = await services.store.use_refresh_token(
-        _hash_token(params.refresh_token), int(time.time())
-    )
+    use = await services.store.use_refresh_token(hash_token(params.refresh_token), int(time.time()))
     if use.state is RefreshState.REUSED and use.family_id and use.user_id:
         # Someone holds a copy of this login's tokens: end the session everywhere now.
         await _end_session(services, use.family_id, use.user_id)
@@ -131,6 +130,33 @@ async def _end_session(services: Services, session_id: str, user_id: str) -> Non
         await services.sessions.revoke(session_id, user_id)
 
 
+SESSION_PAGE = 100
+"""Sessions read from the store at a time when ending every session of a user."""
+
+
+async def end_all_sessions(services: Services, user_id: str) -> int:
+    """End every login session of the user, each as logout ends one; return how many.
+
+    A session that can still hold a valid access token has a refresh token that has not
+    expired, or has expired within the access-token lifetime: those are the ones listed.
+    A login that checked the old password just before this call and stores its refresh token
+    just after may survive it (it is the account holder's own new session in every other case).
+    """
+    since = int(time.time()) - services.limits.access_token_ttl
+    ended = 0
+    after: str | None = None
+    while True:
+        page = await services.store.list_sessions(
+            user_id, since=since, limit=SESSION_PAGE, after=after
+        )
+        for session_id in page:
+            await _end_session(services, session_id, user_id)
+        ended += len(page)
+        if len(page) < SESSION_PAGE:
+            return ended
+        after = page[-1]
+
+
 async def logout(services: Services, params: LogoutParams, identity: Identity | None) -> Result:
     """End a login session: its refresh tokens, its access tokens and its sockets.
 
@@ -139,7 +165,7 @@ async def logout(services: Services, params: LogoutParams, identity: Identity | 
     """
     if params.refresh_token is not None:
         use = await services.store.use_refresh_token(
-            _hash_token(params.refresh_token), int(time.time())
+            hash_token(params.refresh_token), int(time.time())
         )
         if use.family_id is None or use.user_id is None:
             raise OpError(INVALID_REFRESH_TOKEN, "unknown refresh token")
