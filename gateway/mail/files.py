@@ -1,7 +1,8 @@
 """The default mail sink: each message as one ``.eml`` file in a folder (``MOOSIC_MAIL_DIR``).
 
 A file is written under a temporary name and renamed into place, so a reader of the folder
-never sees half a message. Names sort by time: ``{ms}-{kind}-{random}.eml``.
+never sees half a message. Names sort by time: ``{ms}-{kind}-{random}.eml``. The folder is
+made with the first message (a node that sends none leaves no folder behind).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class EmlFiles:
         self.folder = Path(folder)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
+        return None
 
     async def close(self) -> None:
         return None
@@ -38,6 +39,7 @@ class EmlFiles:
             raise MailError(f"cannot write {name}: {exc}") from exc
 
     def _write(self, name: str, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / name
         partial = self.folder / f".{name}.part"
         with open(partial, "wb") as file:
