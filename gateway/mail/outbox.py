@@ -14,7 +14,8 @@ in it are short-lived, so a fresh request is the remedy. Logs name the kind of m
 recipient's domain, never the address or the token.
 
 On shutdown the queue stops taking mail and is drained for at most the shutdown timeout;
-whatever is left is counted as dropped (the queue is in memory: a crashed node loses it).
+whatever is left, queued or being delivered, is counted as dropped (the queue is in memory: a
+crashed node loses it, uncounted).
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ class MailQueue:
             mail = await self._queue.get()
             try:
                 await self._deliver(mail)
+            except asyncio.CancelledError:  # the node stops with this mail unsent
+                self.stats.dropped += 1
+                raise
             except Exception:  # never lose the worker to one mail
                 self.stats.failed += 1
                 log.exception("%s mail to @%s could not be built", mail.kind, _domain(mail.to))
