@@ -38,7 +38,7 @@ METHOD_NOT_ALLOWED = ErrorKind("method_not_allowed", 405, False)
 USERNAME_TAKEN = ErrorKind("username_taken", 409, False)
 INVALID_EMAIL = ErrorKind("invalid_email", 400, False)
 EMAIL_TAKEN = ErrorKind("email_taken", 409, False)
-INVALID_EMAIL_TOKEN = ErrorKind("invalid_email_token", 400, False)
+INVALID_EMAIL_TOKEN = ErrorKind("invalid_email_token", 401, False)
 """A mailed token that does not exist, is for another purpose, or no longer applies."""
 EMAIL_TOKEN_USED = ErrorKind("email_token_used", 410, False)
 EMAIL_TOKEN_EXPIRED = ErrorKind("email_token_expired", 410, False)

@@ -171,6 +171,16 @@ def _message_data(schema: Schema, settings: Settings) -> Schema:
     }
 
 
+def _email(schema: Schema, settings: Settings) -> Schema:
+    return {
+        "type": "string",
+        "maxLength": recovery.MAX_EMAIL_LENGTH,
+        "pattern": recovery.EMAIL_PATTERN,
+        "not": {"pattern": "\\.\\."},
+        "description": "an email address (docs/protocol.md: the rule); no two dots in a row",
+    }
+
+
 def _history_limit(schema: Schema, settings: Settings) -> Schema:
     return {"type": "integer", "minimum": 1, "maximum": settings.history_max_limit}
 
@@ -327,6 +337,7 @@ async def logout(request: web.Request) -> Reply:
     errors=(*SIGNED_IN, 409, 413),
     params=recovery.EmailParams,
     in_body=True,
+    fields={"email": _email},
     tag="auth",
 )
 async def set_email(request: web.Request) -> Reply:
@@ -342,7 +353,7 @@ async def set_email(request: web.Request) -> Reply:
     "/v1/account/email/verify",
     "Verify the account's email address with the mailed token (no access token needed)",
     ok={200: "EmailVerified"},
-    errors=(400, 409, 410, 413, 429, 503),
+    errors=(400, 401, 409, 410, 413, 429, 503),
     auth=False,
     params=recovery.TokenParams,
     in_body=True,
@@ -363,6 +374,7 @@ async def verify_email(request: web.Request) -> Reply:
     auth=False,
     params=recovery.EmailParams,
     in_body=True,
+    fields={"email": _email},
     tag="auth",
 )
 async def password_reset(request: web.Request) -> Reply:
@@ -378,7 +390,7 @@ async def password_reset(request: web.Request) -> Reply:
     "/v1/auth/password-reset/confirm",
     "Set a new password with a mailed reset token; ends every session of the account",
     ok={200: "PasswordReset"},
-    errors=(400, 403, 410, 413, 429, 503),
+    errors=(400, 401, 403, 410, 413, 429, 503),
     auth=False,
     params=recovery.ResetConfirmParams,
     in_body=True,

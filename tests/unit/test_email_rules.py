@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from handlers.errors import OpError
-from handlers.recovery import MAX_EMAIL_LENGTH, normalise_email
+from handlers.recovery import EMAIL_PATTERN, MAX_EMAIL_LENGTH, normalise_email
 
 
 @pytest.mark.parametrize(
@@ -21,6 +23,7 @@ from handlers.recovery import MAX_EMAIL_LENGTH, normalise_email
 )
 def test_accepted_addresses(given: str, stored: str) -> None:
     assert normalise_email(given) == stored
+    assert re.search(EMAIL_PATTERN, given)  # the documented schema accepts it too
 
 
 def _long_address(length: int) -> str:
@@ -47,7 +50,8 @@ def _long_address(length: int) -> str:
         "dara@-example.com",
         "dara@example-.com",
         "dara@example..com",
-        "dara@example.123",  # an all-digit top label
+        "dara@example.123",  # the top label starts with a letter
+        "dara@example.1com",
         '"quoted"@example.com',
         "dara@[127.0.0.1]",
         "dára@example.com",
@@ -62,6 +66,9 @@ def test_refused_addresses(given: str) -> None:
     with pytest.raises(OpError) as refused:
         normalise_email(given)
     assert refused.value.kind.code == "invalid_email"
+    # The documented schema (pattern, no "..", maxLength) refuses it too.
+    schema_ok = re.search(EMAIL_PATTERN, given) and ".." not in given and len(given) <= 254
+    assert not schema_ok
 
 
 def test_the_length_limit_is_254() -> None:
