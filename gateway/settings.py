@@ -960,6 +960,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         problems.append(
             f"{PREFIX}REDIS_URL: several nodes name a Redis Cluster: set {PREFIX}REDIS_CLUSTER=1"
         )
+    if values.get("mail_sink") == "ses" and PREFIX + "MAIL_FROM" not in environ:
+        problems.append(
+            f"{PREFIX}MAIL_FROM: required with {PREFIX}MAIL_SINK=ses (an identity SES verified)"
+        )
     if values.get("clickstream_sink") == "kinesis" and not values.get("clickstream_stream"):
         problems.append(
             f"{PREFIX}CLICKSTREAM_STREAM: required with {PREFIX}CLICKSTREAM_SINK=kinesis"

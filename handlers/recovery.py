@@ -89,6 +89,11 @@ def normalise_email(text: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
+def address_subject(email: str) -> str:
+    """What rate limits count an address by: its SHA-256, so Redis keys hold no address."""
+    return hashlib.sha256(b"moosic-address:" + email.encode()).hexdigest()[:32]
+
+
 def password_fingerprint(password_hash: str) -> str:
     """What a reset token remembers of the password it may replace (not the hash itself)."""
     return hashlib.sha256(b"moosic-reset:" + password_hash.encode()).hexdigest()[:32]

@@ -344,7 +344,8 @@ async def set_email(request: web.Request) -> Reply:
     user_id = authenticate(request).user_id
     await limit(request, "email_change", user_id)
     params = await read_body(request, recovery.EmailParams)
-    await limit(request, "mail_address", recovery.normalise_email(params.email))
+    email = recovery.normalise_email(params.email)
+    await limit(request, "mail_address", recovery.address_subject(email))
     return Reply(await recovery.set_email(request.app[SERVICES], params, user_id))
 
 
@@ -381,7 +382,8 @@ async def password_reset(request: web.Request) -> Reply:
     check_country(request)
     await limit(request, "password_reset", client_address(request))
     params = await read_body(request, recovery.EmailParams)
-    await limit(request, "mail_address", recovery.normalise_email(params.email))
+    email = recovery.normalise_email(params.email)
+    await limit(request, "mail_address", recovery.address_subject(email))
     return Reply(await recovery.request_password_reset(request.app[SERVICES], params), status=202)
 
 

@@ -122,6 +122,8 @@ class DynamoDBAccounts(DynamoDBBase):
             },
         )
         claim = response.get("Item")
+        # Without a claim the user read still runs (for the key ``u#``, which never exists):
+        # a password-reset request costs the same two reads whether or not the address is known.
         user = await self.get_user(get_s(claim, "user_id") if claim else "")
         if user is None or user.email != email or not user.email_verified:
             return None
