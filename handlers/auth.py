@@ -103,7 +103,16 @@ async def login(services: Services, params: Credentials) -> Result:
     ok = await services.passwords.verify(params.password, user.password_hash if user else None)
     if user is None or not ok:
         raise OpError(INVALID_CREDENTIALS, "wrong username or password")
-    return await _token_pair(services, user.id, user.username, secrets.token_hex(16))
+    session_id = secrets.token_hex(16)
+    pair = await _token_pair(services, user.id, user.username, session_id)
+    # A password reset between the check above and the refresh token's write would not see
+    # this session (it lists the sessions after setting the password): look again, now that
+    # the session is stored, and end it if the password it was opened with is gone.
+    now = await services.store.get_user(user.id)
+    if now is None or now.password_hash != user.password_hash:
+        await _end_session(services, session_id, user.id)
+        raise OpError(INVALID_CREDENTIALS, "wrong username or password")
+    return pair
 
 
 async def refresh(services: Services, params: RefreshParams) -> Result:
@@ -138,9 +147,9 @@ async def end_all_sessions(services: Services, user_id: str) -> int:
     """End every login session of the user, each as logout ends one; return how many.
 
     A session that can still hold a valid access token has a refresh token that has not
-    expired, or has expired within the access-token lifetime: those are the ones listed.
-    A login that checked the old password just before this call and stores its refresh token
-    just after may survive it (it is the account holder's own new session in every other case).
+    expired, or has expired within the access-token lifetime: those are the ones listed. Call
+    it after changing the password: a login that checked the old one and stores its session
+    after this listing ends that session itself (see :func:`login`).
     """
     since = int(time.time()) - services.limits.access_token_ttl
     ended = 0

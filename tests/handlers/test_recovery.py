@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from gateway.auth.revocation import Revocations
-from handlers.auth import SESSION_PAGE, end_all_sessions
+from handlers.auth import SESSION_PAGE, Credentials, end_all_sessions, login
 from handlers.errors import OpError
 from handlers.ports import Mail
 from handlers.recovery import RESET_ANSWER, EmailParams, request_password_reset
@@ -74,3 +76,44 @@ async def test_without_a_mailer_the_email_routes_are_unavailable(world: World) -
     with pytest.raises(OpError) as refused:
         await request_password_reset(world.services, EmailParams("dara@example.com"))
     assert refused.value.kind.code == "unavailable"
+
+
+class ResetDuringLogin:
+    """A password hasher whose ``verify`` lets a password reset run right after the check: the
+    interleaving in which a login holds the old password's verdict while the reset lists the
+    sessions (made deterministic, on the real store and revocation list)."""
+
+    def __init__(self, inner: Any, reset: Callable[[], Awaitable[None]]) -> None:
+        self.inner = inner
+        self.reset = reset
+
+    async def hash(self, password: str) -> str:
+        return await self.inner.hash(password)  # type: ignore[no-any-return]
+
+    async def verify(self, password: str, encoded: str | None) -> bool:
+        ok = await self.inner.verify(password, encoded)
+        await self.reset()
+        return ok  # type: ignore[no-any-return]
+
+
+async def test_a_login_that_raced_a_reset_ends_its_own_session(world: World) -> None:
+    revocations = Revocations(ttl=900, on_revoked=lambda s, u: None)
+    hasher = world.services.passwords
+    user = await world.store.create_user("dara", await hasher.hash("the old password"))
+    services = dataclasses.replace(world.services, sessions=revocations)
+
+    async def reset() -> None:
+        await world.store.set_password(user.id, await hasher.hash("the new password"))
+        assert await end_all_sessions(services, user.id) == 0  # the login's is not stored yet
+
+    racing = dataclasses.replace(services, passwords=ResetDuringLogin(hasher, reset))
+
+    with pytest.raises(OpError) as refused:
+        await login(racing, Credentials("dara", "the old password"))
+
+    assert refused.value.kind.code == "invalid_credentials"
+    (session,) = await world.store.list_sessions(user.id, since=0, limit=10)
+    assert revocations.is_revoked(session)
+    # Without a race the new password logs in, and its session stays.
+    pair = await login(services, Credentials("dara", "the new password"))
+    assert not revocations.is_revoked(world.tokens.verify(pair["access_token"]).session_id or "")
