@@ -146,6 +146,9 @@ SESSION_PAGE = 100
 async def end_all_sessions(services: Services, user_id: str) -> int:
     """End every login session of the user, each as logout ends one; return how many.
 
+    The count includes sessions logged out before whose refresh token had not expired yet
+    (ending one again is harmless).
+
     A session that can still hold a valid access token has a refresh token that has not
     expired, or has expired within the access-token lifetime: those are the ones listed. Call
     it after changing the password: a login that checked the old one and stores its session
