@@ -15,6 +15,8 @@ Map of the package (one sub-package per job; each has its own map):
 - ``guard``: who may come in and how fast (rate limits, the country gate).
 - ``clickstream``: the per-node buffer of accepted clickstream events and its sinks (files,
   Kinesis).
+- ``mail``: the per-node queue of outgoing mail (verification, password reset) and its sinks
+  (``.eml`` files, SES).
 
 Layering: ``gateway`` imports ``handlers``, ``storage`` and ``media``; nothing below imports it.
 """

@@ -53,6 +53,8 @@ from gateway.keys import (
     TOKENS,
     WS_NODE,
 )
+from gateway.mail import service as mail_service
+from gateway.mail.service import MAIL
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.ws.connection import Connection, WsNode
@@ -101,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     metrics.gauges["gc_frozen_objects"] = gc.get_freeze_count  # start-up objects (server.py)
     clickstream = clickstream_service.setup(app, settings, metrics)  # drained after the sockets
+    mail_service.setup(app, settings, metrics)  # queued mail drained after the services stop
     track = track_operation(clickstream.intake, _country_of)
     app[REGISTRY] = Registry((*OPERATIONS, track), metrics)
     redis = _redis_client(settings, metrics)
@@ -302,6 +305,9 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
             max_replay=settings.recovery_max_events,
             max_watched_users=settings.max_watched_users,
             video_ready_on_create=settings.video_ready_on_create,
+            access_token_ttl=settings.access_token_ttl,
+            email_token_ttl=settings.email_token_ttl,
+            reset_token_ttl=settings.reset_token_ttl,
         ),
         presence=presence,
         hot_counts=hot_counts,
@@ -311,6 +317,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         feeds=feeds,
         blocks=TtlCache(ttl=settings.video_cache_seconds),
         trending=trending,
+        mailer=app[MAIL],
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
     counters = app[SERVICES].counters

@@ -156,6 +156,17 @@ class Settings:
     clickstream_kinesis_endpoint: str | None = None
     clickstream_retries: int = 5
     clickstream_retry_backoff: float = 0.1
+    # Mail (issue 16): handlers/recovery.py, gateway/mail/.
+    mail_sink: str = "file"
+    mail_dir: str = "data/mail"
+    mail_from: str = "Moosic <no-reply@moosic.invalid>"
+    ses_region: str = "us-east-1"
+    ses_endpoint: str | None = None
+    mail_queue: int = 1000
+    mail_retries: int = 5
+    mail_retry_backoff: float = 1.0
+    email_token_ttl: int = 86400
+    reset_token_ttl: int = 1800
 
     @property
     def countries_label(self) -> str:
@@ -250,6 +261,16 @@ def _url(text: str) -> str | None:
         return None
     if not text.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    return text
+
+
+def _sender(text: str) -> str:
+    from email.utils import parseaddr
+
+    _name, address = parseaddr(text)
+    local, at, domain = address.rpartition("@")
+    if not at or not local or "." not in domain or not text.isascii():
+        raise ValueError('must be an address, e.g. "Moosic <no-reply@example.com>"')
     return text
 
 
@@ -877,6 +898,44 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _nonempty,
         "address MOOSIC_SERVER_API_PORT listens on (keep it private)",
     ),
+    "MAIL_SINK": (
+        "mail_sink",
+        _choice("file", "ses"),
+        "where mail goes: file (.eml files in MOOSIC_MAIL_DIR) or ses (Amazon SES)",
+    ),
+    "MAIL_DIR": ("mail_dir", _nonempty, "folder of the .eml files of the file mail sink"),
+    "MAIL_FROM": (
+        "mail_from",
+        _sender,
+        "From address of every mail (with SES: an identity SES has verified)",
+    ),
+    "SES_REGION": ("ses_region", _nonempty, "AWS region of SES"),
+    "SES_ENDPOINT": ("ses_endpoint", _url, "SES endpoint (an emulator); unset = AWS's own"),
+    "MAIL_QUEUE": (
+        "mail_queue",
+        _int(1, 1_000_000),
+        "mails a node holds for delivery; a mail beyond them is dropped (and counted)",
+    ),
+    "MAIL_RETRIES": (
+        "mail_retries",
+        _int(0, 100),
+        "retries of a mail whose delivery failed (not of one the provider refused)",
+    ),
+    "MAIL_RETRY_BACKOFF": (
+        "mail_retry_backoff",
+        _float(0.001, 600),
+        "seconds before the first retry of a mail; doubled each retry (jittered, at most 60)",
+    ),
+    "EMAIL_TOKEN_TTL": (
+        "email_token_ttl",
+        _int(300, 7 * 86400),
+        "seconds an email verification token may be used",
+    ),
+    "RESET_TOKEN_TTL": (
+        "reset_token_ttl",
+        _int(60, 86400),
+        "seconds a password reset token may be used",
+    ),
 }
 
 PREFIX = "MOOSIC_"
@@ -950,6 +1009,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     elif url and "," in url:
         problems.append(
             f"{PREFIX}REDIS_URL: several nodes name a Redis Cluster: set {PREFIX}REDIS_CLUSTER=1"
+        )
+    if values.get("mail_sink") == "ses" and PREFIX + "MAIL_FROM" not in environ:
+        problems.append(
+            f"{PREFIX}MAIL_FROM: required with {PREFIX}MAIL_SINK=ses (an identity SES verified)"
         )
     if values.get("clickstream_sink") == "kinesis" and not values.get("clickstream_stream"):
         problems.append(

@@ -3,7 +3,7 @@
 Map of the package:
 - ``base``: params base type, ``@operation``, the call ``Context`` and ``Services``.
 - ``ports``: the protocols of the services handlers use (fan-out, sessions, presence, hot
-  counters, tokens, revocations, rate limits, passwords, feeds) and the values they carry.
+  counters, tokens, revocations, rate limits, passwords, feeds, mail) and the values they carry.
 - ``errors``: the stable error codes shared by WebSocket and REST.
 - ``messages``: every frame the server sends: the reply and error envelopes and each push
   (event, presence, join/leave, typing, read, comment, feed, counts, unsubscribed).
@@ -13,6 +13,8 @@ Map of the package:
 - ``receipts``: read positions with their pushes, and the conversation list with unread counts.
 - ``auth`` and ``passwords``: accounts, refresh-token rotation, logout, ``auth`` (a fresh token
   for a live socket), scrypt hashing.
+- ``recovery``: an email address on the account and its verification, password reset by
+  email (single-use hashed tokens; a reset ends every session of the account).
 - ``social``: videos, likes, comments and shares (counted through the gateway's hot counters).
 - ``follows`` and ``feed``: the follow graph and blocks; home feeds (hybrid fan-out: written
   into followers' feeds in background batches, or merged in at read time for wide authors).

@@ -64,7 +64,8 @@ class AuthParams(Params, tag="auth"):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
 
-def _hash_token(token: str) -> str:
+def hash_token(token: str) -> str:
+    """What the store keeps of a token it hands out: its SHA-256, never the token itself."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -72,7 +73,7 @@ async def _token_pair(services: Services, user_id: str, username: str, family_id
     access, expires_in = services.tokens.issue_access_token(user_id, family_id)
     refresh = secrets.token_urlsafe(32)
     await services.store.add_refresh_token(
-        _hash_token(refresh),
+        hash_token(refresh),
         user_id,
         family_id,
         int(time.time()) + services.limits.refresh_token_ttl,
@@ -102,13 +103,20 @@ async def login(services: Services, params: Credentials) -> Result:
     ok = await services.passwords.verify(params.password, user.password_hash if user else None)
     if user is None or not ok:
         raise OpError(INVALID_CREDENTIALS, "wrong username or password")
-    return await _token_pair(services, user.id, user.username, secrets.token_hex(16))
+    session_id = secrets.token_hex(16)
+    pair = await _token_pair(services, user.id, user.username, session_id)
+    # A password reset between the check above and the refresh token's write would not see
+    # this session (it lists the sessions after setting the password): look again, now that
+    # the session is stored, and end it if the password it was opened with is gone.
+    now = await services.store.get_user(user.id)
+    if now is None or now.password_hash != user.password_hash:
+        await _end_session(services, session_id, user.id)
+        raise OpError(INVALID_CREDENTIALS, "wrong username or password")
+    return pair
 
 
 async def refresh(services: Services, params: RefreshParams) -> Result:
-    use = await services.store.use_refresh_token(
-        _hash_token(params.refresh_token), int(time.time())
-    )
+    use = await services.store.use_refresh_token(hash_token(params.refresh_token), int(time.time()))
     if use.state is RefreshState.REUSED and use.family_id and use.user_id:
         # Someone holds a copy of this login's tokens: end the session everywhere now.
         await _end_session(services, use.family_id, use.user_id)
@@ -131,23 +139,34 @@ async def _end_session(services: Services, session_id: str, user_id: str) -> Non
         await services.sessions.revoke(session_id, user_id)
 
 
-SESSIONS_PER_ROUND = 100
-"""Families a store call ends at once while ending all of a user's sessions."""
+SESSION_PAGE = 100
+"""Sessions read from the store at a time when ending every session of a user."""
 
 
-async def end_user_sessions(services: Services, user_id: str) -> int:
-    """End every login session of ``user_id`` as ``logout`` ends one (refresh tokens, access
-    tokens, sockets); return how many were ended. Asking twice is harmless."""
+async def end_all_sessions(services: Services, user_id: str) -> int:
+    """End every login session of the user, each as logout ends one; return how many.
+
+    The count includes sessions logged out before whose refresh token had not expired yet
+    (ending one again is harmless).
+
+    A session that can still hold a valid access token has a refresh token that has not
+    expired, or has expired within the access-token lifetime: those are the ones listed. Call
+    it after changing the password: a login that checked the old one and stores its session
+    after this listing ends that session itself (see :func:`login`).
+    """
+    since = int(time.time()) - services.limits.access_token_ttl
     ended = 0
+    after: str | None = None
     while True:
-        families = await services.store.end_user_sessions(
-            user_id, int(time.time()), limit=SESSIONS_PER_ROUND
+        page = await services.store.list_sessions(
+            user_id, since=since, limit=SESSION_PAGE, after=after
         )
-        for family in families:
-            await _end_session(services, family, user_id)
-        ended += len(families)
-        if len(families) < SESSIONS_PER_ROUND:
+        for session_id in page:
+            await _end_session(services, session_id, user_id)
+        ended += len(page)
+        if len(page) < SESSION_PAGE:
             return ended
+        after = page[-1]
 
 
 async def logout(services: Services, params: LogoutParams, identity: Identity | None) -> Result:
@@ -158,7 +177,7 @@ async def logout(services: Services, params: LogoutParams, identity: Identity | 
     """
     if params.refresh_token is not None:
         use = await services.store.use_refresh_token(
-            _hash_token(params.refresh_token), int(time.time())
+            hash_token(params.refresh_token), int(time.time())
         )
         if use.family_id is None or use.user_id is None:
             raise OpError(INVALID_REFRESH_TOKEN, "unknown refresh token")

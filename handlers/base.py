@@ -24,6 +24,7 @@ from handlers.ports import (
     Feeds,
     HotCounts,
     Identity,
+    Mailer,
     PasswordHasher,
     PresenceView,
     RateLimiter,
@@ -127,6 +128,12 @@ class Limits:
     """Seconds between two typing pushes of one user in one channel."""
     video_ready_on_create: bool = False
     """Whether ``create_video`` is served (it makes ready videos with no media: dev and tests)."""
+    access_token_ttl: int = 900
+    """Seconds an access token lives (how far back "every session of a user" must look)."""
+    email_token_ttl: int = 24 * 3600
+    """Seconds an email verification token may be used."""
+    reset_token_ttl: int = 30 * 60
+    """Seconds a password reset token may be used."""
 
 
 class Throttle:
@@ -179,6 +186,8 @@ class Services:
     """(blocker, blocked) → blocked, as this node last read it (checked on every DM)."""
     trending: TrendingView | None = None
     """None: no trending (a gateway built without the clickstream's tally)."""
+    mailer: Mailer | None = None
+    """None: no mail can be sent (the email routes answer ``unavailable``)."""
 
 
 @dataclass(frozen=True, slots=True)

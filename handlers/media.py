@@ -102,11 +102,14 @@ class StoreLedger:
             expected=VideoStatus(change.before.value),
         )
         if moved:
+            held = (
+                change.state is VideoState.MODERATING and change.detail.get("review") == "pending"
+            )
+            if held:
+                await self.hold(change)  # queued before anyone hears of it: a reviewer sees it
             await self.notify(change)
             if change.state is VideoState.READY:
                 await self.post(change.video_id)
-            elif change.state is VideoState.MODERATING and change.detail.get("review") == "pending":
-                await self.hold(change)
         return moved
 
     async def hold(self, change: Change) -> None:

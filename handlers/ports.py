@@ -2,7 +2,7 @@
 
 Handlers depend on these shapes, never on the gateway classes that implement them: the hub
 (:class:`Fanout`, :class:`Session`), presence (:class:`PresenceView`), the hot counters
-(:class:`HotCounts`), tokens, revocations, rate limits, password hashing and the feed fan-out.
+(:class:`HotCounts`), tokens, revocations, rate limits, password hashing, the feed fan-out and mail (:class:`Mailer`).
 The gateway's implementations import their values (:class:`Recent`, :class:`UserStatus`,
 :class:`Identity`) from here, so nothing below the gateway reaches up to it.
 """
@@ -205,6 +205,25 @@ class SessionRevoker(Protocol):
 
     async def revoke(self, session_id: str, user_id: str) -> None:
         """Refuse the session's access tokens from now on and close its sockets, on every node."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """One plain-text email for one recipient; the gateway adds the sender and the headers."""
+
+    kind: str
+    """What it is (``verify_email``, ``password_reset``): for metrics and logs, not sent."""
+    to: str
+    subject: str
+    text: str
+
+
+class Mailer(Protocol):
+    """Mail sent in the background: queued here, delivered later, never on the request's path."""
+
+    def send(self, mail: Mail) -> bool:
+        """Queue ``mail`` without waiting; False when the queue is full and it was dropped."""
         ...
 
 

@@ -108,6 +108,11 @@ class User:
     username: str
     password_hash: str
     created_at: int
+    email: str | None = None
+    """The account's email address, normalised by the handler; None when it has none."""
+    email_verified: bool = False
+    """True once the address's owner used a verification token; a verified address belongs to
+    one account only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,24 @@ class RefreshUse:
     state: RefreshState
     user_id: str | None = None
     family_id: str | None = None
+
+
+class OneTimeState(Enum):
+    """Outcome of presenting a one-time (email) token."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"
+    """No such token, or one made for another purpose."""
+    EXPIRED = "expired"
+    USED = "used"
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeUse:
+    state: OneTimeState
+    user_id: str | None = None
+    subject: str | None = None
+    """What the token was made for (the address to verify; the password it may replace)."""
 
 
 class MessageStore(Protocol):
@@ -168,6 +191,31 @@ class AccountStore(Protocol):
 
     async def get_user_by_username(self, username: str) -> User | None: ...
 
+    async def get_user_by_email(self, email: str) -> User | None:
+        """The account whose *verified* address is ``email`` (None: none, or only unverified)."""
+        ...
+
+    async def set_email(self, user_id: str, email: str) -> User | None:
+        """Give the account the address ``email``, unverified, and return the account.
+
+        The same address again leaves it as it is (a verified one stays verified). A verified
+        address the account had before is released. Raises :class:`storage.errors.Conflict`
+        when another account has verified ``email``; None when there is no such account.
+        """
+        ...
+
+    async def verify_email(self, user_id: str, email: str) -> User | None:
+        """Mark the account's address verified, if it is still ``email``; return the account.
+
+        None when the account is gone or its address is no longer ``email``; raises
+        :class:`storage.errors.Conflict` when another account verified ``email`` first.
+        """
+        ...
+
+    async def set_password(self, user_id: str, password_hash: str) -> bool:
+        """Replace the account's password hash; False when there is no such account."""
+        ...
+
 
 class RefreshTokenStore(Protocol):
     async def add_refresh_token(
@@ -182,9 +230,28 @@ class RefreshTokenStore(Protocol):
 
     async def revoke_family(self, family_id: str) -> None: ...
 
-    async def end_user_sessions(self, user_id: str, now: int, *, limit: int) -> list[str]:
-        """Revoke up to ``limit`` families of ``user_id`` that still hold a usable refresh
-        token and return their ids; call again while it returns ``limit`` of them."""
+    async def list_sessions(
+        self, user_id: str, *, since: int, limit: int, after: str | None = None
+    ) -> list[str]:
+        """The user's login sessions (token families) with a token expiring after ``since``.
+
+        Revoked families may be among them. Sorted by family id, at most ``limit``, those after
+        ``after`` (the last id of the previous page).
+        """
+        ...
+
+
+class OneTimeTokenStore(Protocol):
+    """Single-use tokens mailed to users (email verification, password reset), by hash."""
+
+    async def add_one_time_token(
+        self, token_hash: str, purpose: str, user_id: str, subject: str, expires_at: int
+    ) -> None:
+        """Record a token (``expires_at`` in seconds since the epoch)."""
+        ...
+
+    async def use_one_time_token(self, token_hash: str, purpose: str, now: int) -> OneTimeUse:
+        """Use a token once: OK the first time before it expires, USED after that."""
         ...
 
 
@@ -244,6 +311,7 @@ class Store(
     MessageStore,
     AccountStore,
     RefreshTokenStore,
+    OneTimeTokenStore,
     GroupStore,
     ConversationStore,
     VideoStore,

@@ -34,6 +34,7 @@ def settings(tmp_path: Path) -> Settings:
         sqlite_path=str(tmp_path / "moosic.db"),
         media_dir=str(tmp_path / "media"),
         clickstream_dir=str(tmp_path / "clickstream"),
+        mail_dir=str(tmp_path / "mail"),
         scrypt_n=2**10,
         ws_heartbeat=30.0,
         ws_close_timeout=2.0,

@@ -6,7 +6,8 @@ user send 200 messages at once (a phone flushing its outbox) and 5 a second afte
 
 The subject is what the rule counts: a user id for ops and signed-in requests, the client's
 address for sign-in endpoints and REST as a whole, a username for login attempts on one
-account. :data:`SPECIAL_RULES` names the rules that are not ops; every other rule name is an
+account, an email address for the requests that mail it (``mail_address``: password resets and
+address changes naming it, so nobody can flood one mailbox). :data:`SPECIAL_RULES` names the rules that are not ops; every other rule name is an
 op (``publish``, ``subscribe``, ``like``, ...) counted per user, on the WebSocket and REST alike,
 because both reach the op through :class:`handlers.base.Operation`.
 
@@ -74,6 +75,11 @@ SPECIAL_RULES: dict[str, str] = {
     "rest_user": "user",
     "connect": "user",
     "connect_ip": "client address",
+    "password_reset": "client address",
+    "password_reset_confirm": "client address",
+    "email_change": "user",
+    "email_verify": "client address",
+    "mail_address": "email address",
 }
 """Rules that are not ops, with what each counts; any other rule is an op, counted per user."""
 
@@ -86,6 +92,11 @@ DEFAULT_RULES: dict[str, Rule] = {
     "rest": Rule(3000, 60),
     "rest_user": Rule(600, 60),
     "connect": Rule(60, 60),
+    "password_reset": Rule(20, 3600),
+    "password_reset_confirm": Rule(30, 3600),
+    "email_change": Rule(10, 3600),
+    "email_verify": Rule(30, 3600),
+    "mail_address": Rule(5, 3600),
     "publish": Rule(200, 40),
     "subscribe": Rule(300, 60),
     "watch_presence": Rule(60, 60),

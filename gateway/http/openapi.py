@@ -24,12 +24,14 @@ from gateway.settings import Settings
 from handlers.errors import ALL_KINDS
 
 ERROR_TEXT = {
-    400: "Bad request: `invalid_json`, `invalid_params`, `invalid_channel`, `invalid_frame`",
+    400: "Bad request: `invalid_json`, `invalid_params`, `invalid_channel`, `invalid_frame` "
+    "(and on the email routes `invalid_email`)",
     401: "Not signed in: `unauthorized`, `token_expired`, `session_revoked` (and on the "
-    "sign-in routes `invalid_credentials`, `invalid_refresh_token`)",
+    "sign-in routes `invalid_credentials`, `invalid_refresh_token`, `invalid_email_token`)",
     403: "Refused: `forbidden`, `country_not_allowed`, `origin_not_allowed`",
     404: "`not_found`",
-    409: "`username_taken`, `limit_exceeded`, `video_not_ready`",
+    409: "`username_taken`, `email_taken`, `limit_exceeded`, `video_not_ready`",
+    410: "A mailed token that is used up or expired: `email_token_used`, `email_token_expired`",
     413: "`request_too_large`, `message_too_large`",
     415: "`unsupported_media_type`",
     426: "`Sec-WebSocket-Version` other than 13",

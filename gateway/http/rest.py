@@ -32,7 +32,7 @@ from gateway.http.server import EVENTS_PATH
 from gateway.keys import HUB, METRICS, SERVICES, STORE
 from gateway.settings import Settings
 from gateway.ws.upgrade import websocket
-from handlers import auth, channels, chat, events, groups, receipts
+from handlers import auth, channels, chat, events, groups, receipts, recovery
 
 _MESSAGE: Schema = {
     "message_id": STRING,
@@ -59,6 +59,10 @@ ROUTES = RouteTable(
         "User": obj({"user_id": STRING, "username": STRING}),
         "Me": obj({"user_id": STRING, "username": NULLABLE_STRING}),
         "LoggedOut": obj({"logged_out": {"const": True}}),
+        "EmailSet": obj({"email": STRING, "verified": BOOLEAN, "verification_sent": BOOLEAN}),
+        "EmailVerified": obj({"user_id": STRING, "email": STRING, "verified": {"const": True}}),
+        "ResetAccepted": obj({"accepted": {"const": True}, "detail": STRING}),
+        "PasswordReset": obj({"password_reset": {"const": True}, "sessions_ended": INTEGER}),
         "PublishResult": obj(
             {
                 "channel": STRING,
@@ -164,6 +168,16 @@ def _message_data(schema: Schema, settings: Settings) -> Schema:
     return {
         "type": "object",
         "description": f"any JSON object, at most {settings.max_message_bytes} bytes as sent",
+    }
+
+
+def _email(schema: Schema, settings: Settings) -> Schema:
+    return {
+        "type": "string",
+        "maxLength": recovery.MAX_EMAIL_LENGTH,
+        "pattern": recovery.EMAIL_PATTERN,
+        "not": {"pattern": "\\.\\."},
+        "description": "an email address (docs/protocol.md: the rule); no two dots in a row",
     }
 
 
@@ -313,6 +327,82 @@ async def logout(request: web.Request) -> Reply:
     params = await read_body(request, auth.LogoutParams)
     identity = None if params.refresh_token is not None else authenticate(request)
     return Reply(await auth.logout(request.app[SERVICES], params, identity))
+
+
+@ROUTES.route(
+    "POST",
+    "/v1/account/email",
+    "Set the account's email address (unverified) and mail it a verification token",
+    ok={202: "EmailSet"},
+    errors=(*SIGNED_IN, 409, 413),
+    params=recovery.EmailParams,
+    in_body=True,
+    fields={"email": _email},
+    tag="auth",
+)
+async def set_email(request: web.Request) -> Reply:
+    user_id = authenticate(request).user_id
+    await limit(request, "email_change", user_id)
+    params = await read_body(request, recovery.EmailParams)
+    email = recovery.normalise_email(params.email)
+    await limit(request, "mail_address", recovery.address_subject(email))
+    return Reply(await recovery.set_email(request.app[SERVICES], params, user_id))
+
+
+@ROUTES.route(
+    "POST",
+    "/v1/account/email/verify",
+    "Verify the account's email address with the mailed token (no access token needed)",
+    ok={200: "EmailVerified"},
+    errors=(400, 401, 409, 410, 413, 429, 503),
+    auth=False,
+    params=recovery.TokenParams,
+    in_body=True,
+    tag="auth",
+)
+async def verify_email(request: web.Request) -> Reply:
+    await limit(request, "email_verify", client_address(request))
+    params = await read_body(request, recovery.TokenParams)
+    return Reply(await recovery.verify_email(request.app[SERVICES], params))
+
+
+@ROUTES.route(
+    "POST",
+    "/v1/auth/password-reset",
+    "Ask for a password reset mail; the same answer whether or not the address has an account",
+    ok={202: "ResetAccepted"},
+    errors=(400, 403, 413, 429, 503),
+    auth=False,
+    params=recovery.EmailParams,
+    in_body=True,
+    fields={"email": _email},
+    tag="auth",
+)
+async def password_reset(request: web.Request) -> Reply:
+    check_country(request)
+    await limit(request, "password_reset", client_address(request))
+    params = await read_body(request, recovery.EmailParams)
+    email = recovery.normalise_email(params.email)
+    await limit(request, "mail_address", recovery.address_subject(email))
+    return Reply(await recovery.request_password_reset(request.app[SERVICES], params), status=202)
+
+
+@ROUTES.route(
+    "POST",
+    "/v1/auth/password-reset/confirm",
+    "Set a new password with a mailed reset token; ends every session of the account",
+    ok={200: "PasswordReset"},
+    errors=(400, 401, 403, 410, 413, 429, 503),
+    auth=False,
+    params=recovery.ResetConfirmParams,
+    in_body=True,
+    tag="auth",
+)
+async def password_reset_confirm(request: web.Request) -> Reply:
+    check_country(request)
+    await limit(request, "password_reset_confirm", client_address(request))
+    params = await read_body(request, recovery.ResetConfirmParams)
+    return Reply(await recovery.confirm_password_reset(request.app[SERVICES], params))
 
 
 ROUTES.op("GET", "/v1/me", auth.me, "Who am I", ok={200: "Me"}, errors=SIGNED_IN, tag="users")

@@ -12,7 +12,7 @@ action, and the ids it acted on.
 
 The calls reuse the handlers the rest of the gateway uses: a publish as ``system`` is stored and
 fanned out as any ``publish`` (:func:`handlers.chat.post`); ending a user's sessions is
-``logout`` for each of them (:func:`handlers.auth.end_user_sessions`) plus a disconnect with
+``logout`` for each of them (:func:`handlers.auth.end_all_sessions`, as a password reset does) plus a disconnect with
 4501 on every node; a moderation decision is recorded through the media ledger
 (:func:`handlers.media.decide`). Documented in docs/operations.md, "Server API".
 """
@@ -265,7 +265,7 @@ async def end_sessions(request: web.Request) -> web.Response:
     index = caller(request)
     user_id = _user(request)
     audit(request, index, "end_sessions", user_id=user_id)
-    ended = await auth.end_user_sessions(request.app[SERVICES], user_id)
+    ended = await auth.end_all_sessions(request.app[SERVICES], user_id)
     # Sockets whose session has no stored refresh token (an identity provider's) close too.
     await request.app[HUB].disconnect(
         user_id, CloseCode.SESSION_REVOKED, "session revoked: sign in again"

@@ -13,9 +13,15 @@ collide, and user-controlled parts sit where each key decodes one way only:
   the channel. Group ids (ULIDs) never contain ``#``, so these never meet a group's items.
 - videos table: ``v#{video}`` (the record), ``l#{video}#{shard}`` (likes, sort key = user id),
   ``c#{video}`` (comments, sort key = comment id), ``k#...`` (comments' client-id records).
+- accounts table: ``u#{user_id}`` and ``n#{username}`` (the account, whole, under each key),
+  ``e#{email}`` (a verified address's claim: the account's id).
+- refresh_tokens table: ``t#{hash}`` (a refresh token), ``f#{family}`` (a revoked family),
+  ``x#{hash}`` (a one-time email token), all with TTL ``purge_at``.
 - follows table: ``fr#{user}`` / ``fg#{user}`` (followers / following, sort key = the other
   user), ``n#{user}`` (totals), ``b#{user}`` (blocks), ``p#{user}`` (posts), ``q#{user}#{video}`` (posted once), ``w#{user}`` (wide
-  author marker), ``f#{user}`` (feed items, sort key = item id, TTL ``purge_at``).
+  author marker), ``f#{user}`` (feed items, sort key = item id, TTL ``purge_at``), ``s#{user}``
+  (the user's login sessions, sort key = family id, TTL ``purge_at``: the one per-user index
+  with a sort key and a TTL, so "every session of a user" is one query).
 """
 
 from __future__ import annotations
@@ -112,8 +118,18 @@ def family_pk(family_id: str) -> str:
     return f"f#{family_id}"
 
 
+def email_pk(email: str) -> str:
+    """The claim of a verified address (accounts table): names the account that holds it."""
+    return f"e#{email}"
+
+
+def one_time_pk(token_hash: str) -> str:
+    """A one-time email token (refresh_tokens table)."""
+    return f"x#{token_hash}"
+
+
 def sessions_pk(user_id: str) -> str:
-    """The item listing a user's token families (refresh-token table), to end them all."""
+    """The user's login sessions (follows table); sort key = the family id."""
     return f"s#{user_id}"
 
 

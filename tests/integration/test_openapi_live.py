@@ -63,6 +63,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayNode]:
             "MOOSIC_DEV": "1",
             "MOOSIC_JWT_SECRET": JWT_SECRET,
             "MOOSIC_SQLITE_PATH": str(work / "api.db"),
+            "MOOSIC_MAIL_DIR": str(work / "mail"),
             "MOOSIC_LOG_LEVEL": "WARNING",
             "MOOSIC_LONGPOLL_MAX_SECONDS": "0.2",  # generated long polls must not wait 25 s
             "MOOSIC_RATE_LIMITS": "off",  # explore the API; limits have their own tests

@@ -14,7 +14,15 @@ import time
 import pytest
 
 from storage import ids
-from storage.base import ChannelPosition, Conversation, Message, ReadMark, RefreshState, Store
+from storage.base import (
+    ChannelPosition,
+    Conversation,
+    Message,
+    OneTimeState,
+    ReadMark,
+    RefreshState,
+    Store,
+)
 from storage.errors import Conflict, NotFound
 from storage.follows import FeedItem, FollowCounts
 from storage.videos import VideoCounts, VideoStatus
@@ -245,6 +253,155 @@ async def test_a_username_is_taken_once_even_under_concurrency(store: Store) -> 
     assert await store.get_user_by_username("bob") == created[0]
     with pytest.raises(Conflict):
         await store.create_user("bob", "again")
+
+
+# -- email addresses and passwords ----------------------------------------------------------
+
+
+async def test_an_address_is_set_unverified_then_verified(store: Store) -> None:
+    user = await store.create_user("alice", "hash-a")
+    assert (user.email, user.email_verified) == (None, False)
+
+    unverified = await store.set_email(user.id, "alice@example.com")
+
+    assert unverified is not None
+    assert (unverified.email, unverified.email_verified) == ("alice@example.com", False)
+    assert await store.get_user_by_email("alice@example.com") is None  # verified ones only
+    verified = await store.verify_email(user.id, "alice@example.com")
+    assert verified is not None
+    assert verified.email_verified
+    for found in (
+        await store.get_user(user.id),
+        await store.get_user_by_username("alice"),
+        await store.get_user_by_email("alice@example.com"),
+    ):
+        assert found == verified
+    again = await store.set_email(user.id, "alice@example.com")  # the same address: kept
+    assert again == verified
+
+
+async def test_a_verified_address_belongs_to_one_account(store: Store) -> None:
+    alice = await store.create_user("alice", "a")
+    bob = await store.create_user("bob", "b")
+    await store.set_email(alice.id, "shared@example.com")
+    await store.set_email(bob.id, "shared@example.com")  # unverified: anyone may claim it
+
+    await store.verify_email(bob.id, "shared@example.com")
+
+    with pytest.raises(Conflict):
+        await store.verify_email(alice.id, "shared@example.com")
+    carol = await store.create_user("carol", "c")
+    with pytest.raises(Conflict):
+        await store.set_email(carol.id, "shared@example.com")
+    found = await store.get_user_by_email("shared@example.com")
+    assert found is not None
+    assert found.id == bob.id
+
+
+async def test_a_new_address_releases_the_verified_one(store: Store) -> None:
+    alice = await store.create_user("alice", "a")
+    bob = await store.create_user("bob", "b")
+    await store.set_email(alice.id, "old@example.com")
+    await store.verify_email(alice.id, "old@example.com")
+
+    moved = await store.set_email(alice.id, "new@example.com")
+
+    assert moved is not None
+    assert (moved.email, moved.email_verified) == ("new@example.com", False)
+    assert await store.get_user_by_email("old@example.com") is None
+    # A token mailed for the old address no longer verifies anything.
+    assert await store.verify_email(alice.id, "old@example.com") is None
+    await store.set_email(bob.id, "old@example.com")
+    taken = await store.verify_email(bob.id, "old@example.com")
+    assert taken is not None
+    assert taken.email_verified
+
+
+async def test_address_calls_on_unknown_accounts(store: Store) -> None:
+    assert await store.set_email("nobody", "x@example.com") is None
+    assert await store.verify_email("nobody", "x@example.com") is None
+    assert await store.set_password("nobody", "h") is False
+    assert await store.get_user_by_email("x@example.com") is None
+
+
+async def test_a_new_password_hash_is_found_by_id_and_by_name(store: Store) -> None:
+    user = await store.create_user("alice", "old-hash")
+
+    assert await store.set_password(user.id, "new-hash")
+
+    by_id = await store.get_user(user.id)
+    by_name = await store.get_user_by_username("alice")
+    assert by_id is not None
+    assert by_id.password_hash == "new-hash"
+    assert by_name == by_id
+
+
+# -- one-time tokens ---------------------------------------------------------------------------
+
+
+async def test_a_one_time_token_is_used_once(store: Store) -> None:
+    now = int(time.time())
+    await store.add_one_time_token("h1", "password_reset", "u1", "s1", now + 60)
+
+    first = await store.use_one_time_token("h1", "password_reset", now)
+    second = await store.use_one_time_token("h1", "password_reset", now)
+
+    assert (first.state, first.user_id, first.subject) == (OneTimeState.OK, "u1", "s1")
+    assert (second.state, second.user_id) == (OneTimeState.USED, "u1")
+
+
+async def test_one_time_tokens_unknown_expired_or_for_another_purpose(store: Store) -> None:
+    now = int(time.time())
+    await store.add_one_time_token("h1", "verify_email", "u1", "a@example.com", now + 60)
+    await store.add_one_time_token("h2", "password_reset", "u1", "s", now)
+
+    assert (await store.use_one_time_token("nope", "verify_email", now)).state is (
+        OneTimeState.UNKNOWN
+    )
+    wrong = await store.use_one_time_token("h1", "password_reset", now)
+    assert wrong.state is OneTimeState.UNKNOWN
+    assert (await store.use_one_time_token("h2", "password_reset", now)).state is (
+        OneTimeState.EXPIRED
+    )
+    assert (await store.use_one_time_token("h2", "password_reset", now - 1)).state is (
+        OneTimeState.OK
+    )
+    # The wrong-purpose attempt did not use it up.
+    ok = await store.use_one_time_token("h1", "verify_email", now)
+    assert (ok.state, ok.subject) == (OneTimeState.OK, "a@example.com")
+    with pytest.raises(Conflict):
+        await store.add_one_time_token("h1", "verify_email", "u2", "b@example.com", now + 60)
+
+
+async def test_a_one_time_token_is_used_once_under_concurrency(store: Store) -> None:
+    now = int(time.time())
+    await store.add_one_time_token("h1", "password_reset", "u1", "s", now + 60)
+
+    uses = await asyncio.gather(
+        *(store.use_one_time_token("h1", "password_reset", now) for _ in range(5))
+    )
+
+    assert sorted(u.state.value for u in uses) == ["ok"] + ["used"] * 4
+
+
+# -- sessions of a user ------------------------------------------------------------------------
+
+
+async def test_sessions_of_a_user_are_listed_by_family(store: Store) -> None:
+    now = int(time.time())
+    await store.add_refresh_token("t1", "u1", "fa", now + 60)
+    await store.add_refresh_token("t2", "u1", "fa", now + 120)  # a refresh of the same login
+    await store.add_refresh_token("t3", "u1", "fc", now + 60)
+    await store.add_refresh_token("t4", "u1", "fb", now - 10)  # long expired
+    await store.add_refresh_token("t5", "u2", "fd", now + 60)
+
+    assert await store.list_sessions("u1", since=now, limit=10) == ["fa", "fc"]
+    assert await store.list_sessions("u1", since=now - 20, limit=10) == ["fa", "fb", "fc"]
+    assert await store.list_sessions("u1", since=now + 90, limit=10) == ["fa"]
+    assert await store.list_sessions("u1", since=now - 20, limit=2) == ["fa", "fb"]
+    assert await store.list_sessions("u1", since=now - 20, limit=2, after="fb") == ["fc"]
+    assert await store.list_sessions("u2", since=now, limit=10) == ["fd"]
+    assert await store.list_sessions("u3", since=now, limit=10) == []
 
 
 # -- refresh tokens ----------------------------------------------------------------------------
@@ -894,21 +1051,3 @@ async def test_posts_are_listed_per_author_and_wide_authors_per_follower(store: 
     assert await store.list_posts("nina", limit=5, before=None) == [narrow]
     assert await store.wide_followees("ann") == ["walt"]
     assert await store.wide_followees("bob") == []
-
-
-async def test_ending_every_session_of_a_user(store: Store) -> None:
-    now = int(time.time())
-    await store.add_refresh_token("a1", "u1", "fa", now + 60)
-    await store.add_refresh_token("b1", "u1", "fb", now + 60)
-    await store.add_refresh_token("c1", "u2", "fc", now + 60)
-
-    first = await store.end_user_sessions("u1", now, limit=1)
-    second = await store.end_user_sessions("u1", now, limit=1)
-    assert len(first) == 1
-    assert len(second) == 1
-    assert sorted(first + second) == ["fa", "fb"]
-    assert await store.end_user_sessions("u1", now, limit=10) == []
-
-    assert (await store.use_refresh_token("a1", now)).state is RefreshState.REUSED
-    assert (await store.use_refresh_token("b1", now)).state is RefreshState.REUSED
-    assert (await store.use_refresh_token("c1", now)).state is RefreshState.OK  # another user

@@ -154,3 +154,36 @@ def test_a_bad_secret_is_named_never_shown(name: str, value: str) -> None:
     assert [p for p in caught.value.problems if p.startswith(name + "=")] != []
     assert all("hunter2" not in problem for problem in caught.value.problems)
     assert "hunter2" not in str(caught.value)
+
+
+def test_mail_settings() -> None:
+    settings = load_settings(
+        {
+            "MOOSIC_JWT_SECRET": SECRET,
+            "MOOSIC_MAIL_SINK": "ses",
+            "MOOSIC_MAIL_FROM": "Moosic <no-reply@example.com>",
+            "MOOSIC_SES_REGION": "eu-west-1",
+            "MOOSIC_SES_ENDPOINT": "http://127.0.0.1:5000",
+            "MOOSIC_MAIL_QUEUE": "10",
+            "MOOSIC_RESET_TOKEN_TTL": "600",
+        }
+    )
+    assert (settings.mail_sink, settings.mail_from) == ("ses", "Moosic <no-reply@example.com>")
+    assert (settings.ses_region, settings.ses_endpoint) == ("eu-west-1", "http://127.0.0.1:5000")
+    assert (settings.mail_queue, settings.reset_token_ttl) == (10, 600)
+    with pytest.raises(SettingsError) as refused:
+        load_settings(
+            {
+                "MOOSIC_JWT_SECRET": SECRET,
+                "MOOSIC_MAIL_SINK": "smtp",
+                "MOOSIC_MAIL_FROM": "not an address",
+                "MOOSIC_MAIL_QUEUE": "0",
+                "MOOSIC_RESET_TOKEN_TTL": "5",
+                "MOOSIC_SES_ENDPOINT": "ftp://x",
+            }
+        )
+    text = str(refused.value)
+    for name in ("MAIL_SINK", "MAIL_FROM", "MAIL_QUEUE", "RESET_TOKEN_TTL", "SES_ENDPOINT"):
+        assert f"MOOSIC_{name}" in text
+    with pytest.raises(SettingsError, match="MOOSIC_MAIL_FROM: required"):
+        load_settings({"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_MAIL_SINK": "ses"})

@@ -1,0 +1,94 @@
+"""Amazon SES as a mail sink: ``SendRawEmail`` through aioboto3 (``MOOSIC_MAIL_SINK=ses``).
+
+The sender (``MOOSIC_MAIL_FROM``) must be an identity SES has verified. botocore's own retries
+are off: the outbox retries, with its backoff. Errors SES gives for the message itself
+(rejected, bad parameters, an unverified sender) are permanent and not retried; throttling,
+server errors, time-outs and lost connections are.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from email.message import EmailMessage
+from typing import Any
+
+from gateway.mail.message import to_bytes
+from gateway.mail.outbox import MailError, PermanentMailError
+
+PERMANENT_CODES = frozenset(
+    {
+        "MessageRejected",
+        "MailFromDomainNotVerifiedException",
+        "MailFromDomainNotVerified",
+        "ConfigurationSetDoesNotExist",
+        "InvalidParameterValue",
+        "AccountSendingPausedException",
+    }
+)
+
+
+class SesSink:
+    """:class:`gateway.mail.outbox.MailSink` on SES."""
+
+    def __init__(
+        self,
+        *,
+        sender: str,
+        region: str,
+        endpoint_url: str | None,
+        session: Any = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.sender = sender
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self._session = session
+        self._timeout = timeout
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+
+    async def open(self) -> None:
+        from botocore.config import Config
+
+        session = self._session
+        if session is None:
+            import aioboto3  # only a node with the SES sink needs it
+
+            session = aioboto3.Session()
+        config = Config(
+            retries={"total_max_attempts": 1},
+            connect_timeout=self._timeout,
+            read_timeout=self._timeout,
+        )
+        stack = AsyncExitStack()
+        self._client = await stack.enter_async_context(
+            session.client(
+                "ses", region_name=self.region, endpoint_url=self.endpoint_url, config=config
+            )
+        )
+        self._stack = stack
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+            self._client = None
+
+    async def deliver(self, message: EmailMessage, kind: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._client is None:
+            raise MailError("the SES sink is not open")
+        try:
+            await self._client.send_raw_email(
+                Source=self.sender,
+                Destinations=[str(message["To"])],
+                RawMessage={"Data": to_bytes(message)},
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in PERMANENT_CODES:
+                raise PermanentMailError(f"SES refused the message: {code}") from exc
+            raise MailError(f"SES: {code or exc}") from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise MailError(f"SES: {type(exc).__name__}: {exc}") from exc
