@@ -202,7 +202,7 @@ async def publish(ctx: Context, params: PublishParams) -> Result:
     if not stored.duplicate:
         # Acknowledged only after the store accepted it; fan-out follows the write.
         await services.fanout.publish(
-            channel.name, event_message(message), message.offset, stored.epoch
+            channel.name, event_message(message), message.offset, stored.epoch, message.ts
         )
     return {
         "channel": channel.name,

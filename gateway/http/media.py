@@ -120,6 +120,10 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics.counters["media_refused_keys"] = lambda: backend.refused
     if isinstance(backend, LocalMedia):
         metrics.gauges["media_jobs_queued"] = lambda: backend.queued
+        transcodes = metrics.family("transcode")
+        backend.observe_transcode = lambda seconds, outcome: transcodes.observe(
+            seconds, backend.name, outcome
+        )
     yield
     await backend.close()
 
