@@ -3,10 +3,12 @@
 Two gateway processes on one Redis (and on a Redis Cluster) for the delivery lag: a publish is
 observed once on every node that delivers it. One in-process node for the store, op and
 long-poll histograms and the exposition itself (Prometheus text, OpenMetrics on request).
+The alert rules and the Grafana dashboard name only metrics a real scrape has.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -24,6 +27,8 @@ from tests.support.servers import GatewayNode, SharedRedis, node_env, running_no
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+PROMETHEUS_OWN = {"up"}
+"""Series Prometheus makes itself (per scrape target), not the gateway."""
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -40,6 +45,21 @@ def samples(text: str) -> Samples:
 
 def value(found: Samples, name: str, **labels: str) -> float:
     return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name a scrape can carry: samples, and each family's sample names even when
+    it has no label set yet (a histogram nobody observed into)."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.update(s.name for s in family.samples)
+        if family.type == "histogram":
+            names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum"))
+        elif family.type == "counter":
+            names.add(f"{family.name}_total")
+        else:
+            names.add(family.name)
+    return names
 
 
 async def scrape(http: aiohttp.ClientSession, node: GatewayNode) -> str:
@@ -91,6 +111,28 @@ async def test_a_publish_moves_the_lag_histogram_on_every_node_that_delivers_it(
     assert value(now_a, "moosic_redis_latency_seconds_count", kind="script") > 0
     for conn in (on_a, on_b, publisher):
         await conn.close()
+
+
+async def test_alert_rules_and_dashboard_name_only_exported_metrics(
+    nodes: list[GatewayNode], http: aiohttp.ClientSession
+) -> None:
+    exported = exported_names(await scrape(http, nodes[0])) | PROMETHEUS_OWN
+    rules = yaml.safe_load((ROOT / "infra/observability/alerts.yml").read_text())
+    records = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dashboard = json.loads((ROOT / "infra/observability/dashboard.json").read_text())
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    named = {
+        name
+        for expr in exprs
+        for name in re.findall(r"\b((?:moosic|process|python)_[a-z0-9_]+|up)\b(?![(:])", expr)
+    }
+    assert {"moosic_delivery_lag_seconds_bucket", "moosic_store_latency_seconds_bucket"} <= named
+    assert named - exported - records == set()
+    # Every rule's metric is one of ours, and the records the alerts use are defined.
+    used = {m for expr in exprs for m in re.findall(r"\bmoosic:[a-z0-9_:]+", expr)}
+    assert used <= records
 
 
 async def test_store_op_and_long_poll_histograms_move(client: Any) -> None:
