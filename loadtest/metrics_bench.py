@@ -7,11 +7,14 @@ Prints nanoseconds per call (best of several ``timeit`` repeats) for: a plain at
 held child, the same through a labelled family's lookup, ``time.time()``, the hub's whole lag
 observation (once per event per node), framing one event (also once per event per node, for
 scale), and prometheus-client's ``Counter.inc()`` and
-``Histogram.observe()`` for comparison. Figures are in docs/benchmarks.md.
+``Histogram.observe()`` for comparison. Then the hub itself: one stored event handed to 1, 10
+and 100 subscribers that only count (so the hub's own cost shows), with and without a store
+time (without one, nothing is observed). Figures are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import timeit
 
@@ -19,6 +22,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as ClientCounter
 from prometheus_client import Histogram as ClientHistogram
 
+from gateway.fanout.broker_memory import MemoryBroker
+from gateway.fanout.hub import Hub
 from gateway.metrics import LAG_BUCKETS, Metrics
 from gateway.ws.frames import text_frame
 
@@ -71,5 +76,46 @@ def main() -> None:
         print(f"{label:52s} {ns:7.1f} ns  {ns / base:5.1f}x")
 
 
+class _Counting:
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def deliver(self, frame: bytes) -> None:
+        self.frames += 1
+
+
+async def hub_ns(subscribers: int, stamped: bool, events: int = 200_000) -> float:
+    """ns per stored event through the hub's delivery to ``subscribers`` counting sinks."""
+    hub = Hub(MemoryBroker(), Metrics(), max_watchers=10, heartbeat=3600.0)
+    await hub.start()
+    for _ in range(subscribers):
+        await hub.subscribe("room:a", _Counting())
+    payload = b'{"op":"event","channel":"room:a","data":{"text":"' + b"x" * 150 + b'"}}'
+    stored_at = int(time.time() * 1000) if stamped else 0
+    deliver = hub._on_broker_message  # noqa: SLF001 (the callback a broker calls)
+    started = time.perf_counter()
+    for offset in range(1, events + 1):
+        deliver("room:a", offset, "e1", payload, stored_at)
+    elapsed = time.perf_counter() - started
+    await hub.close()
+    return elapsed / events * 1e9
+
+
+async def hub_rows() -> None:
+    for subscribers in (1, 10, 100):
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(REPEAT):
+            for stamped in (False, True):
+                runs[stamped].append(await hub_ns(subscribers, stamped))
+        plain, observed = min(runs[False]), min(runs[True])
+        print(
+            f"hub, {subscribers:3d} subscribers: {plain:7.0f} ns/event unobserved, "
+            f"{observed:7.0f} ns observed ({observed - plain:+.0f} ns)"
+        )
+
+
 if __name__ == "__main__":
     main()
+    asyncio.run(hub_rows())
