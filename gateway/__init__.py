@@ -5,7 +5,9 @@ Map of the package (one sub-package per job; each has its own map):
 - ``settings``: ``MOOSIC_*`` variables, validated at start-up.
 - ``app``: the application factory and one cleanup context per resource.
 - ``keys``: every typed ``AppKey``.
-- ``metrics``: the counters and gauges served at ``GET /metrics``.
+- ``metrics``: the counters, gauges and latency histograms served at ``GET /metrics``
+  (through ``prometheus-client``, OpenMetrics on request).
+- ``timed_store``: the store as handed out, each call timed per backend and operation.
 - ``emf``: the same metrics as CloudWatch Embedded Metric Format lines on stdout (optional).
 - ``logs``: log lines as text or JSON (``MOOSIC_LOG_FORMAT``), scrubbed of tokens, sampled in floods.
 - ``ws``: the WebSocket transport (upgrade, frame codec, connection, op registry).

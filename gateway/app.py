@@ -45,6 +45,7 @@ from gateway.keys import (
     HUB,
     LIMITER,
     METRICS,
+    METRICS_REGISTRY,
     REGISTRY,
     REVOCATIONS,
     SERVICES,
@@ -55,8 +56,9 @@ from gateway.keys import (
 )
 from gateway.mail import service as mail_service
 from gateway.mail.service import MAIL
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, registry_for
 from gateway.settings import Settings
+from gateway.timed_store import timed_store
 from gateway.ws.connection import Connection, WsNode
 from gateway.ws.registry import Registry
 from handlers import OPERATIONS, chat
@@ -83,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[METRICS_REGISTRY] = registry_for(metrics)  # read at each scrape (GET /metrics)
     server.setup(app)  # body limits and pace, innermost middleware; HTTP counters
     jwks = None
     if settings.jwks_url:
@@ -161,6 +164,7 @@ def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:
             breaker_failures=settings.redis_breaker_failures,
             breaker_cooldown=settings.redis_breaker_cooldown,
         )
+    redis.observe = metrics.family("redis_latency").observe
     breaker = redis.breaker
     metrics.gauges["redis_circuit_state"] = lambda: breaker.state
     metrics.counters["redis_circuit_trips"] = lambda: breaker.trips
@@ -223,7 +227,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
     )
     await store.open()
-    app[STORE] = store
+    app[STORE] = timed_store(store, app[METRICS].family("store_latency"), settings.store)
     # The store's own view (storage.base.StoreHealth, no I/O): 0 while it refuses writes.
     app[METRICS].gauges["store_healthy"] = lambda: float(store.health().healthy)
     app[METRICS].counters["store_refused_writes"] = lambda: store.health().refused_writes
@@ -288,6 +292,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         threshold=settings.feed_fanout_threshold,
         batch=settings.feed_fanout_batch,
         item_ttl=settings.feed_item_ttl,
+        observe_walk=app[METRICS].family("feed_fanout").observe,
     )
     app[FEEDS] = feeds
     app[SERVICES] = Services(
@@ -318,6 +323,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         blocks=TtlCache(ttl=settings.video_cache_seconds),
         trending=trending,
         mailer=app[MAIL],
+        observe_op=app[METRICS].family("op_latency").observe,
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
     counters = app[SERVICES].counters

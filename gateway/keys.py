@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from gateway.auth.revocation import Revocations
 from gateway.auth.tokens import TokenService
@@ -19,6 +20,7 @@ from storage.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 TOKENS = web.AppKey("tokens", TokenService)
 GATE = web.AppKey("gate", CountryGate)
 REGISTRY = web.AppKey("registry", Registry)

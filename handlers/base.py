@@ -85,11 +85,18 @@ class Operation(Generic[P]):
     func: Callable[[Context, P], Awaitable[Result]]
 
     async def __call__(self, ctx: Context, params: P) -> Result:
-        limiter = ctx.services.limiter
-        if limiter is not None and self.name in limiter.rules:
-            # Every transport reaches the op through here: one budget per user and op.
-            await limiter.check(self.name, ctx.user_id)
-        return await self.func(ctx, params)
+        # Every transport reaches the op through here: one budget per user and op, and one
+        # latency observation (an op called by another op is observed under both names).
+        observe = ctx.services.observe_op
+        started = time.perf_counter()
+        try:
+            limiter = ctx.services.limiter
+            if limiter is not None and self.name in limiter.rules:
+                await limiter.check(self.name, ctx.user_id)
+            return await self.func(ctx, params)
+        finally:
+            if observe is not None:
+                observe(time.perf_counter() - started, self.name)
 
 
 def operation(
@@ -188,6 +195,9 @@ class Services:
     """None: no trending (a gateway built without the clickstream's tally)."""
     mailer: Mailer | None = None
     """None: no mail can be sent (the email routes answer ``unavailable``)."""
+    observe_op: Callable[[float, str], None] | None = None
+    """Called with (seconds, op name) after every op call, failed ones too (the gateway's
+    ``moosic_op_latency_seconds``); None: not measured."""
 
 
 @dataclass(frozen=True, slots=True)

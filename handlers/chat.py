@@ -211,7 +211,9 @@ async def post(
     message = stored.message
     if not stored.duplicate:
         # Acknowledged only after the store accepted it; fan-out follows the write.
-        await services.fanout.publish(channel, event_message(message), message.offset, stored.epoch)
+        await services.fanout.publish(
+            channel, event_message(message), message.offset, stored.epoch, message.ts
+        )
     return {
         "channel": channel,
         "message_id": message.id,

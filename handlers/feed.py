@@ -75,6 +75,7 @@ class FeedFanout:
         item_ttl: int = 30 * 86400,
         max_running: int = 4,
         clock: Callable[[], float] = time.time,
+        observe_walk: Callable[[float, str], None] | None = None,
     ) -> None:
         self._store = store
         self._fanout = fanout
@@ -84,6 +85,8 @@ class FeedFanout:
         self._item_ttl = item_ttl
         self._slots = asyncio.Semaphore(max_running)
         self._clock = clock
+        self._observe_walk = observe_walk
+        """Called with (seconds, ``narrow`` or ``wide``) after each walk, failed ones too."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = IdGenerator()
         self.stats = FeedStats()
@@ -123,7 +126,9 @@ class FeedFanout:
             except Exception:
                 self.stats.failed += 1
                 log.exception("feed fan-out of %s by %s stopped", item.video_id, item.author)
-            self.stats.last_walk_seconds = time.monotonic() - started
+            self.stats.last_walk_seconds = seconds = time.monotonic() - started
+            if self._observe_walk is not None:
+                self._observe_walk(seconds, "wide" if wide else "narrow")
 
     async def _deliver(self, item: FeedItem, video: Video, wide: bool) -> None:
         body = feed_body(item, video)  # encoded once per post

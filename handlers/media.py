@@ -151,7 +151,7 @@ class StoreLedger:
             if not stored.duplicate:
                 message = stored.message
                 await self._fanout.publish(
-                    channel, event_message(message), message.offset, stored.epoch
+                    channel, event_message(message), message.offset, stored.epoch, message.ts
                 )
         except Exception:
             # The status is recorded already; a lost notification must not undo or repeat it.

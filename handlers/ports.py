@@ -93,11 +93,15 @@ class Watcher(Protocol):
 class Fanout(Protocol):
     """The hub as handlers see it."""
 
-    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+    async def publish(
+        self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
+    ) -> None:
         """Deliver an encoded event to every subscriber on every node.
 
         With an ``offset`` the event is a stored message: it is delivered in offset order and
         remembered in the channel's recent window. Without one it is an ephemeral push.
+        ``stored_at`` is a stored message's store time (ms since the epoch): each node measures
+        its delivery lag from it.
         """
         ...
 

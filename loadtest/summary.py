@@ -119,6 +119,26 @@ def gateway_counters(texts: Iterable[str]) -> dict[str, float]:
     return totals
 
 
+SLO_BUCKET = 'moosic_delivery_lag_seconds_bucket{le="0.25"}'
+SLO_SHARE = 0.99
+"""The delivery SLO (docs/operations.md): 99% of messages within 250 ms on every node."""
+
+
+def delivery_slo(text: str) -> tuple[float, float] | None:
+    """One node's (deliveries observed, share within 250 ms) from its ``/metrics`` text; None
+    when it observed none."""
+    within = total = None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == SLO_BUCKET:
+            within = number(value)
+        elif name == "moosic_delivery_lag_seconds_count":
+            total = number(value)
+    if not total or within is None:
+        return None
+    return total, within / total
+
+
 def kind_p99(stats: Iterable[Mapping[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
     """99th percentiles from locust's stats CSV, keyed by (phase, column title)."""
     titles = {(t, n): title for t, n, title in KINDS}
@@ -238,6 +258,19 @@ def render(directory: str) -> tuple[str, bool]:
             with open(os.path.join(directory, name)) as f:
                 texts.append(f.read())
     counters = gateway_counters(texts)
+    slo = [delivery_slo(text) for text in texts]
+    if any(s is not None for s in slo):
+        nodes = [
+            f"node{n} {share:.2%} of {total:,.0f}"
+            for n, s in enumerate(slo, 1)
+            if s is not None
+            for total, share in [s]
+        ]
+        met = all(s is None or s[1] >= SLO_SHARE for s in slo)
+        out.append(
+            f"delivery SLO (99% within 250 ms on every node, not in the verdict): "
+            f"{', '.join(nodes)}: {'met' if met else 'MISSED'}"
+        )
     if counters:
         shown = ", ".join(f"{c} {counters[c]:g}" for c in GATEWAY_COUNTERS if c in counters)
         out.extend(

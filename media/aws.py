@@ -193,6 +193,7 @@ class AwsJobs:
             watermark_size=self.watermark_size,
             video_id=parsed.video_id,
             owner=parsed.owner,
+            submitted_ms=int(time.time() * 1000),
         )
         response = await self.mediaconvert.create_job(**request)
         return Submitted(str(response["Job"]["Id"]))
@@ -222,6 +223,10 @@ class AwsMedia:
         """Upload events refused because the key is not its video owner's (for metrics)."""
         self.handled = 0
         """Queue messages handled and deleted."""
+        self.observe_transcode: Callable[[float, str], None] | None = None
+        """Called with (seconds, outcome) when a job's end is first recorded: ``ok``,
+        ``rejected`` (too long) or ``failed``; from its submission (``submitted_ms`` in its
+        user metadata) to the completion event's time."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -436,28 +441,47 @@ class AwsMedia:
                     detail.get("errorCode"),
                     detail.get("errorMessage"),
                 )
-                await self._record(
+                failed = await self._record(
                     video,
                     VideoState.FAILED,
                     reason="the video could not be converted",
                     detail={"code": CONVERT_FAILED},
                 )
+                if failed is not None:  # timed once, by the delivery that recorded the end
+                    self._observe(detail, meta, "failed")
             return
         if video.state is VideoState.PROCESSING:
             # The outputs' length is what MediaConvert decoded, not what the header claimed.
             too_long = _duration_ms(detail) > self.config.max_seconds * 1000
             if too_long:
-                await self._record(
+                rejected = await self._record(
                     video,
                     VideoState.REJECTED,
                     reason=f"videos are at most {self.config.max_seconds:g} seconds long",
                     detail={"code": TOO_LONG},
                 )
+                if rejected is not None:
+                    self._observe(detail, meta, "rejected")
                 return
             names = [rung.name for rung in self.config.ladder]
             video = await self._record(video, VideoState.MODERATING, detail={"renditions": names})
+            if video is not None:
+                self._observe(detail, meta, "ok")
         if video is not None and video.state is VideoState.MODERATING:
             await self.moderate(video)
+
+    def _observe(self, detail: Mapping[str, Any], meta: Mapping[str, Any], outcome: str) -> None:
+        """Time a finished job from its submission to its event (nothing when either is unknown)."""
+        if self.observe_transcode is None:
+            return
+        ended = detail.get("timestamp")
+        if not isinstance(ended, int) or isinstance(ended, bool):
+            ended = int(time.time() * 1000)
+        try:
+            submitted = int(str(meta.get("submitted_ms", "")))
+        except ValueError:
+            return  # a job submitted by an earlier release
+        self.observe_transcode(max(0.0, (ended - submitted) / 1000), outcome)
 
     async def moderate(self, video: VideoRef) -> None:
         """Ask Rekognition about every captured frame; record ready or rejected."""

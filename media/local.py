@@ -199,6 +199,9 @@ class LocalMedia:
         self._running = 0
         self.refused = 0
         """Jobs refused because the key is not the upload of its video's owner (for metrics)."""
+        self.observe_transcode: Callable[[float, str], None] | None = None
+        """Called with (seconds, outcome) after each transcode: ``ok``, ``rejected`` (past a
+        limit) or ``failed``; the probe, the ffmpeg run and moving the outputs into place."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -373,12 +376,16 @@ class LocalMedia:
 
     async def _convert(self, video: VideoRef, key: str) -> VideoRef | None:
         """Transcode, then record ``moderating`` (or ``rejected`` past a limit, or ``failed``)."""
+        started = time.monotonic()
         try:
             renditions = await self._transcode(video, self.root / key)
         except TranscodeFailed as exc:
-            state = VideoState.REJECTED if isinstance(exc, MediaRejected) else VideoState.FAILED
+            rejected = isinstance(exc, MediaRejected)
+            self._observe(started, "rejected" if rejected else "failed")
+            state = VideoState.REJECTED if rejected else VideoState.FAILED
             await self._advance(video, state, reason=str(exc), detail={"code": exc.code})
             return None
+        self._observe(started, "ok")
         held = self.config.moderation == "hold"
         detail: dict[str, object] = {"renditions": renditions}
         if held:
@@ -389,6 +396,10 @@ class LocalMedia:
             reason="waiting for review" if held else None,
             detail=detail,
         )
+
+    def _observe(self, started: float, outcome: str) -> None:
+        if self.observe_transcode is not None:
+            self.observe_transcode(time.monotonic() - started, outcome)
 
     async def _advance(
         self,

@@ -12,7 +12,9 @@ Outputs land next to each other under ``videos/{owner}/{id}/``:
   of the rendition's height — the same place and size the local ffmpeg pipeline uses.
 
 ``UserMetadata`` carries the video id and owner, so the job's completion event (EventBridge →
-the worker's SQS queue) names its video without a lookup.
+the worker's SQS queue) names its video without a lookup, and the time the job was submitted
+(``submitted_ms``, ms since the epoch), so whichever worker gets the event can time the
+transcode.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def job_request(
     watermark_size: tuple[int, int],
     video_id: str,
     owner: str,
+    submitted_ms: int,
 ) -> dict[str, Any]:
     """Return the ``CreateJob`` parameters for one upload (``output_prefix`` ends with ``/``)."""
     hls = {
@@ -151,7 +154,7 @@ def job_request(
     }
     request: dict[str, Any] = {
         "Role": role_arn,
-        "UserMetadata": {"video_id": video_id, "owner": owner},
+        "UserMetadata": {"video_id": video_id, "owner": owner, "submitted_ms": str(submitted_ms)},
         "StatusUpdateInterval": "SECONDS_60",
         "Settings": {
             "TimecodeConfig": {"Source": "ZEROBASED"},

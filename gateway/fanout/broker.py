@@ -7,7 +7,9 @@ one Redis subscription per channel that has local subscribers) and keeps the rec
 Redis, so any node can replay it.
 
 Every event carries its channel offset and epoch; offset 0 marks an ephemeral push (typing,
-receipts, presence) that is neither ordered nor remembered.
+receipts, presence) that is neither ordered nor remembered. A stored event also carries its
+store time (milliseconds since the epoch, 0 when unknown), so that every node can observe its
+publish-to-deliver lag (``moosic_delivery_lag_seconds``) without parsing the payload.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Protocol
 
 from handlers.ports import Recent
 
-Deliver = Callable[[str, int, str, bytes], None]
-"""Called with (channel, offset, epoch, payload) for each event the node receives; must not block."""
+Deliver = Callable[[str, int, str, bytes, int], None]
+"""Called with (channel, offset, epoch, payload, stored_at) for each event the node receives
+(``stored_at``: the store time in ms since the epoch, 0 when unknown); must not block."""
 
 
 __all__ = ["Broker", "Deliver", "Recent", "envelope", "open_envelope"]
@@ -39,8 +42,12 @@ class Broker(Protocol):
         """Stop receiving ``channel``; ordered after every earlier subscribe call."""
         ...
 
-    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
-        """Send an event to every node; remember it in the channel's window when ``offset`` > 0."""
+    async def publish(
+        self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
+    ) -> None:
+        """Send an event to every node; remember it in the channel's window when ``offset`` > 0.
+
+        ``stored_at`` (ms since the epoch) travels beside the payload for the lag histogram."""
         ...
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
@@ -50,15 +57,26 @@ class Broker(Protocol):
     async def ping(self) -> bool: ...
 
 
-def envelope(offset: int, epoch: str, node: bytes, payload: bytes) -> bytes:
-    """Prefix a payload with ``"{offset} {epoch} {node}\\n"`` for the trip between nodes."""
+def envelope(offset: int, epoch: str, node: bytes, payload: bytes, stored_at: int = 0) -> bytes:
+    """Prefix a payload with ``"{offset} {epoch} {node}[@{stored_at}]\\n"`` for the trip between
+    nodes.
+
+    The store time rides on the node field, so the header keeps its three fields: a node of
+    the previous release (a rolling deploy mixes them on one Redis) reads ``node@time`` as a
+    node that is not itself and delivers the event; this release reads a plain ``node`` as a
+    store time of 0 (not observed).
+    """
+    if stored_at:
+        return b"%d %s %s@%d\n%s" % (offset, epoch.encode(), node, stored_at, payload)
     return b"%d %s %s\n%s" % (offset, epoch.encode(), node, payload)
 
 
-def open_envelope(data: bytes) -> tuple[int, str, bytes, bytes]:
-    """Return (offset, epoch, node, payload) of :func:`envelope` bytes; ValueError if malformed."""
+def open_envelope(data: bytes) -> tuple[int, str, bytes, int, bytes]:
+    """Return (offset, epoch, node, stored_at, payload) of :func:`envelope` bytes; ValueError
+    if malformed."""
     head, sep, payload = data.partition(b"\n")
     parts = head.split(b" ")
     if not sep or len(parts) != 3:
         raise ValueError("no envelope")
-    return int(parts[0]), parts[1].decode(), parts[2], payload
+    node, _at, stored = parts[2].partition(b"@")
+    return int(parts[0]), parts[1].decode(), node, int(stored) if stored else 0, payload

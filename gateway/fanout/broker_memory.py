@@ -69,11 +69,13 @@ class MemoryBroker:
     def unsubscribe(self, channel: str) -> None:
         return None
 
-    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+    async def publish(
+        self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
+    ) -> None:
         if offset:
             self._recent.add(channel, offset, epoch, payload)
         if self._deliver is not None:
-            self._deliver(channel, offset, epoch, payload)
+            self._deliver(channel, offset, epoch, payload, stored_at)
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
         return self._recent.get(channel, since, limit)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -236,12 +237,12 @@ class RedisBroker:
         if self._deliver is None or channel is None:
             return
         try:
-            offset, epoch, node, payload = open_envelope(message)
+            offset, epoch, node, stored_at, payload = open_envelope(message)
         except ValueError:
             log.warning("ignoring a malformed message on %r", name[:200])
             return
         if node != self.node_id:  # our own were delivered when published
-            self._deliver(channel, offset, epoch, payload)
+            self._deliver(channel, offset, epoch, payload, stored_at)
 
     def _confirmed(self, name: bytes) -> None:
         """Redis confirmed a subscription: wake the oldest group waiting for it."""
@@ -284,7 +285,9 @@ class RedisBroker:
 
     # -- publisher side --------------------------------------------------------------------
 
-    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+    async def publish(
+        self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
+    ) -> None:
         """Deliver on this node at once, then send to Redis without waiting for the answer.
 
         Local subscribers do not wait for a Redis round trip, and the publisher is answered as
@@ -293,14 +296,14 @@ class RedisBroker:
         events in the order they were published.
         """
         if self._deliver is not None:
-            self._deliver(channel, offset, epoch, payload)
+            self._deliver(channel, offset, epoch, payload, stored_at)
         window, meta = self._window_keys(channel)
         args = (
             b"2",
             window,
             meta,
             self._key(channel),
-            envelope(offset, epoch, self.node_id, payload),
+            envelope(offset, epoch, self.node_id, payload, stored_at),
             str(offset).encode(),
             epoch.encode(),
             payload,
@@ -310,6 +313,7 @@ class RedisBroker:
         )
         try:
             conn = await self._redis.connection(window)
+            started = time.perf_counter()
             future = conn.submit(b"EVALSHA", self._publish_sha, *args)
             if future is None:  # too many in flight: wait for room
                 await self._publish_waiting(args)
@@ -317,7 +321,7 @@ class RedisBroker:
         except (OSError, TimeoutError, ConnectionLost, Unavailable, RespError) as exc:
             self._publish_failed(exc, args)
             return
-        future.add_done_callback(lambda f: self._published(f, conn, args))
+        future.add_done_callback(lambda f: self._published(f, conn, args, started))
 
     async def _publish_waiting(self, args: tuple[bytes, ...]) -> None:
         """Publish through the client, waiting for the answer (and following redirects)."""
@@ -328,17 +332,24 @@ class RedisBroker:
             self._publish_failed(exc, args)
 
     def _published(
-        self, future: asyncio.Future[Any], conn: RespConnection, args: tuple[bytes, ...]
+        self,
+        future: asyncio.Future[Any],
+        conn: RespConnection,
+        args: tuple[bytes, ...],
+        started: float,
     ) -> None:
         exc = future.exception()
         if exc is None:
             self._failure_logged = False
+            observe = self._redis.observe
+            if observe is not None:
+                observe(time.perf_counter() - started, "publish")
             return
         if isinstance(exc, RespError) and str(exc).startswith("NOSCRIPT") and not conn.closed:
             # First use on this Redis (or it restarted): send the script itself once.
             retry = conn.submit(b"EVAL", PUBLISH_SCRIPT, *args)
             if retry is not None:
-                retry.add_done_callback(lambda f: self._published(f, conn, args))
+                retry.add_done_callback(lambda f: self._published(f, conn, args, started))
                 return
         if isinstance(exc, RespError) and str(exc).startswith(REDIRECTS):
             # A cluster moved the channel's slot: the client follows it (and reads the map).

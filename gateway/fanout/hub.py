@@ -7,12 +7,19 @@ channel when its first local subscriber arrives and unsubscribes when the last o
 
 Invariant: a subscriber's ``deliver`` never changes the hub synchronously (a slow consumer
 schedules its own close), so delivery can iterate the live subscriber set without copying it.
+
+Each stored event handed to this node's subscribers is observed once (not once per socket) in
+``moosic_delivery_lag_seconds``: the wall clock now minus the event's store time, which the
+broker carries beside the payload. Events a gap fill fetched are observed too (their store
+time read from the payload's ``ts``: that path is rare), so late events are in the histogram;
+a recovering client's replay is not (it was not live).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -94,20 +101,29 @@ class Member(Subscriber, Protocol):
 class _Watch:
     """A long-poll waiter: wakes on the channel's next event."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "outcome", "waited")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.waited = 0.0
+        """Seconds spent in :meth:`wait`, all calls together."""
+        self.outcome: str | None = None
+        """How the last wait ended: ``woken`` or ``timeout`` (None: it never waited)."""
 
     def deliver(self, frame: bytes) -> None:
         self._event.set()
 
     async def wait(self, timeout: float) -> bool:
+        started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 await self._event.wait()
         except TimeoutError:
+            self.outcome = "timeout"
             return False
+        finally:
+            self.waited += time.monotonic() - started
+        self.outcome = "woken"
         self._event.clear()
         return True
 
@@ -136,8 +152,9 @@ class _Channel:
         self.epoch = ""
         self.last = 0
         """The last offset delivered here, in order (0: none yet)."""
-        self.held: dict[int, bytes] | None = None
-        """Events that arrived after a gap, by offset, waiting for the gap to fill."""
+        self.held: dict[int, tuple[bytes, int]] | None = None
+        """Events that arrived after a gap (payload, store time), by offset, waiting for the
+        gap to fill."""
         self.filling = False
         self.refill = False
         """A broker outage ended while a fill was running: fill again after it."""
@@ -164,6 +181,8 @@ class Hub:
         self.broker = broker
         self._heartbeat = heartbeat
         self._metrics = metrics
+        self._lag = metrics.histogram("delivery_lag")
+        self._longpolls = metrics.family("longpoll_wait")
         self._channels: dict[str, _Channel] = {}
         self.backfill: Backfill | None = None
         """Where missing events come from (set once the services exist)."""
@@ -351,7 +370,11 @@ class Hub:
 
     @asynccontextmanager
     async def watch(self, channel: str) -> AsyncIterator[_Watch]:
-        """Subscribe a long-poll waiter for the duration of the block (bounded per node)."""
+        """Subscribe a long-poll waiter for the duration of the block (bounded per node).
+
+        A waiter that waited is observed in ``moosic_longpoll_wait_seconds`` when the block
+        ends: its seconds in ``wait``, by how the last wait ended (``woken``, ``timeout``).
+        """
         if self._watchers >= self._max_watchers:
             self._metrics.longpolls_rejected += 1
             raise OpError(SERVER_BUSY, "too many long polls are waiting on this node; retry")
@@ -363,12 +386,16 @@ class Hub:
         finally:
             self._watchers -= 1
             self.unsubscribe(channel, watcher)
+            if watcher.outcome is not None:
+                self._longpolls.observe(watcher.waited, watcher.outcome)
 
     # -- publishing and delivery -----------------------------------------------------------
 
-    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+    async def publish(
+        self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
+    ) -> None:
         self._metrics.events_published += 1
-        await self.broker.publish(channel, payload, offset, epoch)
+        await self.broker.publish(channel, payload, offset, epoch, stored_at)
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
         return await self.broker.recent(channel, since, limit)
@@ -393,7 +420,9 @@ class Hub:
         counts.sort(key=lambda item: (-item[1], item[0]))
         return counts[:limit]
 
-    def _on_broker_message(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
+    def _on_broker_message(
+        self, channel: str, offset: int, epoch: str, payload: bytes, stored_at: int = 0
+    ) -> None:
         if channel == CONTROL_CHANNEL:
             self._on_control(payload)
             return
@@ -414,7 +443,7 @@ class Hub:
             self._metrics.duplicates_dropped += 1
             return
         if offset == state.last + 1:
-            self._fan_out(state, offset, payload)
+            self._fan_out(state, offset, payload, stored_at)
             state.last = offset
             if state.held:
                 self._release_held(state)
@@ -422,19 +451,23 @@ class Hub:
         # A gap: hold this event until the missing ones arrive or are fetched.
         if state.held is None:
             state.held = {}
-        state.held[offset] = payload
+        state.held[offset] = (payload, stored_at)
         if len(state.held) > MAX_HELD:
             self._skip_gap(channel, state)
         elif not state.filling:
             state.filling = True
             self.spawn(self._fill_gap(channel, state, wait=GAP_WAIT))
 
-    def _fan_out(self, state: _Channel, offset: int, payload: bytes) -> None:
+    def _fan_out(self, state: _Channel, offset: int, payload: bytes, stored_at: int = 0) -> None:
         frame = text_frame(payload)
         subscribers = state.subscribers
         for subscriber in subscribers:
             subscriber.deliver(frame)
         self._metrics.deliveries += len(subscribers)
+        if stored_at and subscribers:
+            # Once per event per node; a clock behind the storing node's reads as 0.
+            lag = time.time() - stored_at * 0.001
+            self._lag.observe(lag if lag > 0.0 else 0.0)  # noqa: FURB136 (max() costs 60 ns)
         if state.pending:
             for member, held in state.pending.items():
                 if held is not None:
@@ -451,7 +484,7 @@ class Hub:
             self._metrics.duplicates_dropped += 1
         while state.last + 1 in held:
             state.last += 1
-            self._fan_out(state, state.last, held.pop(state.last))
+            self._fan_out(state, state.last, *held.pop(state.last))
         if not held:
             state.held = None
 
@@ -463,7 +496,7 @@ class Hub:
         self._metrics.gap_events_skipped += missing
         for offset in sorted(held):
             if offset > state.last:
-                self._fan_out(state, offset, held[offset])
+                self._fan_out(state, offset, *held[offset])
                 state.last = offset
         state.held = None
 
@@ -485,7 +518,7 @@ class Hub:
                 before = state.last
                 for offset, payload in events:
                     if offset == state.last + 1:
-                        self._fan_out(state, offset, payload)
+                        self._fan_out(state, offset, payload, _stored_at(payload))
                         state.last = offset
                         self._metrics.gap_events_filled += 1
                 if state.held:
@@ -541,3 +574,12 @@ class Hub:
             raise TypeError("a disconnect names a user, a close code and a reason")
         for member in list(self._members.get(user_id, ())):
             member.disconnect(code, reason)
+
+
+def _stored_at(payload: bytes) -> int:
+    """A fetched event's store time (its ``ts``, ms), or 0 when it has none (gap fills only)."""
+    try:
+        ts = orjson.loads(payload).get("ts")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) else 0

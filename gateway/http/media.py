@@ -118,6 +118,10 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     if isinstance(backend, (LocalMedia, AwsMedia)):
         metrics.counters["media_refused_keys"] = lambda: backend.refused
+        transcodes = metrics.family("transcode")
+        backend.observe_transcode = lambda seconds, outcome: transcodes.observe(
+            seconds, backend.name, outcome
+        )
     if isinstance(backend, LocalMedia):
         metrics.gauges["media_jobs_queued"] = lambda: backend.queued
     yield

@@ -29,7 +29,8 @@ from gateway.http.routes import (
 )
 from gateway.http.security import client_address, limit
 from gateway.http.server import EVENTS_PATH
-from gateway.keys import HUB, METRICS, SERVICES, STORE
+from gateway.keys import HUB, METRICS_REGISTRY, SERVICES, STORE
+from gateway.metrics import exposition
 from gateway.settings import Settings
 from gateway.ws.upgrade import websocket
 from handlers import auth, channels, chat, events, groups, receipts, recovery
@@ -247,7 +248,9 @@ async def readyz(request: web.Request) -> Reply:
     text=True,
 )
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
+    """Prometheus text, or OpenMetrics when the scrape's ``Accept`` asks for it."""
+    body, content_type = exposition(request.app[METRICS_REGISTRY], request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 # -- accounts ------------------------------------------------------------------------------

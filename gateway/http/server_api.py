@@ -33,7 +33,8 @@ from gateway.auth.api_keys import ApiKeys, presented_key
 from gateway.http.errors import json_response
 from gateway.http.request import read_body
 from gateway.http.server import BROADCAST_MAX_BODY_BYTES, BROADCAST_PATH, GatewayRequestHandler
-from gateway.keys import HUB, METRICS, SERVICES, SETTINGS, STORE
+from gateway.keys import HUB, METRICS, METRICS_REGISTRY, SERVICES, SETTINGS, STORE
+from gateway.metrics import exposition
 from gateway.ws.connection import Connection
 from gateway.ws.frames import CloseCode
 from handlers import auth, chat
@@ -308,7 +309,8 @@ async def channels(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     index = caller(request)
     audit(request, index, "metrics")
-    return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
+    body, content_type = exposition(request.app[METRICS_REGISTRY], request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 # -- moderation ------------------------------------------------------------------------------

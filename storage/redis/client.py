@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from typing import Any, TypeVar
@@ -74,6 +75,11 @@ class RedisClient:
         self._probe: asyncio.Task[None] | None = None
         self._probe_timeout = min(timeout, breaker_cooldown)
         """A probe waits at most a cool-down: a frozen Redis is half-open no longer than open."""
+        self.observe: Callable[[float, str], None] | None = None
+        """Called with (seconds, kind) after each answered round trip: ``command`` and
+        ``script`` here (answers and error replies; not timeouts or lost connections), and
+        ``publish`` for the broker's pipelined publishes (the gateway's
+        ``moosic_redis_latency_seconds``)."""
 
     # -- the breaker -----------------------------------------------------------------------
 
@@ -104,20 +110,29 @@ class RedisClient:
         else:
             self.breaker.success()
 
-    async def _guarded(self, run: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+    async def _guarded(
+        self, run: Callable[[], Awaitable[T]], timeout: float | None, kind: str = "command"
+    ) -> T:
         """Run one exchange with Redis through the breaker, within ``timeout`` seconds."""
         self.admit()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 result = await run()
         except RespError:
             self.breaker.success()
+            self._observe(started, kind)
             raise
         except FAILURES:
             self.breaker.failure()
             raise
         self.breaker.success()
+        self._observe(started, kind)
         return result
+
+    def _observe(self, started: float, kind: str) -> None:
+        if self.observe is not None:
+            self.observe(time.perf_counter() - started, kind)
 
     # -- the connection --------------------------------------------------------------------
 
@@ -188,7 +203,7 @@ class RedisClient:
                     raise
                 return await conn.command(b"EVAL", source, number, *keys, *args)
 
-        return await self._guarded(run, timeout)
+        return await self._guarded(run, timeout, "script")
 
     async def call(self, *args: bytes | str, timeout: float | None = None) -> Any:
         """Run one command on the shared, pipelined connection (through the breaker)."""

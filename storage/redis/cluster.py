@@ -338,7 +338,7 @@ class ClusterClient(RedisClient):
         sha = self.sha(source)
         command = (b"EVALSHA", sha, str(len(keys)).encode(), *keys, *args)
         key = keys[0] if keys else None
-        return await self._guarded(lambda: self._routed(key, command, source), timeout)
+        return await self._guarded(lambda: self._routed(key, command, source), timeout, "script")
 
 
 def _quiet(future: asyncio.Future[Any]) -> None:

@@ -59,7 +59,9 @@ class FakeFanout:
         self.windows = RecentWindows(per_channel=256, channels=1000)
         self._waiters: dict[str, set[_Waiter]] = {}
 
-    async def publish(self, channel: str, payload: bytes, offset: int = 0, epoch: str = "") -> None:
+    async def publish(
+        self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
+    ) -> None:
         self.published.append(Published(channel, payload, offset, epoch))
         if offset:
             self.windows.add(channel, offset, epoch, payload)

@@ -339,6 +339,7 @@ def test_mediaconvert_role_reads_and_writes_the_keys_of_the_job() -> None:
         watermark_size=(100, 30),
         video_id=video,
         owner=owner,
+        submitted_ms=1_700_000_000_000,
     )
     text = check.json_text(request)
     reads = re.findall(r'"(?:FileInput|ImageInserterInput)": "s3://([^"]+)"', text)

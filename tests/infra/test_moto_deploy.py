@@ -57,7 +57,9 @@ EXPECTED_LEFT_OUT: dict[str, tuple[set[str], set[str]]] = {
         {"AlarmEmailSubscription", "MailConfiguration", "MailEvents", "MailIdentity"}
         | {"ConnectionsPerNodeHigh", "RedisCircuitOpen", "StoreUnhealthy", "Gateway5xx"}
         | {"UnhealthyNodes", "GatewayCpuHigh", "StoreThrottled", "MediaDeadLetters"}
-        | {"MediaBacklog", "UploadFunctionErrors"},
+        | {"MediaBacklog", "UploadFunctionErrors"}
+        | {"DeliveryLagBurnFast", "DeliveryLagBurnSlow", "StoreLatencyHigh"}
+        | {"SlowConsumerClosesHigh", "ClickstreamRefusals", "GapEventsSkipped"},
         {"MailDkimRecords"},
     ),
 }

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import JWT_SECRET
 from tests.support.clients import PASSWORD, WsClient, bearer, register
@@ -84,6 +85,15 @@ async def test_history_survives_restarts_without_duplicates(
             assert first["offset"] == n + 1
         live = [await listener.next_event() for _ in range(MESSAGES)]
         assert [e["data"]["n"] for e in live] == list(range(MESSAGES))
+        # Each publish (retries too) was one timed store call on the DynamoDB backend.
+        async with http.get(f"{a.base_url}/metrics") as r:
+            scraped = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(await r.text())
+                for s in family.samples
+            }
+        appends = (("backend", "dynamodb"), ("operation", "append"))
+        assert scraped[("moosic_store_latency_seconds_count", appends)] == MESSAGES + MESSAGES // 5
         await listener.close()
         await sender.close()
     finally:

@@ -37,7 +37,9 @@ class Node:
         self.raw: list[bytes] = []
         self.arrived = asyncio.Event()
 
-    def deliver(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
+    def deliver(
+        self, channel: str, offset: int, epoch: str, payload: bytes, stored_at: int = 0
+    ) -> None:
         assert (channel, offset, epoch) == ("video:v", 0, "")
         self.raw.append(payload)
         self.received.append(orjson.loads(payload))

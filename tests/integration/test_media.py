@@ -12,8 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.http.media import MEDIA, build_media
+from gateway.keys import FEEDS
 from gateway.settings import Settings
 from handlers.media import StoreLedger
 from media.aws import AwsMedia
@@ -96,6 +98,23 @@ async def test_upload_process_push_and_play(
     # The pushes are stored events: an owner who was away finds them in the history.
     history = await ws.result("history", channel=channel, limit=10)
     assert [m["data"]["state"] for m in reversed(history["messages"])] == states
+    # The transcode was timed, and the ready video's feed walk (alice has no followers; the
+    # post follows the ready push), and each state push's delivery to alice's socket.
+    walks = ("moosic_feed_fanout_seconds_count", (("author", "narrow"),))
+    for _ in range(200):
+        async with client.get("/metrics") as r:
+            scraped = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(await r.text())
+                for s in family.samples
+            }
+        if walks in scraped and await client.server.app[FEEDS].wait_idle(10):
+            break
+        await asyncio.sleep(0.05)
+    transcodes = ("moosic_transcode_seconds_count", (("backend", "local"), ("outcome", "ok")))
+    assert scraped[transcodes] == 1
+    assert scraped[walks] == 1
+    assert scraped[("moosic_delivery_lag_seconds_count", ())] == len(states)
 
     async with client.get(f"/v1/videos/{video_id}/playback", headers=bearer(bob)) as r:
         assert r.status == 200

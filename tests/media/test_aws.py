@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 import pytest
 from aiobotocore.stub import AioStubber
+from botocore.stub import ANY
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -136,7 +137,7 @@ async def post_form(form: UploadForm, data: bytes, content_type: str = "video/mp
 
 
 def expected_job(owner: str, video_id: str, ext: str = "mp4") -> dict[str, Any]:
-    return job_request(
+    request = job_request(
         role_arn=ROLE,
         queue_arn=None,
         input_uri=f"s3://{BUCKET}/users/{owner}/uploads/{video_id}.{ext}",
@@ -147,19 +148,31 @@ def expected_job(owner: str, video_id: str, ext: str = "mp4") -> dict[str, Any]:
         watermark_size=(240, 64),
         video_id=video_id,
         owner=owner,
+        submitted_ms=0,
     )
+    request["UserMetadata"]["submitted_ms"] = ANY  # the worker's clock
+    return request
 
 
 def job_answer(job_id: str) -> dict[str, Any]:
     return {"Job": {"Id": job_id, "Role": ROLE, "Settings": {}}}
 
 
-def completion(video_id: str, owner: str, status: str = "COMPLETE", ms: int = 3000) -> bytes:
-    detail: dict[str, Any] = {
-        "status": status,
-        "jobId": "job-1",
-        "userMetadata": {"video_id": video_id, "owner": owner},
-    }
+def completion(
+    video_id: str,
+    owner: str,
+    status: str = "COMPLETE",
+    ms: int = 3000,
+    *,
+    submitted_ms: int | None = None,
+    timestamp: int | None = None,
+) -> bytes:
+    meta = {"video_id": video_id, "owner": owner}
+    if submitted_ms is not None:
+        meta["submitted_ms"] = str(submitted_ms)
+    detail: dict[str, Any] = {"status": status, "jobId": "job-1", "userMetadata": meta}
+    if timestamp is not None:
+        detail["timestamp"] = timestamp
     if status == "COMPLETE":
         detail["outputGroupDetails"] = [{"outputDetails": [{"durationInMs": ms}]}]
     else:
@@ -230,8 +243,12 @@ async def test_upload_to_ready_through_the_queue(aws: Aws, clip_bytes: bytes) ->
             {"ModerationLabels": [], "ModerationModelVersion": "7.0"},
             {"Image": {"S3Object": {"Bucket": BUCKET, "Name": frame}}, "MinConfidence": 80.0},
         )
-    await send(aws, completion("vid1", "alice"))
+    timed: list[tuple[float, str]] = []
+    aws.media.observe_transcode = lambda seconds, outcome: timed.append((seconds, outcome))
+    submitted = 1_700_000_000_000
+    await send(aws, completion("vid1", "alice", submitted_ms=submitted, timestamp=submitted + 7000))
     await wait_for(lambda: aws.ledger.states("vid1")[-1] == "ready")
+    assert timed == [(7.0, "ok")]
     aws.rekognition.assert_no_pending_responses()
     assert aws.ledger.states("vid1") == ["processing", "moderating", "ready"]
     assert aws.ledger.changes[1].detail == {"renditions": ["72p", "96p", "144p"]}
@@ -283,6 +300,22 @@ async def test_transcode_errors_fail_and_too_long_videos_are_rejected(aws: Aws) 
     # A repeated event finds the video failed already and changes nothing.
     await aws.media.handle_message(orjson.loads(completion("v1", "alice", "ERROR")))
     assert len(aws.ledger.changes) == 2
+
+
+async def test_each_jobs_end_is_timed_once_from_its_submission(aws: Aws) -> None:
+    timed: list[tuple[float, str]] = []
+    aws.media.observe_transcode = lambda seconds, outcome: timed.append((seconds, outcome))
+    for video in ("v1", "v2", "v3"):
+        aws.ledger.add(video, "alice", VideoState.PROCESSING)
+    at = 1_700_000_000_000
+    failed = completion("v1", "alice", "ERROR", submitted_ms=at, timestamp=at + 42_500)
+    await aws.media.handle_message(orjson.loads(failed))
+    await aws.media.handle_message(orjson.loads(failed))  # delivered twice: timed once
+    too_long = completion("v2", "alice", ms=61_000, submitted_ms=at, timestamp=at + 90_000)
+    await aws.media.handle_message(orjson.loads(too_long))
+    # A job an earlier release submitted carries no submission time: not timed.
+    await aws.media.handle_message(orjson.loads(completion("v3", "alice", "ERROR")))
+    assert timed == [(42.5, "failed"), (90.0, "rejected")]
 
 
 async def test_rekognition_error_leaves_the_message_for_redelivery(aws: Aws) -> None:

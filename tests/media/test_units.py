@@ -177,10 +177,15 @@ def test_mediaconvert_template() -> None:
         watermark_size=(240, 64),
         video_id="v",
         owner="u",
+        submitted_ms=1_700_000_000_123,
     )
     assert request["Role"] == "arn:role"
     assert request["Queue"] == "arn:queue"
-    assert request["UserMetadata"] == {"video_id": "v", "owner": "u"}
+    assert request["UserMetadata"] == {
+        "video_id": "v",
+        "owner": "u",
+        "submitted_ms": "1700000000123",
+    }
     settings = request["Settings"]
     assert settings["Inputs"][0]["FileInput"] == "s3://b/users/u/uploads/v.mp4"
     hls, frames = settings["OutputGroups"]

@@ -143,3 +143,25 @@ async def test_a_channels_first_events_are_put_in_order_too() -> None:
     assert member.payloads() == [b"e1", b"e2"]
     assert metrics.duplicates_dropped == 0
     await hub.close()
+
+
+async def test_live_held_and_fetched_events_are_each_observed_once_in_the_lag() -> None:
+    stored = 1_700_000_000_000  # ms: long ago, so every observation is in the top bucket
+    fetched = b'{"op":"event","ts":%d}' % stored
+    hub, broker, metrics = await started_hub({2: fetched})
+    lag = metrics.histogram("delivery_lag")
+    first, second = Inbox(), Inbox()
+    await hub.subscribe("room:a", first)
+    await hub.subscribe("room:a", second)
+    await broker.publish("room:a", b"e1", 1, "e1", stored)  # live
+    await broker.publish("room:a", b"e3", 3, "e1", stored)  # held until 2 is fetched
+    await broker.publish("room:a", b"typing", 0, "", 0)  # ephemeral: no store time
+    async with asyncio.timeout(5):
+        while len(first.frames) < 4:
+            await asyncio.sleep(0.01)
+    assert first.payloads() == [b"e1", b"typing", fetched, b"e3"]
+    assert lag.count == 3  # once per event, not once per subscriber
+    assert lag.counts[-1] == 3  # stored long ago: above every bound
+    await broker.publish("room:a", b"e4", 4, "e1")  # no store time (an older node's): skipped
+    assert lag.count == 3
+    await hub.close()
