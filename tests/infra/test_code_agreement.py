@@ -352,3 +352,26 @@ def test_mediaconvert_role_reads_and_writes_the_keys_of_the_job() -> None:
     for key in writes:
         assert _statement_grants(documents, "s3:PutObject", f"arn:aws:s3:::{key}*", media), key
     assert check.allowed_actions(documents) == {"s3:GetObject", "s3:PutObject"}
+
+
+def test_the_alb_keeps_metrics_and_the_server_api_inside() -> None:
+    from gateway.http.server_api import PREFIX as SERVER_API
+
+    compute = check.resolver_for("compute", STAGE)
+    rules = [
+        compute.value(r["Properties"])
+        for r in compute.template["Resources"].values()
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule"
+    ]
+    blocked = [
+        value
+        for rule in rules
+        if rule["Actions"][0]["Type"] == "fixed-response"
+        and rule["Actions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
+        for condition in rule["Conditions"]
+        if condition["Field"] == "path-pattern"
+        for value in condition["PathPatternConfig"]["Values"]
+    ]
+    for path in ("/metrics", SERVER_API + "/publish", SERVER_API + "/admin/"):
+        assert any(fnmatch.fnmatchcase(path, pattern) for pattern in blocked), path
+    assert not any(fnmatch.fnmatchcase("/v1/feed", pattern) for pattern in blocked)
