@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -259,6 +260,15 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     presence: LocalPresence | RedisPresence = LocalPresence()
     if redis is not None:
         presence = RedisPresence(redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl)
+    started = int(time.time())
+    node = app[CLICKSTREAM].node  # host:port, as events name it
+    presence.card = lambda: {
+        "address": node,
+        "region": settings.region,
+        "started_at": started,
+        "connections": hub.member_count,
+        "channels": hub.channel_count,
+    }
     hub.presence = PresenceTracker(
         presence, hub.publish, hub.spawn, refresh=settings.presence_ttl / 3
     )

@@ -35,12 +35,15 @@ find itself reaped. Three rules keep its stale view from outvoting the live one:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+
+import orjson
 
 from handlers.messages import join_leave_message, presence_message
 from handlers.ports import UserStatus
@@ -75,6 +78,10 @@ class Backend(Protocol):
     async def channel_up(self, channel: str, user: str) -> bool: ...
 
     async def channel_down(self, channel: str, user: str) -> bool: ...
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The live nodes, each with what it says of itself (its card)."""
+        ...
 
     async def statuses(self, users: list[str]) -> dict[str, UserStatus]: ...
 
@@ -115,10 +122,16 @@ class Sweep:
     left: list[tuple[str, str]] = field(default_factory=list)
 
 
+MAX_NODES = 1000
+"""Nodes :meth:`RedisPresence.nodes` lists at most."""
+
+
 class LocalPresence:
     """Presence of one node, in memory. Last-seen times are kept for ``max_users`` users."""
 
     def __init__(self, *, max_users: int = 100_000) -> None:
+        self.card: Callable[[], dict[str, Any]] | None = None
+        """What this node says of itself in :meth:`nodes` (set by the gateway)."""
         self._online: set[str] = set()
         self._channels: dict[str, set[str]] = {}
         self._last_seen: OrderedDict[str, int] = OrderedDict()
@@ -140,6 +153,10 @@ class LocalPresence:
     async def channel_up(self, channel: str, user: str) -> bool:
         self._channels.setdefault(channel, set()).add(user)
         return True
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The live nodes with their cards: this one alone."""
+        return [{"node": "local", "alive": True, **(self.card() if self.card else {})}]
 
     async def channel_down(self, channel: str, user: str) -> bool:
         users = self._channels.get(channel)
@@ -224,6 +241,9 @@ class RedisPresence:
         self._prefixes = [partition_prefix(self._base, i, self._parts) for i in range(self._parts)]
         self._node = redis.node_id.decode()
         self._ttl_ms = int(ttl * 1000)
+        self.card: Callable[[], dict[str, Any]] | None = None
+        """What this node says of itself in :meth:`nodes`, written at every heartbeat (with the
+        presence ttl), beside its liveness entry (set by the gateway)."""
 
     def _part(self, name: str) -> int:
         return partition_of(name, self._parts)
@@ -301,7 +321,39 @@ class RedisPresence:
             beat.left += one.left
         return beat
 
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The nodes with a liveness entry (at most :data:`MAX_NODES`), each with its card."""
+        found = await self._redis.call(
+            b"ZRANGE", self._k(0, "nodes"), b"0", str(MAX_NODES - 1).encode()
+        )
+        names = [bytes(n).decode() for n in found]
+        cards = await asyncio.gather(
+            *(self._redis.call(b"GET", self._k(0, "card:", n)) for n in names)
+        )
+        out: list[dict[str, Any]] = []
+        for name, card in zip(names, cards, strict=True):
+            described: dict[str, Any] = {}
+            if card is not None:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    loaded = orjson.loads(card)
+                    if isinstance(loaded, dict):
+                        described = loaded
+            out.append({"node": name, "alive": card is not None, **described})
+        return out
+
+    async def _write_card(self) -> None:
+        if self.card is not None:
+            await self._redis.call(
+                b"SET",
+                self._k(0, "card:", self._node),
+                orjson.dumps(self.card()),
+                b"PX",
+                str(self._ttl_ms).encode(),
+            )
+
     async def _sweep_part(self, part: int) -> Sweep:
+        if part == 0:
+            await self._write_card()
         nodes = self._k(part, "nodes")
         keys = [nodes, self._k(part, "nu:", self._node), self._k(part, "nc:", self._node)]
         fresh, users, pairs, dead = await self._run(

@@ -277,6 +277,15 @@ async def end_sessions(request: web.Request) -> web.Response:
 # -- this node -------------------------------------------------------------------------------
 
 
+@routes.get(PREFIX + "/nodes")
+async def nodes(request: web.Request) -> web.Response:
+    index = caller(request)
+    audit(request, index, "nodes")
+    tracker = request.app[HUB].presence
+    found = [] if tracker is None else await tracker.backend.nodes()
+    return json_response({"count": len(found), "nodes": found})
+
+
 @routes.get(PREFIX + "/node/connections")
 async def connections(request: web.Request) -> web.Response:
     index = caller(request)

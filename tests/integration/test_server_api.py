@@ -334,3 +334,40 @@ async def test_without_keys_the_server_api_is_off(
             assert (r.status, (await r.json())["code"]) == (404, "not_found")
     finally:
         node.stop()
+
+
+async def test_the_nodes_list_every_live_node_with_its_card(
+    shared_redis: SharedRedis, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    env = node_env(shared_redis, tmp_path, MOOSIC_SERVER_API_KEYS=KEYS, MOOSIC_PRESENCE_TTL="3")
+    with running_nodes(env, tmp_path) as (a, b):
+        await _nodes_listed(a, b, http)
+
+
+async def _nodes_listed(a: GatewayNode, b: GatewayNode, http: aiohttp.ClientSession) -> None:
+    user = await register(http, "carded", base=b.base_url)
+    ws = await connect(http, b, user["access_token"])
+    await ws.result("subscribe", channel="room:cards")
+
+    async def listed() -> dict[str, dict[str, Any]]:
+        found = await api(http, a, "GET", "/nodes")
+        assert found["count"] == len(found["nodes"])
+        return {str(n.get("address", "")).rsplit(":", 1)[-1]: n for n in found["nodes"]}
+
+    # Each node writes its card at every presence heartbeat (a third of MOOSIC_PRESENCE_TTL).
+    async with asyncio.timeout(60):
+        while True:
+            cards = await listed()
+            card = cards.get(str(b.port))
+            if card is not None and card["connections"] >= 1 and card["channels"] >= 1:
+                break
+            await asyncio.sleep(0.5)
+    assert set(cards) == {str(a.port), str(b.port)}
+    for port, found in cards.items():
+        assert found["alive"] is True
+        assert isinstance(found["node"], str)
+        assert found["node"]
+        assert isinstance(found["started_at"], int)
+        assert found["address"].endswith(":" + port)
+    await api(http, a, "GET", "/nodes", 401, headers=key("x" * 40))
+    await ws.close()

@@ -75,12 +75,20 @@
   }
 
   async function refresh() {
-    const [conns, chans, held, metrics] = await Promise.all([
+    const [nodes, conns, chans, held, metrics] = await Promise.all([
+      call("GET", "/nodes"),
       call("GET", "/node/connections?limit=200"),
       call("GET", "/node/channels?limit=200"),
       call("GET", "/videos/held?limit=50"),
       call("GET", "/metrics"),
     ]);
+    $("nodes-count").textContent = "(" + nodes.count + ")";
+    fill("nodes", nodes.nodes, (row, n) => {
+      cell(row, n.address || n.node);
+      cell(row, n.alive ? "alive" : "no card");
+      cell(row, n.connections ?? "", true);
+      cell(row, n.channels ?? "", true);
+    });
     $("connections-count").textContent = "(" + conns.count + ")";
     fill("connections", conns.connections, (row, c) => {
       cell(row, c.user_id);
