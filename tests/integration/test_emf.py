@@ -15,9 +15,9 @@ from tests.support.servers import GatewayNode, local_env
 
 
 def emf_lines(path: Path) -> list[dict[str, object]]:
-    return [
-        orjson.loads(line) for line in path.read_bytes().splitlines() if line.startswith(b'{"_aws"')
-    ]
+    """The EMF lines written so far (a line still being written, with no newline yet, waits)."""
+    complete = path.read_bytes().split(b"\n")[:-1]
+    return [orjson.loads(line) for line in complete if line.startswith(b'{"_aws"')]
 
 
 async def test_emf_lines_carry_the_metrics_and_counters_as_growth(tmp_path: Path) -> None:
