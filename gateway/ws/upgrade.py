@@ -77,6 +77,13 @@ def _detach(request: web.Request) -> bytes:
     manager = handler._manager  # noqa: SLF001
     if manager is not None:
         manager.connection_lost(handler, None)
+    # Its keep-alive timer would hold the handler (its parser, the request's headers: ~5 KiB a
+    # socket) until it fires; nothing of HTTP is parsed on this socket again.
+    keepalive = handler._keepalive_handle  # noqa: SLF001
+    if keepalive is not None:
+        keepalive.cancel()
+        handler._keepalive_handle = None  # noqa: SLF001
+    handler._parser = None  # noqa: SLF001
     handler.transport = None
     return tail
 
