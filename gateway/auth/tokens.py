@@ -19,7 +19,7 @@ revoked (logout, refresh-token reuse) is refused with ``session_revoked``.
 HS256 tokens (every token the gateway issues) are checked here without PyJWT, parsing the token
 once (PyJWT parses it twice, for the header and again to verify, and validates base64 one
 character at a time in Python: about 60 µs a token against about 10 here): strict base64url
-segments, the header's ``alg`` pinned by the key, the HMAC compared in constant time
+segments (canonical: one spelling per token), the header's ``alg`` pinned by the key, the HMAC compared in constant time
 (``hmac.compare_digest``), then the claim rules of PyJWT (``exp`` and ``nbf`` with the
 leeway, ``iat`` an integer not in the future, ``iss`` equal, ``aud`` equal or listed; a ``crit``
 header is refused), a little stricter: no padded segments, no string ``exp``, no fractional or
@@ -83,9 +83,14 @@ def _segment(text: str) -> bytes:
     if len(text) % 4 == 1 or not _SEGMENT.fullmatch(text):
         raise _Invalid("invalid base64url segment")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise _Invalid("invalid base64url segment") from None
+    # Canonical only: the last character's unused bits must be zero (as PyJWT requires), so a
+    # token has one spelling.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != text:
+        raise _Invalid("invalid base64url segment")
+    return raw
 
 
 def _object(raw: bytes, what: str) -> dict[str, Any]:

@@ -188,3 +188,16 @@ def test_every_changed_character_is_refused_by_both() -> None:
                 assert ours == theirs, changed
             else:
                 assert ours == "unauthorized", changed
+
+
+def test_a_signature_with_other_unused_bits_is_refused_by_both() -> None:
+    """The last character of a 256-bit signature carries two unused bits: flipping one spells
+    the same bytes differently; neither check takes that spelling."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = forged()
+    head, _, signature = token.rpartition(".")
+    assert len(signature) == 43
+    other = alphabet[alphabet.index(signature[-1]) ^ 1]
+    respelled = f"{head}.{signature[:-1]}{other}"
+    assert _pyjwt_outcome(respelled) == "unauthorized"
+    assert _our_outcome(respelled) == "unauthorized"
