@@ -323,6 +323,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
             access_token_ttl=settings.access_token_ttl,
             email_token_ttl=settings.email_token_ttl,
             reset_token_ttl=settings.reset_token_ttl,
+            max_devices=settings.max_devices,
         ),
         presence=presence,
         hot_counts=hot_counts,

@@ -167,6 +167,8 @@ class Settings:
     mail_retry_backoff: float = 1.0
     email_token_ttl: int = 86400
     reset_token_ttl: int = 1800
+    # Push notifications (issue 16): handlers/devices.py, gateway/push/.
+    max_devices: int = 20
 
     @property
     def countries_label(self) -> str:
@@ -935,6 +937,11 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "reset_token_ttl",
         _int(60, 86400),
         "seconds a password reset token may be used",
+    ),
+    "MAX_DEVICES": (
+        "max_devices",
+        _int(1, 100),
+        "push devices kept per user; registering one more drops the least recently registered",
     ),
 }
 

@@ -18,6 +18,7 @@ Map of the package:
 - ``social``: videos, likes, comments and shares (counted through the gateway's hot counters).
 - ``follows`` and ``feed``: the follow graph and blocks; home feeds (hybrid fan-out: written
   into followers' feeds in background batches, or merged in at read time for wide authors).
+- ``devices``: push devices (register, list, delete; bounded per user).
 - ``cache``: the short per-node cache of records read on every request (videos).
 - ``presence``: who is in a channel, contacts' online status and its changes, typing.
 - ``media``: upload forms, playback links of ready videos, and the video ledger the media
@@ -29,7 +30,7 @@ Map of the package:
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
 
-from handlers import auth, chat, follows, groups, presence, receipts, social, trending
+from handlers import auth, chat, devices, follows, groups, presence, receipts, social, trending
 from handlers.base import Operation
 
 OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
@@ -68,4 +69,7 @@ OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
     follows.feed,
     follows.reshare,
     trending.trending,
+    devices.register_device,
+    devices.unregister_device,
+    devices.devices,
 )

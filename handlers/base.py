@@ -141,6 +141,8 @@ class Limits:
     """Seconds an email verification token may be used."""
     reset_token_ttl: int = 30 * 60
     """Seconds a password reset token may be used."""
+    max_devices: int = 20
+    """Push devices kept per user (the least recently registered beyond them are dropped)."""
 
 
 class Throttle:

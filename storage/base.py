@@ -15,8 +15,8 @@ methods store, in the same write, so they never drift from it:
   (their own messages are never unread).
 
 Videos, likes, comments and their totals are :class:`storage.videos.VideoStore`; follows,
-blocks, posts and home feeds are :class:`storage.follows.FollowStore`. :class:`Store` includes
-both.
+blocks, posts and home feeds are :class:`storage.follows.FollowStore`; push devices are
+:class:`storage.push.DeviceStore`. :class:`Store` includes all three.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Protocol
 
 from storage.follows import FollowStore
+from storage.push import DeviceStore
 from storage.videos import VideoStore
 
 
@@ -316,6 +317,7 @@ class Store(
     ConversationStore,
     VideoStore,
     FollowStore,
+    DeviceStore,
     Protocol,
 ):
     """Everything the gateway persists, with a lifecycle."""

@@ -21,7 +21,9 @@ collide, and user-controlled parts sit where each key decodes one way only:
   user), ``n#{user}`` (totals), ``b#{user}`` (blocks), ``p#{user}`` (posts), ``q#{user}#{video}`` (posted once), ``w#{user}`` (wide
   author marker), ``f#{user}`` (feed items, sort key = item id, TTL ``purge_at``), ``s#{user}``
   (the user's login sessions, sort key = family id, TTL ``purge_at``: the one per-user index
-  with a sort key and a TTL, so "every session of a user" is one query).
+  with a sort key and a TTL, so "every session of a user" is one query), ``dv#{user}`` (the
+  user's push devices, sort key = device id) and ``dk#{token_key}`` (a push token's owner: the
+  user and device id; sort key :data:`DEVICE_TOKEN_SK`).
 """
 
 from __future__ import annotations
@@ -283,3 +285,16 @@ def wide_pk(user_id: str) -> str:
 def feed_pk(user_id: str) -> str:
     """The user's home feed; sort key = the item id; ``purge_at`` expires it (TTL)."""
     return f"f#{user_id}"
+
+
+DEVICE_TOKEN_SK = "k"
+
+
+def devices_pk(user_id: str) -> str:
+    """The user's push devices (follows table); sort key = the device id."""
+    return f"dv#{user_id}"
+
+
+def device_token_pk(token_key: str) -> str:
+    """The owner of one push token (follows table): ``user`` and ``device``."""
+    return f"dk#{token_key}"

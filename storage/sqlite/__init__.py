@@ -11,6 +11,7 @@ Map of the package:
 - ``groups``: groups and their members.
 - ``videos``: videos, likes (by group commit), comments and their totals.
 - ``follows``: follows, blocks, posts and home feeds.
+- ``devices``: push devices (one row per token, bounded per user).
 - ``commit``: group commit, the queue that writes appends and likes in batches.
 - ``health``: whether the store can keep writes (its files, its errors), and the checks before
   it opens.

@@ -1051,3 +1051,107 @@ async def test_posts_are_listed_per_author_and_wide_authors_per_follower(store: 
     assert await store.list_posts("nina", limit=5, before=None) == [narrow]
     assert await store.wide_followees("ann") == ["walt"]
     assert await store.wide_followees("bob") == []
+
+
+# -- push devices ------------------------------------------------------------------------------
+
+
+async def test_a_device_is_registered_once_per_token_and_refreshed(store: Store) -> None:
+    first = await store.register_device("ann", "apns", "tok-1", "1.0", "en-GB", limit=5)
+    assert first.created
+    assert first.dropped == ()
+    device = first.device
+    assert ids.is_valid(device.id)
+    assert (device.user_id, device.platform, device.token) == ("ann", "apns", "tok-1")
+    assert (device.app_version, device.locale, device.endpoint) == ("1.0", "en-GB", None)
+    assert device.created_at == device.seen_at
+
+    await asyncio.sleep(0.002)
+    again = await store.register_device("ann", "apns", "tok-1", "1.1", "fr-FR", limit=5)
+    assert not again.created
+    assert again.device.id == device.id
+    assert (again.device.app_version, again.device.locale) == ("1.1", "fr-FR")
+    assert again.device.created_at == device.created_at
+    assert again.device.seen_at > device.seen_at
+    # The same token on the other platform is another device.
+    other = await store.register_device("ann", "fcm", "tok-1", "1.0", "en", limit=5)
+    assert other.created
+    assert other.device.id != device.id
+
+    listed = await store.list_devices("ann")
+    assert [d.id for d in listed] == [device.id, other.device.id]
+    assert listed[0] == again.device
+    assert await store.list_devices("bob") == []
+
+
+async def test_a_token_registered_by_another_user_moves_to_them(store: Store) -> None:
+    ann = await store.register_device("ann", "fcm", "shared", "1", "en", limit=5)
+    bob = await store.register_device("bob", "fcm", "shared", "2", "de", limit=5)
+    assert bob.created
+    assert bob.device.id != ann.device.id
+    assert await store.list_devices("ann") == []
+    assert [d.id for d in await store.list_devices("bob")] == [bob.device.id]
+    # And back again: a fresh device for ann, none left for bob.
+    back = await store.register_device("ann", "fcm", "shared", "1", "en", limit=5)
+    assert back.created
+    assert await store.list_devices("bob") == []
+    assert [d.id for d in await store.list_devices("ann")] == [back.device.id]
+
+
+async def test_devices_beyond_the_bound_drop_the_least_recently_registered(store: Store) -> None:
+    made = []
+    for i in range(3):
+        made.append(
+            (await store.register_device("ann", "apns", f"t{i}", "1", "en", limit=3)).device
+        )
+        await asyncio.sleep(0.002)
+    await store.register_device("ann", "apns", "t0", "1", "en", limit=3)  # t0 seen again
+    await asyncio.sleep(0.002)
+
+    fourth = await store.register_device("ann", "apns", "t3", "1", "en", limit=3)
+    assert fourth.created
+    assert fourth.dropped == (made[1].id,)
+    left = await store.list_devices("ann")
+    assert [d.token for d in left] == ["t0", "t2", "t3"]
+    # The dropped token is free: registering it again makes a new device (and drops t2).
+    await asyncio.sleep(0.002)
+    back = await store.register_device("ann", "apns", "t1", "1", "en", limit=3)
+    assert back.created
+    assert back.device.id != made[1].id
+    assert back.dropped == (made[2].id,)
+    assert len(await store.list_devices("ann")) == 3
+
+
+async def test_a_device_is_deleted_by_its_owner_only_and_remembers_its_endpoint(
+    store: Store,
+) -> None:
+    device = (await store.register_device("ann", "apns", "tok", "1", "en", limit=5)).device
+    assert not await store.set_device_endpoint("bob", device.id, "arn:x")
+    assert await store.set_device_endpoint("ann", device.id, "arn:aws:sns:endpoint/1")
+    (listed,) = await store.list_devices("ann")
+    assert listed.endpoint == "arn:aws:sns:endpoint/1"
+    again = await store.register_device("ann", "apns", "tok", "2", "en", limit=5)
+    assert again.device.endpoint == "arn:aws:sns:endpoint/1"
+
+    assert not await store.delete_device("bob", device.id)
+    assert await store.delete_device("ann", device.id)
+    assert not await store.delete_device("ann", device.id)
+    assert not await store.set_device_endpoint("ann", device.id, "arn:y")
+    assert await store.list_devices("ann") == []
+    # Its token is free for anyone now.
+    assert (await store.register_device("bob", "apns", "tok", "1", "en", limit=5)).created
+
+
+async def test_concurrent_registrations_of_one_token_make_one_device(
+    make_store: MakeStore,
+) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    results = await asyncio.gather(
+        *(
+            (node_a if i % 2 else node_b).register_device("ann", "fcm", "race", "1", "en", limit=5)
+            for i in range(6)
+        )
+    )
+    devices = await node_a.list_devices("ann")
+    assert len(devices) == 1
+    assert {r.device.id for r in results} == {devices[0].id}
