@@ -10,12 +10,13 @@ replaces it on the phone) and the data.
 
 Verdicts: ``EndpointDisabled`` (the provider told SNS the token is dead), ``NotFound`` (the
 endpoint is gone) and an ``InvalidParameter`` refusal of the token when making the endpoint are
-``GONE``: the device is dropped. Throttling, server errors, time-outs and lost connections are
+``GONE``: the device is dropped, and a disabled endpoint deleted. Throttling, server errors, time-outs and lost connections are
 ``FAILED`` and retried by the drainer. botocore's own retries are off.
 """
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -141,8 +142,12 @@ class SnsSink:
             )
         except ClientError as exc:
             code = _code(exc)
-            verdict = Verdict.GONE if code in GONE_ON_PUBLISH else Verdict.FAILED
-            return Delivery(verdict, endpoint=endpoint, detail=f"Publish: {code}")
+            if code not in GONE_ON_PUBLISH:
+                return Delivery(Verdict.FAILED, endpoint=endpoint, detail=f"Publish: {code}")
+            # The device goes; so does its endpoint (a failure here leaves it to SNS).
+            with contextlib.suppress(ClientError, BotoCoreError, OSError, TimeoutError):
+                await self._client.delete_endpoint(EndpointArn=endpoint)
+            return Delivery(Verdict.GONE, detail=f"Publish: {code}")
         except (BotoCoreError, OSError, TimeoutError) as exc:
             return Delivery(
                 Verdict.FAILED, endpoint=endpoint, detail=f"Publish: {type(exc).__name__}"
