@@ -6,7 +6,8 @@ live socket on any node (presence across nodes). Each decision is written to the
 outbox (:class:`storage.push.NotificationStore`), where it folds into the member's pending
 notification of that conversation, if there is one: one notification with a count and the
 latest sender and preview, not one per message. The gateway's drainer (``gateway.push``) sends
-what is due.
+what is due. Offline members without a registered device are skipped (whether a user has one is
+remembered for :data:`DEVICE_CACHE_SECONDS`), so the outbox holds only who can be reached.
 
 A new notification is due ``delay`` seconds after its first message, so that a burst of
 messages is one notification; its later messages fold in until it is claimed. A member with
@@ -33,12 +34,16 @@ from dataclasses import dataclass
 import orjson
 
 from handlers.base import PresenceView
+from handlers.cache import TtlCache
 from handlers.channels import Kind, parse_channel
 from handlers.errors import OpError
 from storage.base import Store
 
 log = logging.getLogger(__name__)
 
+DEVICE_CACHE_SECONDS = 5.0
+"""How long a node remembers whether a user has a device (a device registered on another node
+within this time may miss a notification: its app is open then, most likely)."""
 PREVIEW_CHARS = 100
 """Characters of a message's ``text`` a notification carries (what a lock screen shows)."""
 
@@ -66,6 +71,8 @@ class NotifyStats:
     """Notifications written (made or folded into), one per offline member and message."""
     online: int = 0
     """Members skipped because they had a live socket."""
+    no_device: int = 0
+    """Offline members skipped because they have no device."""
     refused: int = 0
     """Notifications refused because the member had ``max_pending`` pending."""
     dropped: int = 0
@@ -104,6 +111,7 @@ class OfflineNotifier:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=capacity)
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._has_device: TtlCache[str, bool] = TtlCache(ttl=DEVICE_CACHE_SECONDS, size=100_000)
         self.stats = NotifyStats()
 
     @property
@@ -157,6 +165,9 @@ class OfflineNotifier:
         statuses = await self._presence.statuses(members)
         offline = [user for user in members if not (s := statuses.get(user)) or not s.online]
         self.stats.online += len(members) - len(offline)
+        reachable = await self._with_devices(offline)
+        self.stats.no_device += len(offline) - len(reachable)
+        offline = reachable
         if not offline:
             return 0
         now = int(self._clock() * 1000)
@@ -173,6 +184,22 @@ class OfflineNotifier:
         self.stats.refused += len(refused)
         self.stats.decided += len(offline) - len(refused)
         return len(offline) - len(refused)
+
+    async def _with_devices(self, users: list[str]) -> list[str]:
+        """The users who have a device (no outbox write for those who cannot be reached)."""
+        known: dict[str, bool] = {}
+        unknown: list[str] = []
+        for user in users:
+            found, has = self._has_device.lookup(user)
+            if found:
+                known[user] = bool(has)
+            else:
+                unknown.append(user)
+        listed = await asyncio.gather(*(self._store.list_devices(user) for user in unknown))
+        for user, devices in zip(unknown, listed, strict=True):
+            known[user] = bool(devices)
+            self._has_device.put(user, bool(devices))
+        return [user for user in users if known[user]]
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until every queued message is decided; False after ``timeout``."""

@@ -68,6 +68,7 @@ def build(
     decided, drained = notifier.stats, drainer.stats
     metrics.counters["push_decided"] = lambda: decided.decided
     metrics.counters["push_recipients_online"] = lambda: decided.online
+    metrics.counters["push_recipients_without_device"] = lambda: decided.no_device
     metrics.counters["push_refused"] = lambda: decided.refused
     metrics.counters["push_decisions_dropped"] = lambda: decided.dropped
     metrics.counters["push_decisions_failed"] = lambda: decided.failed

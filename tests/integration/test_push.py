@@ -143,7 +143,11 @@ async def test_a_user_without_devices_is_not_sent_anything(
     await say(client, ann, dm(ann, cid), "hello")
     (line,) = await wait_sent(tmp_path / "push", 1)
     assert line["user_id"] == cid["user_id"]
-    await until_none_pending(client, bob)
+    await idle(client)
+    # Nothing was even written for bob: he cannot be reached.
+    assert await client.app[STORE].pending_notifications(bob["user_id"]) == []
+    stats = client.app[SERVICES].notifier.stats  # type: ignore[union-attr]
+    assert (stats.no_device, stats.decided) == (1, 1)
 
 
 async def test_notifications_beyond_the_cap_wait_for_the_next_minute(
