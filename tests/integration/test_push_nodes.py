@@ -13,6 +13,7 @@ import contextlib
 import signal
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.integration.test_dynamodb_nodes import create_tables
 from tests.integration.test_push import sent
 from tests.support.clients import TIMEOUT, WsClient, bearer, register
+from tests.support.dynamodb_local import ACCESS_KEY as DYNAMODB_KEY
+from tests.support.dynamodb_local import REGION as DYNAMODB_REGION
+from tests.support.dynamodb_local import DynamoDBLocal
 from tests.support.moto_server import ACCESS_KEY, SECRET_KEY
 from tests.support.servers import GatewayNode, RedisServer, SharedRedis, node_env, running_nodes
 
@@ -211,3 +216,40 @@ async def test_a_killed_node_leaves_its_claimed_notifications_to_the_other_sent_
         a.stop()
         if b is not None:
             b.stop()
+
+
+async def test_on_the_dynamodb_store_an_offline_member_gets_one_notification(
+    dynamodb_local: DynamoDBLocal,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    prefix = f"push{uuid.uuid4().hex[:8]}-"
+    create_tables(dynamodb_local, prefix)
+    env = {
+        **node_env(redis_server, tmp_path, MOOSIC_PUSH_DELAY="3", MOOSIC_PUSH_POLL="0.1"),
+        "MOOSIC_STORE": "dynamodb",
+        "MOOSIC_DYNAMODB_ENDPOINT": dynamodb_local.endpoint,
+        "MOOSIC_DYNAMODB_REGION": DYNAMODB_REGION,
+        "MOOSIC_DYNAMODB_TABLE_PREFIX": prefix,
+        "AWS_ACCESS_KEY_ID": DYNAMODB_KEY,
+        "AWS_SECRET_ACCESS_KEY": DYNAMODB_KEY,
+    }
+    with running_nodes(env, tmp_path) as (a, b):
+        ann = await register(http, "ann", base=a.base_url)
+        bob = await register(http, "bob", base=b.base_url)
+        bob_device = await device(http, b, bob)
+        channel = dm(ann, bob)
+        for text in ("one", "two", "three"):
+            await say(http, a, ann, channel, text)
+
+        (line,) = await until(lambda: sent(tmp_path / "push"))
+        assert (line["user_id"], line["device_id"], line["count"]) == (
+            bob["user_id"],
+            bob_device,
+            3,
+        )
+        assert (line["body"], line["sender_name"]) == ("three", "ann")
+        await say(http, b, ann, channel, "four")
+        lines = await until(lambda: len(sent(tmp_path / "push")) == 2 and sent(tmp_path / "push"))
+        assert (lines[1]["count"], lines[1]["body"]) == (1, "four")
