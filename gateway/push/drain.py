@@ -6,7 +6,8 @@ handles them concurrently, and polls again at once when the batch was full, else
 ``poll`` seconds. A claimed notification is, in order:
 
 1. **given up** when older than ``max_age`` (its first message; nobody wants a day-old ping);
-2. **completed unsent** when its user has no device;
+2. **completed unsent** when its user has a live socket on some node now (they came back since
+   the decision and see the messages in the app) or has no device;
 3. **held** when its user was sent ``per_minute`` notifications this minute (across nodes,
    :meth:`~storage.push.NotificationStore.take_push_slot`): released, due at the next minute,
    still folding messages in;
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.push.sink import Delivery, Push, PushSink, Verdict
+from handlers.ports import PresenceView
 from storage.base import Store
 from storage.push import Device, Notification
 
@@ -61,6 +63,8 @@ class DrainStats:
     devices_dropped: int = 0
     """Devices deleted because the provider called their token dead."""
     no_device: int = 0
+    online: int = 0
+    """Notifications completed unsent because their user was online again when claimed."""
     capped: int = 0
     """Notifications held to the next minute by the per-user cap."""
     retried: int = 0
@@ -88,6 +92,7 @@ class Drainer:
         store: Store,
         sink: PushSink,
         *,
+        presence: PresenceView | None = None,
         batch: int = 50,
         poll: float = 0.5,
         lease: float = 60.0,
@@ -101,6 +106,7 @@ class Drainer:
     ) -> None:
         self._store = store
         self.sink = sink
+        self._presence = presence
         self._batch = batch
         self._poll = poll
         self._lease_ms = int(lease * 1000)
@@ -151,22 +157,30 @@ class Drainer:
             now=now, lease_until=now + self._lease_ms, limit=self._batch
         )
         self.stats.claimed += len(claimed)
-        await asyncio.gather(*(self._guarded(n) for n in claimed))
+        online: set[str] = set()
+        if claimed and self._presence is not None:
+            statuses = await self._presence.statuses(list({n.user_id for n in claimed}))
+            online = {user for user, status in statuses.items() if status.online}
+        await asyncio.gather(*(self._guarded(n, n.user_id in online) for n in claimed))
         return len(claimed)
 
-    async def _guarded(self, notification: Notification) -> None:
+    async def _guarded(self, notification: Notification, online: bool) -> None:
         try:
-            await self._handle(notification)
+            await self._handle(notification, online)
         except Exception:
             # Left leased: claimed again when the lease ends.
             self.stats.errors += 1
             log.exception("push notification for a user failed; retried after its lease")
 
-    async def _handle(self, n: Notification) -> None:
+    async def _handle(self, n: Notification, online: bool = False) -> None:
         store = self._store
         now = self._now()
         if now - n.first_at > self._max_age_ms:
             self.stats.expired += 1
+            await store.complete_notification(n, due_at=now + self._delay_ms)
+            return
+        if online:
+            self.stats.online += 1
             await store.complete_notification(n, due_at=now + self._delay_ms)
             return
         devices = await store.list_devices(n.user_id)

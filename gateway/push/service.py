@@ -56,6 +56,7 @@ def build(
     drainer = Drainer(
         store,
         sink or build_sink(settings),
+        presence=presence,
         batch=settings.push_batch,
         poll=settings.push_poll,
         lease=settings.push_lease,
@@ -79,6 +80,7 @@ def build(
     metrics.counters["push_device_failures"] = lambda: drained.device_failures
     metrics.counters["push_devices_dropped"] = lambda: drained.devices_dropped
     metrics.counters["push_no_device"] = lambda: drained.no_device
+    metrics.counters["push_online_when_due"] = lambda: drained.online
     metrics.counters["push_capped"] = lambda: drained.capped
     metrics.counters["push_retried"] = lambda: drained.retried
     metrics.counters["push_failed"] = lambda: drained.failed

@@ -133,6 +133,28 @@ async def test_a_member_with_a_live_socket_gets_no_notification(
     await online.ws.close()
 
 
+async def test_a_member_back_online_before_it_is_due_is_not_notified(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    client = await make_client(push_delay=3.0, push_poll=0.05)
+    ann, bob, cid = [await register(client, name) for name in ("ann", "bob", "cid")]
+    await device(client, bob, "b" * 64)
+    await device(client, cid, "c" * 64)
+    await say(client, ann, dm(ann, bob), "still there?")
+    await idle(client)
+    (pending,) = await client.app[STORE].pending_notifications(bob["user_id"])
+    assert pending.count == 1
+    back = await WsClient.connect(client, bob["access_token"])  # bob opens the app
+    await back.result("ping")
+    await say(client, ann, dm(ann, cid), "and you?")  # a send to wait for
+
+    (line,) = await wait_sent(tmp_path / "push", 1)
+    assert line["user_id"] == cid["user_id"]
+    await until_none_pending(client, bob)
+    assert [x["user_id"] for x in sent(tmp_path / "push")] == [cid["user_id"]]
+    await back.ws.close()
+
+
 async def test_a_user_without_devices_is_not_sent_anything(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
