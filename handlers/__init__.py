@@ -3,7 +3,8 @@
 Map of the package:
 - ``base``: params base type, ``@operation``, the call ``Context`` and ``Services``.
 - ``ports``: the protocols of the services handlers use (fan-out, sessions, presence, hot
-  counters, tokens, revocations, rate limits, passwords, feeds, mail, push) and the values they carry.
+  counters, tokens, revocations, rate limits, passwords, feeds, mail, push) and the values
+  they carry.
 - ``errors``: the stable error codes shared by WebSocket and REST.
 - ``messages``: every frame the server sends: the reply and error envelopes and each push
   (event, presence, join/leave, typing, read, comment, feed, counts, unsubscribed).

@@ -8,7 +8,9 @@ later sends ``Publish`` to it. The message is SNS's JSON structure: an ``APNS`` 
 and a ``GCM`` payload (FCM) with a notification whose ``tag`` is the conversation (a newer one
 replaces it on the phone) and the data.
 
-Verdicts: ``EndpointDisabled`` (the provider told SNS the token is dead), ``NotFound`` (the
+A token that has an endpoint already (an earlier device of the same token, another account's)
+is refused by ``CreatePlatformEndpoint`` with the existing endpoint's ARN in the message: that
+endpoint is used. Verdicts: ``EndpointDisabled`` (the provider told SNS the token is dead), ``NotFound`` (the
 endpoint is gone) and an ``InvalidParameter`` refusal of the token when making the endpoint are
 ``GONE``: the device is dropped, and a disabled endpoint deleted. Throttling, server errors, time-outs and lost connections are
 ``FAILED`` and retried by the drainer. botocore's own retries are off.
@@ -17,6 +19,7 @@ endpoint is gone) and an ``InvalidParameter`` refusal of the token when making t
 from __future__ import annotations
 
 import contextlib
+import re
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,6 +30,8 @@ from storage.push import Device
 
 GONE_ON_PUBLISH = frozenset({"EndpointDisabled", "NotFound", "NotFoundException"})
 GONE_ON_CREATE = frozenset({"InvalidParameter", "InvalidParameterException"})
+EXISTING = re.compile(r"Endpoint (arn:\S+) already exists")
+"""SNS's refusal to make a second endpoint for one token names the first."""
 
 
 def sns_message(push: Push) -> str:
@@ -132,8 +137,13 @@ class SnsSink:
             endpoint = made
         except ClientError as exc:
             code = _code(exc)
-            verdict = Verdict.GONE if code in GONE_ON_CREATE else Verdict.FAILED
-            return Delivery(verdict, detail=f"CreatePlatformEndpoint: {code}")
+            existing = EXISTING.search(str(exc))
+            if existing is None:
+                verdict = Verdict.GONE if code in GONE_ON_CREATE else Verdict.FAILED
+                return Delivery(verdict, detail=f"CreatePlatformEndpoint: {code}")
+            # The token has an endpoint already (made for an earlier device of it, with other
+            # user data): SNS names it in its refusal, and it is this device's now.
+            endpoint = existing.group(1)
         except (BotoCoreError, OSError, TimeoutError) as exc:
             return Delivery(Verdict.FAILED, detail=f"CreatePlatformEndpoint: {type(exc).__name__}")
         try:

@@ -214,3 +214,32 @@ async def test_a_dm_reaches_an_offline_phone_through_sns(
             await asyncio.sleep(0.05)
     (message,) = found
     assert orjson.loads(message["APNS"])["aps"]["alert"] == {"title": "ann", "body": "hey"}
+
+
+async def test_a_token_with_an_endpoint_already_reuses_it(
+    moto_server: MotoServer, session: aioboto3.Session, apps: dict[str, str], store: SQLiteStore
+) -> None:
+    token = uuid.uuid4().hex
+    first = (await store.register_device("ann", "apns", token, "1", "en", limit=5)).device
+    await queue_one(store, "ann")
+    drainer = Drainer(store, sink(moto_server, session, apps), clock=lambda: 10.0)
+    await drainer.sink.open()
+    try:
+        assert await drainer.drain_once() == 1
+        # The phone changes hands: a new device of the same token, another user.
+        second = (await store.register_device("bob", "apns", token, "1", "en", limit=5)).device
+        await queue_one(store, "bob", "for bob")
+        assert await drainer.drain_once() == 1
+
+        (moved,) = await store.list_devices("bob")
+        (original,) = [e for e in await endpoints(moto_server) if e["custom_user_data"] == first.id]
+        assert moved.id == second.id
+        assert moved.endpoint == original["arn"]
+        bodies = [
+            orjson.loads(m["APNS"])["aps"]["alert"]["body"]
+            for m in await messages_of(moto_server, first.id)
+        ]
+        assert bodies == ["hello", "for bob"]
+        assert drainer.stats.devices_dropped == 0
+    finally:
+        await drainer.sink.close()
