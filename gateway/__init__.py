@@ -19,6 +19,8 @@ Map of the package (one sub-package per job; each has its own map):
   Kinesis).
 - ``mail``: the per-node queue of outgoing mail (verification, password reset) and its sinks
   (``.eml`` files, SES).
+- ``push``: the drainer of the store's push outbox (claims under a lease, the per-user cap) and
+  its sinks (JSON lines, SNS mobile push).
 
 Layering: ``gateway`` imports ``handlers``, ``storage`` and ``media``; nothing below imports it.
 """

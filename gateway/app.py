@@ -58,6 +58,7 @@ from gateway.keys import (
 from gateway.mail import service as mail_service
 from gateway.mail.service import MAIL
 from gateway.metrics import Metrics, registry_for
+from gateway.push import service as push_service
 from gateway.settings import Settings
 from gateway.timed_store import timed_store
 from gateway.ws.connection import Connection, WsNode
@@ -305,6 +306,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         observe_walk=app[METRICS].family("feed_fanout").observe,
     )
     app[FEEDS] = feeds
+    notifier, drainer = push_service.build(settings, app[STORE], presence, app[METRICS])
     app[SERVICES] = Services(
         store=app[STORE],
         fanout=app[HUB],
@@ -323,6 +325,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
             access_token_ttl=settings.access_token_ttl,
             email_token_ttl=settings.email_token_ttl,
             reset_token_ttl=settings.reset_token_ttl,
+            max_devices=settings.max_devices,
         ),
         presence=presence,
         hot_counts=hot_counts,
@@ -333,6 +336,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         blocks=TtlCache(ttl=settings.video_cache_seconds),
         trending=trending,
         mailer=app[MAIL],
+        notifier=notifier,
         observe_op=app[METRICS].family("op_latency").observe,
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
@@ -370,8 +374,12 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     )
     await hot_counts.start()
     await tally.start()
+    await notifier.start()
+    await drainer.start()
     yield
     await feeds.close(settings.shutdown_timeout)  # walks still running finish, bounded
+    await notifier.close(settings.shutdown_timeout)  # decisions queued are written, bounded
+    await drainer.close()  # the round under way finishes; what is left stays in the outbox
     await tally.close()  # views and watch time summed so far go to the hot counters
     await hot_counts.close()  # the last flush: a clean stop loses no counted change
 

@@ -167,6 +167,24 @@ class Settings:
     mail_retry_backoff: float = 1.0
     email_token_ttl: int = 86400
     reset_token_ttl: int = 1800
+    # Push notifications (issue 16): handlers/devices.py, gateway/push/.
+    max_devices: int = 20
+    push_sink: str = "file"
+    push_dir: str = "data/push"
+    sns_region: str = "us-east-1"
+    sns_endpoint: str | None = None
+    sns_apns_arn: str | None = None
+    sns_fcm_arn: str | None = None
+    push_delay: float = 2.0
+    push_max_pending: int = 50
+    push_per_minute: int = 10
+    push_queue: int = 10_000
+    push_batch: int = 50
+    push_poll: float = 0.5
+    push_lease: float = 60.0
+    push_retries: int = 5
+    push_retry_backoff: float = 1.0
+    push_max_age: float = 3600.0
 
     @property
     def countries_label(self) -> str:
@@ -936,6 +954,75 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _int(60, 86400),
         "seconds a password reset token may be used",
     ),
+    "MAX_DEVICES": (
+        "max_devices",
+        _int(1, 100),
+        "push devices kept per user; registering one more drops the least recently registered",
+    ),
+    "PUSH_SINK": (
+        "push_sink",
+        _choice("file", "sns"),
+        "where push notifications go: file (JSON lines in MOOSIC_PUSH_DIR) or sns",
+    ),
+    "PUSH_DIR": ("push_dir", _nonempty, "folder of the JSON-lines files of the file push sink"),
+    "SNS_REGION": ("sns_region", _nonempty, "AWS region of SNS"),
+    "SNS_ENDPOINT": ("sns_endpoint", _url, "SNS endpoint (an emulator); unset = AWS's own"),
+    "SNS_APNS_ARN": (
+        "sns_apns_arn",
+        _optional,
+        "SNS platform application ARN of apns devices (unset: they cannot be sent to)",
+    ),
+    "SNS_FCM_ARN": (
+        "sns_fcm_arn",
+        _optional,
+        "SNS platform application ARN of fcm devices (unset: they cannot be sent to)",
+    ),
+    "PUSH_DELAY": (
+        "push_delay",
+        _float(0, 600),
+        "seconds a new notification waits for more messages of its conversation to fold in",
+    ),
+    "PUSH_MAX_PENDING": (
+        "push_max_pending",
+        _int(1, 10_000),
+        "conversations with a pending notification per user; another gets none (counted)",
+    ),
+    "PUSH_PER_MINUTE": (
+        "push_per_minute",
+        _int(1, 10_000),
+        "notifications sent per user per minute; beyond them they wait for the next minute",
+    ),
+    "PUSH_QUEUE": (
+        "push_queue",
+        _int(1, 1_000_000),
+        "messages a node holds for a push decision; one more is dropped (and counted)",
+    ),
+    "PUSH_BATCH": ("push_batch", _int(1, 1000), "notifications a node claims per outbox round"),
+    "PUSH_POLL": (
+        "push_poll",
+        _float(0.01, 60),
+        "seconds between outbox rounds that found less than a batch due",
+    ),
+    "PUSH_LEASE": (
+        "push_lease",
+        _float(20, 3600),
+        "seconds a claimed notification is a node's; after it another node may send it",
+    ),
+    "PUSH_RETRIES": (
+        "push_retries",
+        _int(1, 100),
+        "attempts of a notification whose every device failed, before it is given up",
+    ),
+    "PUSH_RETRY_BACKOFF": (
+        "push_retry_backoff",
+        _float(0.001, 600),
+        "seconds before a failed notification is tried again; doubled each time (at most 300)",
+    ),
+    "PUSH_MAX_AGE": (
+        "push_max_age",
+        _float(1, 7 * 86400),
+        "seconds after its first message a notification not yet sent is given up",
+    ),
 }
 
 PREFIX = "MOOSIC_"
@@ -1013,6 +1100,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if values.get("mail_sink") == "ses" and PREFIX + "MAIL_FROM" not in environ:
         problems.append(
             f"{PREFIX}MAIL_FROM: required with {PREFIX}MAIL_SINK=ses (an identity SES verified)"
+        )
+    if (
+        values.get("push_sink") == "sns"
+        and not values.get("sns_apns_arn")
+        and not values.get("sns_fcm_arn")
+    ):
+        problems.append(
+            f"{PREFIX}SNS_APNS_ARN / {PREFIX}SNS_FCM_ARN: at least one is required with "
+            f"{PREFIX}PUSH_SINK=sns (a platform application ARN)"
         )
     if values.get("clickstream_sink") == "kinesis" and not values.get("clickstream_stream"):
         problems.append(

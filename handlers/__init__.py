@@ -3,7 +3,8 @@
 Map of the package:
 - ``base``: params base type, ``@operation``, the call ``Context`` and ``Services``.
 - ``ports``: the protocols of the services handlers use (fan-out, sessions, presence, hot
-  counters, tokens, revocations, rate limits, passwords, feeds, mail) and the values they carry.
+  counters, tokens, revocations, rate limits, passwords, feeds, mail, push) and the values
+  they carry.
 - ``errors``: the stable error codes shared by WebSocket and REST.
 - ``messages``: every frame the server sends: the reply and error envelopes and each push
   (event, presence, join/leave, typing, read, comment, feed, counts, unsubscribed).
@@ -18,6 +19,9 @@ Map of the package:
 - ``social``: videos, likes, comments and shares (counted through the gateway's hot counters).
 - ``follows`` and ``feed``: the follow graph and blocks; home feeds (hybrid fan-out: written
   into followers' feeds in background batches, or merged in at read time for wide authors).
+- ``devices``: push devices (register, list, delete; bounded per user).
+- ``notify``: who is told of a DM or group message by push (offline members), written to the
+  store's push outbox, collapsed per conversation.
 - ``cache``: the short per-node cache of records read on every request (videos).
 - ``presence``: who is in a channel, contacts' online status and its changes, typing.
 - ``media``: upload forms, playback links of ready videos, and the video ledger the media
@@ -29,7 +33,7 @@ Map of the package:
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
 
-from handlers import auth, chat, follows, groups, presence, receipts, social, trending
+from handlers import auth, chat, devices, follows, groups, presence, receipts, social, trending
 from handlers.base import Operation
 
 OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
@@ -68,4 +72,7 @@ OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
     follows.feed,
     follows.reshare,
     trending.trending,
+    devices.register_device,
+    devices.unregister_device,
+    devices.devices,
 )

@@ -25,6 +25,7 @@ from handlers.ports import (
     HotCounts,
     Identity,
     Mailer,
+    Notifier,
     PasswordHasher,
     PresenceView,
     RateLimiter,
@@ -47,6 +48,7 @@ __all__ = [
     "HotCounts",
     "Identity",
     "Limits",
+    "Notifier",
     "Operation",
     "Params",
     "PasswordHasher",
@@ -141,6 +143,8 @@ class Limits:
     """Seconds an email verification token may be used."""
     reset_token_ttl: int = 30 * 60
     """Seconds a password reset token may be used."""
+    max_devices: int = 20
+    """Push devices kept per user (the least recently registered beyond them are dropped)."""
 
 
 class Throttle:
@@ -195,6 +199,8 @@ class Services:
     """None: no trending (a gateway built without the clickstream's tally)."""
     mailer: Mailer | None = None
     """None: no mail can be sent (the email routes answer ``unavailable``)."""
+    notifier: Notifier | None = None
+    """None: no push notification is decided (a gateway built without push)."""
     observe_op: Callable[[float, str], None] | None = None
     """Called with (seconds, op name) after every op call, failed ones too (the gateway's
     ``moosic_op_latency_seconds``); None: not measured."""

@@ -214,6 +214,9 @@ async def post(
         await services.fanout.publish(
             channel, event_message(message), message.offset, stored.epoch, message.ts
         )
+        if services.notifier is not None:
+            # Members with no live socket are told by push (decided in the background).
+            services.notifier.message(channel, sender, message.offset, message.data)
     return {
         "channel": channel,
         "message_id": message.id,

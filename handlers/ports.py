@@ -2,7 +2,8 @@
 
 Handlers depend on these shapes, never on the gateway classes that implement them: the hub
 (:class:`Fanout`, :class:`Session`), presence (:class:`PresenceView`), the hot counters
-(:class:`HotCounts`), tokens, revocations, rate limits, password hashing, the feed fan-out and mail (:class:`Mailer`).
+(:class:`HotCounts`), tokens, revocations, rate limits, password hashing, the feed fan-out, mail (:class:`Mailer`) and push
+(:class:`Notifier`).
 The gateway's implementations import their values (:class:`Recent`, :class:`UserStatus`,
 :class:`Identity`) from here, so nothing below the gateway reaches up to it.
 """
@@ -228,6 +229,15 @@ class Mailer(Protocol):
 
     def send(self, mail: Mail) -> bool:
         """Queue ``mail`` without waiting; False when the queue is full and it was dropped."""
+        ...
+
+
+class Notifier(Protocol):
+    """Push notifications of stored messages (:class:`handlers.notify.OfflineNotifier`)."""
+
+    def message(self, channel: str, sender: str, offset: int, data: bytes) -> bool:
+        """Queue a stored message for a decision of who is notified, without waiting; False
+        when its channel has no push (not ``dm:`` or ``group:``) or the queue is full."""
         ...
 
 

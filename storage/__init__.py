@@ -8,6 +8,8 @@ Map of the package:
   ``base.Store``).
 - ``follows``: follows, blocks and home feeds (records and ``FollowStore``, part of
   ``base.Store``).
+- ``push``: devices that receive push notifications and the push outbox (records,
+  ``DeviceStore`` and ``NotificationStore``, part of ``base.Store``).
 - ``conversations``: what both backends agree on about conversation lists (which channels,
   a DM's users, the list's order key).
 - ``sqlite``: the embedded single-node default (one SQLite file in WAL mode): one module per

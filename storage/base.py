@@ -15,8 +15,9 @@ methods store, in the same write, so they never drift from it:
   (their own messages are never unread).
 
 Videos, likes, comments and their totals are :class:`storage.videos.VideoStore`; follows,
-blocks, posts and home feeds are :class:`storage.follows.FollowStore`. :class:`Store` includes
-both.
+blocks, posts and home feeds are :class:`storage.follows.FollowStore`; push devices are
+:class:`storage.push.DeviceStore` and the push outbox :class:`storage.push.NotificationStore`.
+:class:`Store` includes them all.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from enum import Enum
 from typing import Protocol
 
 from storage.follows import FollowStore
+from storage.push import DeviceStore, NotificationStore
 from storage.videos import VideoStore
 
 
@@ -316,6 +318,8 @@ class Store(
     ConversationStore,
     VideoStore,
     FollowStore,
+    DeviceStore,
+    NotificationStore,
     Protocol,
 ):
     """Everything the gateway persists, with a lifecycle."""

@@ -35,6 +35,7 @@ def settings(tmp_path: Path) -> Settings:
         media_dir=str(tmp_path / "media"),
         clickstream_dir=str(tmp_path / "clickstream"),
         mail_dir=str(tmp_path / "mail"),
+        push_dir=str(tmp_path / "push"),
         scrypt_n=2**10,
         ws_heartbeat=30.0,
         ws_close_timeout=2.0,

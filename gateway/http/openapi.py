@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.http import follows, media, rest, social
+from gateway.http import devices, follows, media, rest, social
 from gateway.http.routes import INTEGER, JSON, STRING, Route, RouteTable, ref
 from gateway.keys import SETTINGS
 from gateway.settings import Settings
@@ -70,7 +70,14 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-TABLES: tuple[RouteTable, ...] = (rest.ROUTES, social.ROUTES, follows.ROUTES, media.ROUTES, ROUTES)
+TABLES: tuple[RouteTable, ...] = (
+    rest.ROUTES,
+    social.ROUTES,
+    follows.ROUTES,
+    devices.ROUTES,
+    media.ROUTES,
+    ROUTES,
+)
 """Every route, in the order the app mounts them."""
 
 

@@ -14,6 +14,8 @@ Map of the package:
 - ``groups``: groups and their members.
 - ``videos``: the ``videos`` table (videos, sharded likes, comments, totals).
 - ``follows``: the ``follows`` table (the follow graph, blocks, feeds).
+- ``devices``: push devices, in the ``follows`` table (``dv#`` and ``dk#`` items).
+- ``outbox``: the push outbox and per-user send caps, in the ``follows`` table (``ob#``, ``pc#``).
 - ``store``: :class:`DynamoDBStore`, the :class:`storage.base.Store` made of the aggregates.
 - ``__main__``: ``python -m storage.dynamodb create-tables`` for development.
 

@@ -21,7 +21,11 @@ collide, and user-controlled parts sit where each key decodes one way only:
   user), ``n#{user}`` (totals), ``b#{user}`` (blocks), ``p#{user}`` (posts), ``q#{user}#{video}`` (posted once), ``w#{user}`` (wide
   author marker), ``f#{user}`` (feed items, sort key = item id, TTL ``purge_at``), ``s#{user}``
   (the user's login sessions, sort key = family id, TTL ``purge_at``: the one per-user index
-  with a sort key and a TTL, so "every session of a user" is one query).
+  with a sort key and a TTL, so "every session of a user" is one query), ``dv#{user}`` (the
+  user's push devices, sort key = device id) and ``dk#{token_key}`` (a push token's owner: the
+  user and device id; sort key :data:`DEVICE_TOKEN_SK`), ``ob#{shard}`` (the push outbox,
+  sort key ``{user}#{conversation}``, spread over :data:`OUTBOX_SHARDS` partitions by user) and
+  ``pc#{user}`` (sends per minute, sort key = the minute, TTL ``purge_at``).
 """
 
 from __future__ import annotations
@@ -283,3 +287,40 @@ def wide_pk(user_id: str) -> str:
 def feed_pk(user_id: str) -> str:
     """The user's home feed; sort key = the item id; ``purge_at`` expires it (TTL)."""
     return f"f#{user_id}"
+
+
+DEVICE_TOKEN_SK = "k"
+
+
+def devices_pk(user_id: str) -> str:
+    """The user's push devices (follows table); sort key = the device id."""
+    return f"dv#{user_id}"
+
+
+def device_token_pk(token_key: str) -> str:
+    """The owner of one push token (follows table): ``user`` and ``device``."""
+    return f"dk#{token_key}"
+
+
+OUTBOX_SHARDS = 16
+"""Partitions the push outbox is spread over (by user): every drainer reads them all, so this
+bounds the reads of an empty poll. Part of the format."""
+
+
+def outbox_pk(user_id: str) -> str:
+    """The outbox partition of the user's pending notifications."""
+    return f"ob#{zlib.crc32(user_id.encode()) % OUTBOX_SHARDS}"
+
+
+def outbox_shard_pk(shard: int) -> str:
+    return f"ob#{shard}"
+
+
+def outbox_sk(user_id: str, conversation: str) -> str:
+    """User ids never contain ``#``: the user is everything before the first."""
+    return f"{user_id}#{conversation}"
+
+
+def push_cap_pk(user_id: str) -> str:
+    """The user's sends per minute; sort key = the minute."""
+    return f"pc#{user_id}"

@@ -11,6 +11,8 @@ Map of the package:
 - ``groups``: groups and their members.
 - ``videos``: videos, likes (by group commit), comments and their totals.
 - ``follows``: follows, blocks, posts and home feeds.
+- ``devices``: push devices (one row per token, bounded per user).
+- ``outbox``: the push outbox (pending notifications, leases) and the per-user send caps.
 - ``commit``: group commit, the queue that writes appends and likes in batches.
 - ``health``: whether the store can keep writes (its files, its errors), and the checks before
   it opens.

@@ -1,7 +1,7 @@
 """The embedded default backend: one SQLite file in WAL mode, as one :class:`SQLiteStore`.
 
 The store is its aggregates (messages and channels, conversations, accounts and refresh
-tokens, groups, videos and likes, follows and feeds), each a class on
+tokens, groups, videos and likes, follows and feeds, push devices and the push outbox), each a class on
 :class:`storage.sqlite.base.SQLiteBase`, which owns the connection and the one thread all SQLite
 work runs on. Several gateway processes on one machine may share the file: writes take SQLite's
 write lock (``BEGIN IMMEDIATE``), so offsets stay gap-free and unique across processes.
@@ -17,9 +17,11 @@ from typing import ClassVar
 
 from storage.sqlite.accounts import ACCOUNT_SCHEMA, SQLiteAccounts
 from storage.sqlite.conversations import CONVERSATION_SCHEMA, SQLiteConversations
+from storage.sqlite.devices import DEVICE_SCHEMA, SQLiteDevices
 from storage.sqlite.follows import FOLLOW_SCHEMA, SQLiteFollows
 from storage.sqlite.groups import GROUP_SCHEMA, SQLiteGroups
 from storage.sqlite.messages import MESSAGE_SCHEMA, SQLiteMessages
+from storage.sqlite.outbox import OUTBOX_SCHEMA, SQLiteOutbox
 from storage.sqlite.videos import VIDEO_ADDED_COLUMNS, VIDEO_SCHEMA, SQLiteVideos
 
 SCHEMA = MESSAGE_SCHEMA + ACCOUNT_SCHEMA + GROUP_SCHEMA + CONVERSATION_SCHEMA
@@ -33,8 +35,10 @@ class SQLiteStore(
     SQLiteGroups,
     SQLiteVideos,
     SQLiteFollows,
+    SQLiteDevices,
+    SQLiteOutbox,
 ):
     """:class:`storage.base.Store` on one SQLite file."""
 
-    _schema: ClassVar[str] = SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA
+    _schema: ClassVar[str] = SCHEMA + VIDEO_SCHEMA + FOLLOW_SCHEMA + DEVICE_SCHEMA + OUTBOX_SCHEMA
     _added_columns: ClassVar[tuple[tuple[str, str, str], ...]] = VIDEO_ADDED_COLUMNS

@@ -1051,3 +1051,236 @@ async def test_posts_are_listed_per_author_and_wide_authors_per_follower(store: 
     assert await store.list_posts("nina", limit=5, before=None) == [narrow]
     assert await store.wide_followees("ann") == ["walt"]
     assert await store.wide_followees("bob") == []
+
+
+# -- push devices ------------------------------------------------------------------------------
+
+
+async def test_a_device_is_registered_once_per_token_and_refreshed(store: Store) -> None:
+    first = await store.register_device("ann", "apns", "tok-1", "1.0", "en-GB", limit=5)
+    assert first.created
+    assert first.dropped == ()
+    device = first.device
+    assert ids.is_valid(device.id)
+    assert (device.user_id, device.platform, device.token) == ("ann", "apns", "tok-1")
+    assert (device.app_version, device.locale, device.endpoint) == ("1.0", "en-GB", None)
+    assert device.created_at == device.seen_at
+
+    await asyncio.sleep(0.002)
+    again = await store.register_device("ann", "apns", "tok-1", "1.1", "fr-FR", limit=5)
+    assert not again.created
+    assert again.device.id == device.id
+    assert (again.device.app_version, again.device.locale) == ("1.1", "fr-FR")
+    assert again.device.created_at == device.created_at
+    assert again.device.seen_at > device.seen_at
+    # The same token on the other platform is another device.
+    other = await store.register_device("ann", "fcm", "tok-1", "1.0", "en", limit=5)
+    assert other.created
+    assert other.device.id != device.id
+
+    listed = await store.list_devices("ann")
+    assert [d.id for d in listed] == [device.id, other.device.id]
+    assert listed[0] == again.device
+    assert await store.list_devices("bob") == []
+
+
+async def test_a_token_registered_by_another_user_moves_to_them(store: Store) -> None:
+    ann = await store.register_device("ann", "fcm", "shared", "1", "en", limit=5)
+    bob = await store.register_device("bob", "fcm", "shared", "2", "de", limit=5)
+    assert bob.created
+    assert bob.device.id != ann.device.id
+    assert await store.list_devices("ann") == []
+    assert [d.id for d in await store.list_devices("bob")] == [bob.device.id]
+    # And back again: a fresh device for ann, none left for bob.
+    back = await store.register_device("ann", "fcm", "shared", "1", "en", limit=5)
+    assert back.created
+    assert await store.list_devices("bob") == []
+    assert [d.id for d in await store.list_devices("ann")] == [back.device.id]
+
+
+async def test_devices_beyond_the_bound_drop_the_least_recently_registered(store: Store) -> None:
+    made = []
+    for i in range(3):
+        made.append(
+            (await store.register_device("ann", "apns", f"t{i}", "1", "en", limit=3)).device
+        )
+        await asyncio.sleep(0.002)
+    await store.register_device("ann", "apns", "t0", "1", "en", limit=3)  # t0 seen again
+    await asyncio.sleep(0.002)
+
+    fourth = await store.register_device("ann", "apns", "t3", "1", "en", limit=3)
+    assert fourth.created
+    assert fourth.dropped == (made[1].id,)
+    left = await store.list_devices("ann")
+    assert [d.token for d in left] == ["t0", "t2", "t3"]
+    # The dropped token is free: registering it again makes a new device (and drops t2).
+    await asyncio.sleep(0.002)
+    back = await store.register_device("ann", "apns", "t1", "1", "en", limit=3)
+    assert back.created
+    assert back.device.id != made[1].id
+    assert back.dropped == (made[2].id,)
+    assert len(await store.list_devices("ann")) == 3
+
+
+async def test_a_device_is_deleted_by_its_owner_only_and_remembers_its_endpoint(
+    store: Store,
+) -> None:
+    device = (await store.register_device("ann", "apns", "tok", "1", "en", limit=5)).device
+    assert not await store.set_device_endpoint("bob", device.id, "arn:x")
+    assert await store.set_device_endpoint("ann", device.id, "arn:aws:sns:endpoint/1")
+    (listed,) = await store.list_devices("ann")
+    assert listed.endpoint == "arn:aws:sns:endpoint/1"
+    again = await store.register_device("ann", "apns", "tok", "2", "en", limit=5)
+    assert again.device.endpoint == "arn:aws:sns:endpoint/1"
+
+    assert not await store.delete_device("bob", device.id)
+    assert await store.delete_device("ann", device.id)
+    assert not await store.delete_device("ann", device.id)
+    assert not await store.set_device_endpoint("ann", device.id, "arn:y")
+    assert await store.list_devices("ann") == []
+    # Its token is free for anyone now.
+    assert (await store.register_device("bob", "apns", "tok", "1", "en", limit=5)).created
+
+
+async def test_concurrent_registrations_of_one_token_make_one_device(
+    make_store: MakeStore,
+) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    results = await asyncio.gather(
+        *(
+            (node_a if i % 2 else node_b).register_device("ann", "fcm", "race", "1", "en", limit=5)
+            for i in range(6)
+        )
+    )
+    devices = await node_a.list_devices("ann")
+    assert len(devices) == 1
+    assert {r.device.id for r in results} == {devices[0].id}
+
+
+# -- push outbox -------------------------------------------------------------------------------
+
+
+async def add(
+    store: Store,
+    users: list[str],
+    conversation: str,
+    sender: str,
+    text: str,
+    offset: int,
+    *,
+    now: int = 1000,
+    max_pending: int = 10,
+) -> list[str]:
+    return await store.add_notifications(
+        users,
+        conversation,
+        sender,
+        text,
+        offset,
+        now=now,
+        due_at=now + 500,
+        max_pending=max_pending,
+    )
+
+
+async def test_messages_of_one_conversation_fold_into_one_notification(store: Store) -> None:
+    assert await add(store, ["bob", "cid"], "group:g1", "ann", "hi", 1) == []
+    assert await add(store, ["bob"], "group:g1", "dan", "there", 2, now=1200) == []
+    assert await add(store, ["bob"], "dm:ann:bob", "ann", "psst", 7) == []
+
+    first, second = await store.pending_notifications("bob")
+    assert (first.conversation, first.count, first.sender, first.preview) == (
+        "dm:ann:bob",
+        1,
+        "ann",
+        "psst",
+    )
+    assert (second.conversation, second.count, second.sender, second.preview) == (
+        "group:g1",
+        2,
+        "dan",
+        "there",
+    )
+    assert (second.last_offset, second.first_at, second.due_at) == (2, 1000, 1500)
+    assert second.version == 2
+    assert second.lease is None
+    (cid,) = await store.pending_notifications("cid")
+    assert (cid.count, cid.sender) == (1, "ann")
+    assert await store.pending_notifications("ann") == []
+
+
+async def test_a_user_with_max_pending_notifications_is_refused_a_new_one(store: Store) -> None:
+    for i in range(3):
+        assert (
+            await add(store, ["bob", "cid"], f"dm:a{i}:bob", f"a{i}", "x", 1, max_pending=3) == []
+        )
+    assert await add(store, ["bob"], "dm:a9:bob", "a9", "x", 1, max_pending=3) == ["bob"]
+    # Folding into one of the three is not a new one.
+    assert await add(store, ["bob"], "dm:a0:bob", "a0", "again", 2, max_pending=3) == []
+    assert len(await store.pending_notifications("bob")) == 3
+
+
+async def test_due_notifications_are_claimed_once_until_the_lease_ends(
+    make_store: MakeStore,
+) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    await add(node_a, ["bob"], "dm:ann:bob", "ann", "one", 1)
+    await add(node_a, ["cid"], "dm:ann:cid", "ann", "two", 1)
+    assert await node_a.claim_notifications(now=1499, lease_until=5000, limit=10) == []
+
+    claims = await asyncio.gather(
+        node_a.claim_notifications(now=1500, lease_until=5000, limit=10),
+        node_b.claim_notifications(now=1500, lease_until=5000, limit=10),
+    )
+    claimed = [c for page in claims for c in page]
+    assert sorted(c.user_id for c in claimed) == ["bob", "cid"]
+    assert all(c.lease for c in claimed)
+    assert await node_b.claim_notifications(now=4999, lease_until=9000, limit=10) == []
+    # After the lease, another node may take it; the first claim's lease no longer counts.
+    (again,) = await node_b.claim_notifications(now=5001, lease_until=9000, limit=1)
+    stale = next(c for c in claimed if c.user_id == again.user_id)
+    assert again.lease != stale.lease
+    assert not await node_a.complete_notification(stale, due_at=6000)
+    assert not await node_a.release_notification(stale, due_at=6000, failed=True)
+    assert await node_b.complete_notification(again, due_at=6000)
+    assert await node_b.pending_notifications(again.user_id) == []
+
+
+async def test_messages_folded_in_during_a_claim_stay_pending(store: Store) -> None:
+    await add(store, ["bob"], "dm:ann:bob", "ann", "one", 1)
+    await add(store, ["bob"], "dm:ann:bob", "ann", "two", 2)
+    (claimed,) = await store.claim_notifications(now=2000, lease_until=9000, limit=10)
+    assert claimed.count == 2
+    await add(store, ["bob"], "dm:ann:bob", "ann", "three", 3, now=2100)
+
+    assert await store.complete_notification(claimed, due_at=2600)
+    (left,) = await store.pending_notifications("bob")
+    assert (left.count, left.preview, left.last_offset) == (1, "three", 3)
+    assert (left.due_at, left.lease) == (2600, None)
+    assert await store.claim_notifications(now=2599, lease_until=9000, limit=10) == []
+    (next_claim,) = await store.claim_notifications(now=2600, lease_until=9000, limit=10)
+    assert next_claim.count == 1
+    assert await store.complete_notification(next_claim, due_at=0)
+    assert await store.pending_notifications("bob") == []
+
+
+async def test_a_released_notification_is_due_again_and_counts_failures(store: Store) -> None:
+    await add(store, ["bob"], "dm:ann:bob", "ann", "one", 1)
+    (claimed,) = await store.claim_notifications(now=2000, lease_until=9000, limit=10)
+    assert await store.release_notification(claimed, due_at=3000, failed=True)
+    assert await store.claim_notifications(now=2999, lease_until=9000, limit=10) == []
+    (again,) = await store.claim_notifications(now=3000, lease_until=9000, limit=10)
+    assert again.attempts == 1
+    assert await store.release_notification(again, due_at=3000, failed=False)
+    (third,) = await store.claim_notifications(now=3000, lease_until=9000, limit=10)
+    assert third.attempts == 1
+
+
+async def test_push_slots_are_capped_per_user_and_window(make_store: MakeStore) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    taken = await asyncio.gather(
+        *((node_a if i % 2 else node_b).take_push_slot("bob", 100, 3) for i in range(6))
+    )
+    assert sorted(taken) == [False, False, False, True, True, True]
+    assert await node_a.take_push_slot("cid", 100, 3)
+    assert await node_a.take_push_slot("bob", 101, 3)
