@@ -223,6 +223,8 @@ def _find(node: Any, key: str) -> Iterator[Any]:
 
 MEDIA_CLIENTS = frozenset({"s3", "sqs", "mediaconvert", "rekognition"})
 """Attribute names under which media/aws.py keeps its clients (``self.jobs.s3`` ...)."""
+CLIENT_MODULES = {"gateway.mail.ses": "ses", "gateway.push.sns": "sns"}
+"""Modules whose ``self._client`` is one AWS service's client (the notification sinks)."""
 STORE_DISPATCH = frozenset({"_call", "_read"})
 """The DynamoDB store's call helpers: the first argument names the client method."""
 TRANSACT_ITEM_ACTIONS = {
@@ -288,6 +290,8 @@ class _Scanner(ast.NodeVisitor):
             )
             if owner_name in MEDIA_CLIENTS:
                 self._add(owner_name, func.attr, node)
+            elif owner_name == "_client" and self.module in CLIENT_MODULES:
+                self._add(CLIENT_MODULES[self.module], func.attr, node)
             elif self.store and owner_name in {"_client", "client"} and func.attr != "close":
                 self._add("dynamodb", func.attr, node)
             elif (

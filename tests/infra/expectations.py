@@ -39,6 +39,8 @@ WORKER_MEDIA = [
     for c in calls("media.aws", exclude=frozenset({"AwsMedia.upload_form"}))
     if c.module == "media.aws"
 ]
+GATEWAY_NOTIFY = calls("gateway.mail.ses") + calls("gateway.push.sns")
+"""The notification sinks' SES and SNS calls (the gateway's role)."""
 LAMBDA_MEDIA = calls("media.aws_lambda") + [
     c for c in calls("media.aws") if c.module == "media.aws" and c.function.startswith("AwsJobs.")
 ]
@@ -56,7 +58,7 @@ ROLES: dict[str, tuple[str, str, set[str]]] = {
     "gateway nodes": (
         "compute",
         "GatewayRole",
-        actions(STORE + GATEWAY_MEDIA) | cli("GatewayLaunchTemplate"),
+        actions(STORE + GATEWAY_MEDIA + GATEWAY_NOTIFY) | cli("GatewayLaunchTemplate"),
     ),
     "media workers": (
         "compute",

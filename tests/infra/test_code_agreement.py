@@ -21,6 +21,7 @@ from storage.dynamodb import keys, table_definitions
 from tests.infra.expectations import (
     CODE,
     GATEWAY_MEDIA,
+    GATEWAY_NOTIFY,
     LAMBDA_MEDIA,
     PROVISIONING,
     ROLES,
@@ -245,7 +246,9 @@ def test_lambda_environment_configures_the_handler() -> None:
 def test_every_aws_call_is_a_known_operation_and_runs_under_a_role() -> None:
     assert CODE.calls, "the scan found no AWS calls at all"
     assigned = {
-        id(c) for group in (STORE, GATEWAY_MEDIA, WORKER_MEDIA, LAMBDA_MEDIA) for c in group
+        id(c)
+        for group in (STORE, GATEWAY_MEDIA, GATEWAY_NOTIFY, WORKER_MEDIA, LAMBDA_MEDIA)
+        for c in group
     }
     orphans = [
         f"{c.module}:{c.line} {c.service}.{c.method}"
@@ -254,7 +257,7 @@ def test_every_aws_call_is_a_known_operation_and_runs_under_a_role() -> None:
     ]
     assert not orphans, f"AWS calls no role is checked for: {orphans}"
     services = {c.service for c in CODE.calls}
-    assert {"dynamodb", "dax", "s3", "sqs", "mediaconvert", "rekognition"} <= services
+    assert {"dynamodb", "dax", "s3", "sqs", "mediaconvert", "rekognition", "ses", "sns"} <= services
 
 
 def _role_documents(stack: str, role: str) -> list[dict[str, Any]]:
