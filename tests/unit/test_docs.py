@@ -48,3 +48,25 @@ def test_every_route_is_documented() -> None:
     documented = set(re.findall(r"^\| `(GET|POST|DELETE|PUT) (/[^`? ]*)", PROTOCOL, re.MULTILINE))
     assert routes - {("GET", "/ws")} - web_pages.pages() - server_api.pages() == documented
     assert "GET /ws" in PROTOCOL
+
+
+SOURCE_PATH = re.compile(
+    r"`((?:gateway|handlers|storage|media|infra|loadtest|tests|web|sdk|docs)/[A-Za-z0-9_./-]+)"
+    r"(?:::[A-Za-z0-9_]+)?`"
+)
+MADE_WHEN_RUN = {"loadtest/.venv", "loadtest/reports", "loadtest/bench/.work"}
+"""Folders the tools make on their first run, not in a checkout."""
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    documents += [ROOT / "loadtest" / "README.md", ROOT / "infra" / "README.md"]
+    missing = []
+    for document in documents:
+        for found in SOURCE_PATH.findall(document.read_text()):
+            path = found.rstrip("/.")
+            if "*" in path or "{" in path or path.split("/")[0:2] == ["loadtest", "reports"]:
+                continue
+            if path not in MADE_WHEN_RUN and not (ROOT / path).exists():
+                missing.append(f"{document.relative_to(ROOT)}: {found}")
+    assert not missing, missing
