@@ -54,7 +54,7 @@ SOURCE_PATH = re.compile(
     r"`((?:gateway|handlers|storage|media|infra|loadtest|tests|web|sdk|docs)/[A-Za-z0-9_./-]+)"
     r"(?:::[A-Za-z0-9_]+)?`"
 )
-MADE_WHEN_RUN = {"loadtest/.venv", "loadtest/reports", "loadtest/bench/.work"}
+MADE_WHEN_RUN = {"loadtest/.venv", "loadtest/reports", "loadtest/bench/.work", "tests/artifacts"}
 """Folders the tools make on their first run, not in a checkout."""
 
 
