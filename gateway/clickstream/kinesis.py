@@ -22,11 +22,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AsyncExitStack
 from typing import Any
 
 import msgspec
 
+from gateway.aws import AwsClient
 from gateway.clickstream.files import FileSink
 from gateway.metrics import Metrics
 from handlers.events import Record
@@ -91,37 +91,23 @@ class KinesisSink:
         """The same capped, jittered backoff as the DynamoDB store's retries."""
         self.dead_letter = dead_letter
         self._metrics = metrics
-        self._session = session
         self._client: Any = None
-        self._stack: AsyncExitStack | None = None
+        self._aws = AwsClient(
+            "kinesis",
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            session=session,
+            connect_timeout=5,
+            read_timeout=15,
+        )
 
     async def open(self) -> None:
-        from botocore.config import Config
-
-        session = self._session
-        if session is None:
-            import aioboto3  # only a node with the Kinesis sink needs it
-
-            session = aioboto3.Session()
-        # botocore's own retries are off: this sink retries, and only what failed.
-        config = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=15)
-        stack = AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            session.client(
-                "kinesis",
-                region_name=self.region,
-                endpoint_url=self.endpoint_url,
-                config=config,
-            )
-        )
-        self._stack = stack
+        self._client = await self._aws.open()
         await self.dead_letter.open()
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-            self._client = None
+        await self._aws.close()
+        self._client = None
         await self.dead_letter.close()
 
     async def write(self, records: Sequence[Record]) -> None:

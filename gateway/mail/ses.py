@@ -8,10 +8,10 @@ server errors, time-outs and lost connections are.
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from email.message import EmailMessage
 from typing import Any
 
+from gateway.aws import AwsClient
 from gateway.mail.message import to_bytes
 from gateway.mail.outbox import MailError, PermanentMailError
 
@@ -42,37 +42,22 @@ class SesSink:
         self.sender = sender
         self.region = region
         self.endpoint_url = endpoint_url
-        self._session = session
-        self._timeout = timeout
         self._client: Any = None
-        self._stack: AsyncExitStack | None = None
+        self._aws = AwsClient(
+            "ses",
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            session=session,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+        )
 
     async def open(self) -> None:
-        from botocore.config import Config
-
-        session = self._session
-        if session is None:
-            import aioboto3  # only a node with the SES sink needs it
-
-            session = aioboto3.Session()
-        config = Config(
-            retries={"total_max_attempts": 1},
-            connect_timeout=self._timeout,
-            read_timeout=self._timeout,
-        )
-        stack = AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            session.client(
-                "ses", region_name=self.region, endpoint_url=self.endpoint_url, config=config
-            )
-        )
-        self._stack = stack
+        self._client = await self._aws.open()
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-            self._client = None
+        await self._aws.close()
+        self._client = None
 
     async def deliver(self, message: EmailMessage, kind: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

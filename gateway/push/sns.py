@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
 
+from gateway.aws import AwsClient
 from gateway.push.sink import Delivery, Push, Verdict
 from storage.push import Device
 
@@ -79,37 +79,22 @@ class SnsSink:
         """Platform application ARN by device platform (``apns``, ``fcm``)."""
         self.region = region
         self.endpoint_url = endpoint_url
-        self._session = session
-        self._timeout = timeout
         self._client: Any = None
-        self._stack: AsyncExitStack | None = None
+        self._aws = AwsClient(
+            "sns",
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            session=session,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+        )
 
     async def open(self) -> None:
-        from botocore.config import Config
-
-        session = self._session
-        if session is None:
-            import aioboto3  # only a node with the SNS sink needs it
-
-            session = aioboto3.Session()
-        config = Config(
-            retries={"total_max_attempts": 1},
-            connect_timeout=self._timeout,
-            read_timeout=self._timeout,
-        )
-        stack = AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            session.client(
-                "sns", region_name=self.region, endpoint_url=self.endpoint_url, config=config
-            )
-        )
-        self._stack = stack
+        self._client = await self._aws.open()
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-            self._client = None
+        await self._aws.close()
+        self._client = None
 
     async def _endpoint(self, device: Device) -> str | Delivery:
         if device.endpoint is not None:
