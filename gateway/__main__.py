@@ -46,18 +46,18 @@ def _event_loop_name() -> str:
 def _announce(settings: Settings, loop_name: str) -> None:
     log.info(
         "Moosic Gateway on http://%s:%d (store=%s, broker=%s, loop=%s, countries=%s)",
-        settings.host,
-        settings.port,
-        settings.store,
-        "redis" if settings.redis_url else "in-process",
+        settings.server.host,
+        settings.server.port,
+        settings.storage.store,
+        "redis" if settings.redis.redis_url else "in-process",
         loop_name,
-        settings.countries_label,
+        settings.guard.countries_label,
     )
-    if settings.dev:
+    if settings.server.dev:
         log.warning(
             "development run (MOOSIC_DEV=1): loopback and private addresses pass the country gate"
         )
-    if settings.jwt_secret_generated:
+    if settings.auth.jwt_secret_generated:
         log.warning(
             "MOOSIC_JWT_SECRET is not set: generated a random one for this session; "
             "tokens will not survive a restart"
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)  # noqa: T201
         return 2
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.server.log_format, settings.server.log_level)
     loop_name = _event_loop_name()
     _announce(settings, loop_name)
     # web.run_app's loop, on a server with the connection limits of gateway/http/server.py.

@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the gateway for ``settings``; nothing connects until the app starts."""
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware, server_api.gate, rest_limits],
-        client_max_size=settings.rest_max_body_bytes,
+        client_max_size=settings.http.rest_max_body_bytes,
     )
     app.on_response_prepare.append(add_security_headers)
     metrics = Metrics()
@@ -90,21 +90,23 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS_REGISTRY] = registry_for(metrics)  # read at each scrape (GET /metrics)
     server.setup(app)  # body limits and pace, innermost middleware; HTTP counters
     jwks = None
-    if settings.jwks_url:
-        jwks = JwksKeys(settings.jwks_url, refresh=settings.jwks_refresh)
+    if settings.auth.jwks_url:
+        jwks = JwksKeys(settings.auth.jwks_url, refresh=settings.auth.jwks_refresh)
         app.cleanup_ctx.append(partial(_jwks_ctx, jwks))
     app[TOKENS] = TokenService(
-        settings.jwt_secret,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        ttl=settings.access_token_ttl,
-        previous_secrets=settings.jwt_previous_secrets,
+        settings.auth.jwt_secret,
+        issuer=settings.auth.jwt_issuer,
+        audience=settings.auth.jwt_audience,
+        ttl=settings.auth.access_token_ttl,
+        previous_secrets=settings.auth.jwt_previous_secrets,
         jwks=jwks,
-        jwks_issuer=settings.jwks_issuer,
-        jwks_audience=settings.jwks_audience,
+        jwks_issuer=settings.auth.jwks_issuer,
+        jwks_audience=settings.auth.jwks_audience,
     )
     app[GATE] = CountryGate(
-        settings.allowed_countries, settings.trusted_proxies, allow_local=settings.dev
+        settings.guard.allowed_countries,
+        settings.guard.trusted_proxies,
+        allow_local=settings.server.dev,
     )
     metrics.gauges["gc_frozen_objects"] = gc.get_freeze_count  # start-up objects (server.py)
     clickstream = clickstream_service.setup(app, settings, metrics)  # drained after the sockets
@@ -117,12 +119,12 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(partial(_hub_ctx, redis))
     app.cleanup_ctx.append(partial(_services_ctx, redis))
-    if settings.emf_interval > 0:
+    if settings.server.emf_interval > 0:
         emf = EmfWriter(
             metrics,
-            interval=settings.emf_interval,
+            interval=settings.server.emf_interval,
             node=clickstream.node,
-            region=settings.region,
+            region=settings.server.region,
         )
         app.cleanup_ctx.append(partial(_emf_ctx, emf))
     app.on_shutdown.append(_close_websockets)
@@ -145,15 +147,15 @@ def _country_of(ctx: Context) -> str | None:
 
 def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:
     """The node's one Redis client, its breaker in ``/metrics``; None without a Redis URL."""
-    if not settings.redis_url:
+    if not settings.redis.redis_url:
         return None
     redis: RedisClient
-    if settings.redis_cluster:
+    if settings.redis.redis_cluster:
         cluster = ClusterClient(
-            settings.redis_url,
-            breaker_failures=settings.redis_breaker_failures,
-            breaker_cooldown=settings.redis_breaker_cooldown,
-            refresh_interval=settings.redis_cluster_refresh,
+            settings.redis.redis_url,
+            breaker_failures=settings.redis.redis_breaker_failures,
+            breaker_cooldown=settings.redis.redis_breaker_cooldown,
+            refresh_interval=settings.redis.redis_cluster_refresh,
         )
         metrics.counters["redis_cluster_refreshes"] = lambda: cluster.refreshes
         metrics.counters["redis_cluster_redirects"] = lambda: cluster.redirects
@@ -162,9 +164,9 @@ def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:
         redis = cluster
     else:
         redis = RedisClient(
-            settings.redis_url,
-            breaker_failures=settings.redis_breaker_failures,
-            breaker_cooldown=settings.redis_breaker_cooldown,
+            settings.redis.redis_url,
+            breaker_failures=settings.redis.redis_breaker_failures,
+            breaker_cooldown=settings.redis.redis_breaker_cooldown,
         )
     redis.observe = metrics.family("redis_latency").observe
     breaker = redis.breaker
@@ -183,22 +185,22 @@ def _broker(settings: Settings, metrics: Metrics, redis: RedisClient | None) -> 
     if isinstance(redis, ClusterClient):
         return ClusterBroker(
             redis,
-            prefix=settings.redis_prefix,
+            prefix=settings.redis.redis_prefix,
             metrics=metrics,
-            window=settings.recovery_window,
-            window_ttl=settings.recovery_ttl,
+            window=settings.chat.recovery_window,
+            window_ttl=settings.chat.recovery_ttl,
         )
     if redis is not None:
         return RedisBroker(
             redis,
-            prefix=settings.redis_prefix,
+            prefix=settings.redis.redis_prefix,
             metrics=metrics,
-            window=settings.recovery_window,
-            window_ttl=settings.recovery_ttl,
+            window=settings.chat.recovery_window,
+            window_ttl=settings.chat.recovery_ttl,
         )
     return MemoryBroker(
-        recent_per_channel=settings.recovery_window,
-        recent_channels=settings.recovery_memory_channels,
+        recent_per_channel=settings.chat.recovery_window,
+        recent_channels=settings.chat.recovery_memory_channels,
     )
 
 
@@ -218,18 +220,18 @@ async def _jwks_ctx(jwks: JwksKeys, app: web.Application) -> AsyncIterator[None]
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = build_store(
-        settings.store,
-        sqlite_path=settings.sqlite_path,
-        max_pending=settings.store_max_pending,
+        settings.storage.store,
+        sqlite_path=settings.storage.sqlite_path,
+        max_pending=settings.storage.store_max_pending,
         dynamodb=DynamoDBConfig(
-            region=settings.dynamodb_region,
-            endpoint_url=settings.dynamodb_endpoint,
-            table_prefix=settings.dynamodb_table_prefix,
-            dax_endpoint=settings.dax_endpoint,
+            region=settings.storage.dynamodb_region,
+            endpoint_url=settings.storage.dynamodb_endpoint,
+            table_prefix=settings.storage.dynamodb_table_prefix,
+            dax_endpoint=settings.storage.dax_endpoint,
         ),
     )
     await store.open()
-    app[STORE] = timed_store(store, app[METRICS].family("store_latency"), settings.store)
+    app[STORE] = timed_store(store, app[METRICS].family("store_latency"), settings.storage.store)
     # The store's own view (storage.base.StoreHealth, no I/O): 0 while it refuses writes.
     app[METRICS].gauges["store_healthy"] = lambda: float(store.health().healthy)
     app[METRICS].counters["store_refused_writes"] = lambda: store.health().refused_writes
@@ -243,8 +245,8 @@ async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIter
     hub = Hub(
         _broker(settings, metrics, redis),
         metrics,
-        max_watchers=settings.max_longpolls,
-        heartbeat=settings.ws_heartbeat,
+        max_watchers=settings.http.max_longpolls,
+        heartbeat=settings.ws.ws_heartbeat,
     )
     await hub.start()
     app[HUB] = hub
@@ -260,35 +262,39 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     hub = app[HUB]
     presence: LocalPresence | RedisPresence = LocalPresence()
     if redis is not None:
-        presence = RedisPresence(redis, prefix=settings.redis_prefix, ttl=settings.presence_ttl)
+        presence = RedisPresence(
+            redis, prefix=settings.redis.redis_prefix, ttl=settings.presence.presence_ttl
+        )
     started = int(time.time())
     node = app[CLICKSTREAM].node  # host:port, as events name it
     presence.card = lambda: {
         "address": node,
-        "region": settings.region,
+        "region": settings.server.region,
         "started_at": started,
         "connections": hub.member_count,
         "channels": hub.channel_count,
     }
     hub.presence = PresenceTracker(
-        presence, hub.publish, hub.spawn, refresh=settings.presence_ttl / 3
+        presence, hub.publish, hub.spawn, refresh=settings.presence.presence_ttl / 3
     )
     hub.spawn(hub.presence.run())
     hot_counts = build_hot_counts(settings, app[STORE], hub, presence, redis)
     hub.presence.audience = touch_channel(hot_counts)
-    trending: LocalTrending | RedisTrending = LocalTrending(window=settings.trending_window)
+    trending: LocalTrending | RedisTrending = LocalTrending(window=settings.counts.trending_window)
     if redis is not None:
         trending = RedisTrending(
-            redis, prefix=settings.redis_prefix, window=settings.trending_window
+            redis, prefix=settings.redis.redis_prefix, window=settings.counts.trending_window
         )
-    tally = Tally(hot_counts, trending, interval=settings.counts_flush_interval)
+    tally = Tally(hot_counts, trending, interval=settings.counts.counts_flush_interval)
     app[CLICKSTREAM].intake.observer = tally.observe
-    limiter = Limiter(settings.rate_limits, app[METRICS], redis=redis, prefix=settings.redis_prefix)
+    limiter = Limiter(
+        settings.guard.rate_limits, app[METRICS], redis=redis, prefix=settings.redis.redis_prefix
+    )
     revocations = Revocations(
-        ttl=settings.access_token_ttl + LEEWAY_SECONDS,
+        ttl=settings.auth.access_token_ttl + LEEWAY_SECONDS,
         on_revoked=partial(_close_session, hub),
         redis=redis,
-        prefix=settings.redis_prefix,
+        prefix=settings.redis.redis_prefix,
     )
     if redis is not None:
         await revocations.sync()  # sessions revoked before this node started
@@ -300,9 +306,9 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         app[STORE],
         hub,
         presence,
-        threshold=settings.feed_fanout_threshold,
-        batch=settings.feed_fanout_batch,
-        item_ttl=settings.feed_item_ttl,
+        threshold=settings.feed.feed_fanout_threshold,
+        batch=settings.feed.feed_fanout_batch,
+        item_ttl=settings.feed.feed_item_ttl,
         observe_walk=app[METRICS].family("feed_fanout").observe,
     )
     app[FEEDS] = feeds
@@ -311,29 +317,29 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         store=app[STORE],
         fanout=app[HUB],
         tokens=app[TOKENS],
-        passwords=ScryptHasher(n=settings.scrypt_n, concurrency=settings.kdf_concurrency),
+        passwords=ScryptHasher(n=settings.auth.scrypt_n, concurrency=settings.auth.kdf_concurrency),
         limits=Limits(
-            max_message_bytes=settings.max_message_bytes,
-            history_max_limit=settings.history_max_limit,
-            max_subscriptions=settings.max_subscriptions,
-            max_group_members=settings.max_group_members,
-            longpoll_max_seconds=settings.longpoll_max_seconds,
-            refresh_token_ttl=settings.refresh_token_ttl,
-            max_replay=settings.recovery_max_events,
-            max_watched_users=settings.max_watched_users,
-            video_ready_on_create=settings.video_ready_on_create,
-            access_token_ttl=settings.access_token_ttl,
-            email_token_ttl=settings.email_token_ttl,
-            reset_token_ttl=settings.reset_token_ttl,
-            max_devices=settings.max_devices,
+            max_message_bytes=settings.chat.max_message_bytes,
+            history_max_limit=settings.chat.history_max_limit,
+            max_subscriptions=settings.ws.max_subscriptions,
+            max_group_members=settings.chat.max_group_members,
+            longpoll_max_seconds=settings.http.longpoll_max_seconds,
+            refresh_token_ttl=settings.auth.refresh_token_ttl,
+            max_replay=settings.chat.recovery_max_events,
+            max_watched_users=settings.presence.max_watched_users,
+            video_ready_on_create=settings.media.video_ready_on_create,
+            access_token_ttl=settings.auth.access_token_ttl,
+            email_token_ttl=settings.mail.email_token_ttl,
+            reset_token_ttl=settings.mail.reset_token_ttl,
+            max_devices=settings.push.max_devices,
         ),
         presence=presence,
         hot_counts=hot_counts,
-        videos=TtlCache(ttl=settings.video_cache_seconds),
+        videos=TtlCache(ttl=settings.counts.video_cache_seconds),
         limiter=limiter,
         sessions=revocations,
         feeds=feeds,
-        blocks=TtlCache(ttl=settings.video_cache_seconds),
+        blocks=TtlCache(ttl=settings.counts.video_cache_seconds),
         trending=trending,
         mailer=app[MAIL],
         notifier=notifier,
@@ -362,23 +368,23 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         registry=app[REGISTRY],
         services=app[SERVICES],
         metrics=app[METRICS],
-        max_frame=settings.ws_max_frame_bytes,
-        hard_frame=settings.ws_close_frame_bytes,
-        max_backlog=settings.ws_max_backlog_bytes,
-        close_timeout=settings.ws_close_timeout,
-        max_inbound=settings.ws_close_frame_bytes + settings.ws_max_frame_bytes,
-        max_queued=settings.ws_max_queued_messages,
-        frame_rate=settings.ws_frames_per_second,
-        frame_burst=float(settings.ws_frame_burst),
-        flood_close=settings.ws_flood_close_seconds,
+        max_frame=settings.ws.ws_max_frame_bytes,
+        hard_frame=settings.ws.ws_close_frame_bytes,
+        max_backlog=settings.ws.ws_max_backlog_bytes,
+        close_timeout=settings.ws.ws_close_timeout,
+        max_inbound=settings.ws.ws_close_frame_bytes + settings.ws.ws_max_frame_bytes,
+        max_queued=settings.ws.ws_max_queued_messages,
+        frame_rate=settings.ws.ws_frames_per_second,
+        frame_burst=float(settings.ws.ws_frame_burst),
+        flood_close=settings.ws.ws_flood_close_seconds,
     )
     await hot_counts.start()
     await tally.start()
     await notifier.start()
     await drainer.start()
     yield
-    await feeds.close(settings.shutdown_timeout)  # walks still running finish, bounded
-    await notifier.close(settings.shutdown_timeout)  # decisions queued are written, bounded
+    await feeds.close(settings.server.shutdown_timeout)  # walks still running finish, bounded
+    await notifier.close(settings.server.shutdown_timeout)  # decisions queued are written, bounded
     await drainer.close()  # the round under way finishes; what is left stays in the outbox
     await tally.close()  # views and watch time summed so far go to the hot counters
     await hot_counts.close()  # the last flush: a clean stop loses no counted change
@@ -400,5 +406,5 @@ async def _close_websockets(app: web.Application) -> None:
     log.info("closing %d WebSocket connections for shutdown", len(members))
     for member in members:
         member.shutdown()
-    if not await hub.wait_no_members(app[SETTINGS].shutdown_timeout):
+    if not await hub.wait_no_members(app[SETTINGS].server.shutdown_timeout):
         log.warning("%d connections still open after the shutdown timeout", hub.member_count)

@@ -2,6 +2,12 @@
 
 Every bad value is reported on its own line, all at once, so an operator fixes them in one go.
 The README's configuration table lists each variable; :data:`FIELDS` is its source.
+
+:class:`Settings` holds one small frozen dataclass per concern (``server``, ``auth``, ``guard``,
+``redis``, ``storage``, ``ws``, ``http``, ``chat``, ``presence``, ``counts``, ``feed``, ``media``,
+``clickstream``, ``mail``, ``push``), so a reader finds a setting beside its neighbours and
+the wiring in ``gateway/app.py`` reads one concern at a time. Inside its section a setting
+keeps its variable's name: ``MOOSIC_PUSH_DELAY`` is ``settings.push.push_delay``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from gateway.guard.ratelimit import SPECIAL_RULES, RateLimits
@@ -31,27 +37,73 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class ServerSettings:
+    """The process: where it listens, its logs and metrics, its region, how it stops."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     dev: bool = False
     log_level: str = "INFO"
     log_format: str = "text"
+    shutdown_timeout: float = 10.0
+    fd_reserve: int = 128
+    emf_interval: float = 0.0
+    region: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Sign-in and tokens: gateway/auth/, handlers/auth.py."""
+
     jwt_secret: str = ""
     jwt_secret_generated: bool = False
+    jwt_previous_secrets: tuple[str, ...] = ()
     jwt_issuer: str = "moosic"
     jwt_audience: str = "moosic"
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
     scrypt_n: int = 2**14
     kdf_concurrency: int = 2
+    jwks_url: str | None = None
+    jwks_refresh: float = 3600.0
+    jwks_issuer: str | None = None
+    jwks_audience: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """Edge defences: the country gate, proxies trusted for the client address, origins, rate limits (gateway/guard/)."""
+
+    allowed_countries: frozenset[str] | None = frozenset({"KH"})
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    ws_allowed_origins: frozenset[str] | None = frozenset()
+    """Browser origins allowed to open a WebSocket; None = any. Requests without Origin pass."""
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    max_connections_per_user: int = 20
+
+    @property
+    def countries_label(self) -> str:
+        if self.allowed_countries is None:
+            return "*"
+        return ",".join(sorted(self.allowed_countries))
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Redis, one server or a Redis Cluster, and the breaker in front of it (storage/redis/)."""
+
     redis_url: str | None = None
     redis_prefix: str = "moosic:"
     redis_cluster: bool = False
     redis_cluster_refresh: float = 5.0
-    # Circuit breaker in front of Redis (issue 21, item 7): storage/redis/breaker.py.
     redis_breaker_failures: int = 5
     redis_breaker_cooldown: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """The message store: SQLite (embedded default) or DynamoDB with DAX (storage/)."""
+
     store: str = "sqlite"
     sqlite_path: str = "data/moosic.db"
     dynamodb_region: str = "us-east-1"
@@ -59,8 +111,12 @@ class Settings:
     dynamodb_table_prefix: str = "moosic-"
     dax_endpoint: str | None = None
     store_max_pending: int = 1024
-    allowed_countries: frozenset[str] | None = frozenset({"KH"})
-    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WsSettings:
+    """The WebSocket transport: frames, buffers, heartbeats, per-socket limits (gateway/ws/)."""
+
     ws_max_frame_bytes: int = 64 * 1024
     ws_close_frame_bytes: int = 1024 * 1024
     ws_max_backlog_bytes: int = 1024 * 1024
@@ -71,33 +127,70 @@ class Settings:
     ws_frame_burst: int = 2000
     ws_flood_close_seconds: float = 10.0
     max_subscriptions: int = 100
-    max_message_bytes: int = 8192
-    history_max_limit: int = 100
-    max_group_members: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """HTTP: REST bodies, long polls, connections held without signing in, the server API (gateway/http/)."""
+
+    rest_max_body_bytes: int = 64 * 1024
     longpoll_max_seconds: float = 25.0
     max_longpolls: int = 10000
-    rest_max_body_bytes: int = 64 * 1024
-    # Connections held without signing in (issue 21, item 4): gateway/http/server.py.
     http_keepalive_timeout: float = 15.0
     http_body_timeout: float = 15.0
     http_body_min_rate: int = 8192
     http_max_unauthenticated_per_address: int = 64
-    fd_reserve: int = 128
-    shutdown_timeout: float = 10.0
+    server_api_keys: tuple[str, ...] = ()
+    server_api_port: int | None = None
+    server_api_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    """Chat: message and group sizes, history pages, the recovery window (handlers/chat.py, gateway/fanout/)."""
+
+    max_message_bytes: int = 8192
+    history_max_limit: int = 100
+    max_group_members: int = 1024
     recovery_window: int = 500
     recovery_ttl: float = 300.0
     recovery_max_events: int = 1000
     recovery_memory_channels: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """Presence: how long a node's word lasts, users one socket may watch (gateway/fanout/presence.py)."""
+
     presence_ttl: float = 30.0
     max_watched_users: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CountsSettings:
+    """Hot counters of videos and trending (gateway/fanout/counts.py, trending.py)."""
+
     counts_push_window: float = 0.25
     counts_flush_interval: float = 1.0
     video_cache_seconds: float = 2.0
-    video_ready_on_create: bool = False
+    trending_window: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """The home feed's fan-out on post (handlers/feed.py)."""
+
     feed_fanout_threshold: int = 10_000
     feed_fanout_batch: int = 500
     feed_item_ttl: int = 30 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    """Media: uploads, transcoding, moderation, signed playback (media/)."""
+
     media_backend: str = "local"
+    video_ready_on_create: bool = False
     max_upload_bytes: int = 256 * 1024 * 1024
     media_upload_ttl: int = 900
     media_playback_ttl: int = 900
@@ -126,17 +219,12 @@ class Settings:
     cloudfront_domain: str | None = None
     cloudfront_key_id: str | None = None
     cloudfront_private_key_file: str | None = None
-    jwt_previous_secrets: tuple[str, ...] = ()
-    jwks_url: str | None = None
-    jwks_refresh: float = 3600.0
-    jwks_issuer: str | None = None
-    jwks_audience: str | None = None
-    rate_limits: RateLimits = field(default_factory=RateLimits)
-    max_connections_per_user: int = 20
-    ws_allowed_origins: frozenset[str] | None = frozenset()
-    """Browser origins allowed to open a WebSocket; None = any. Requests without Origin pass."""
-    # Clickstream (issue 15): handlers/events.py, gateway/clickstream/.
-    region: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class ClickstreamSettings:
+    """Clickstream: the buffer per node and its sinks, files or Kinesis (gateway/clickstream/)."""
+
     clickstream_sink: str = "file"
     clickstream_dir: str = "data/clickstream"
     clickstream_buffer: int = 100_000
@@ -145,18 +233,17 @@ class Settings:
     clickstream_max_file_bytes: int = 64 * 1024 * 1024
     clickstream_rotate_seconds: float = 3600.0
     clickstream_dedupe_size: int = 100_000
-    trending_window: float = 3600.0
-    emf_interval: float = 0.0
-    # Server API for trusted back ends (issue 17): gateway/http/server_api.py.
-    server_api_keys: tuple[str, ...] = ()
-    server_api_port: int | None = None
-    server_api_host: str = "127.0.0.1"
     clickstream_stream: str | None = None
     clickstream_kinesis_region: str = "us-east-1"
     clickstream_kinesis_endpoint: str | None = None
     clickstream_retries: int = 5
     clickstream_retry_backoff: float = 0.1
-    # Mail (issue 16): handlers/recovery.py, gateway/mail/.
+
+
+@dataclass(frozen=True, slots=True)
+class MailSettings:
+    """Mail: email verification and password reset, files or SES (gateway/mail/, handlers/recovery.py)."""
+
     mail_sink: str = "file"
     mail_dir: str = "data/mail"
     mail_from: str = "Moosic <no-reply@moosic.invalid>"
@@ -167,7 +254,12 @@ class Settings:
     mail_retry_backoff: float = 1.0
     email_token_ttl: int = 86400
     reset_token_ttl: int = 1800
-    # Push notifications (issue 16): handlers/devices.py, gateway/push/.
+
+
+@dataclass(frozen=True, slots=True)
+class PushSettings:
+    """Push notifications: devices, the outbox's drain, files or SNS (gateway/push/, handlers/notify.py)."""
+
     max_devices: int = 20
     push_sink: str = "file"
     push_dir: str = "data/push"
@@ -186,11 +278,55 @@ class Settings:
     push_retry_backoff: float = 1.0
     push_max_age: float = 3600.0
 
-    @property
-    def countries_label(self) -> str:
-        if self.allowed_countries is None:
-            return "*"
-        return ",".join(sorted(self.allowed_countries))
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting, one small dataclass per concern (as Synapse's config classes).
+
+    A setting's attribute is its variable's name without ``MOOSIC_``, in lower case, in its
+    section: ``MOOSIC_REDIS_URL`` is ``settings.redis.redis_url``. :meth:`of` and :meth:`changed`
+    take those names flat, so a caller need not know which section holds which.
+    """
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    ws: WsSettings = field(default_factory=WsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
+    counts: CountsSettings = field(default_factory=CountsSettings)
+    feed: FeedSettings = field(default_factory=FeedSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
+    clickstream: ClickstreamSettings = field(default_factory=ClickstreamSettings)
+    mail: MailSettings = field(default_factory=MailSettings)
+    push: PushSettings = field(default_factory=PushSettings)
+
+    @classmethod
+    def of(cls, **values: Any) -> Settings:
+        """Settings with the named ones (``redis_url=...``) changed from their defaults."""
+        return cls().changed(**values)
+
+    def changed(self, **values: Any) -> Settings:
+        """A copy with the named settings changed (flat names, as in :meth:`of`)."""
+        by_section: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            section = SECTION_OF.get(name)
+            if section is None:
+                raise TypeError(f"no setting named {name!r}")
+            by_section.setdefault(section, {})[name] = value
+        changes = {s: replace(getattr(self, s), **v) for s, v in by_section.items()}
+        return replace(self, **changes)
+
+
+SECTION_OF: dict[str, str] = {
+    f.name: section.name
+    for section in fields(Settings)
+    for f in fields(getattr(Settings(), section.name))
+}
+"""Each setting's section, by its flat name."""
 
 
 def _int(low: int, high: int) -> Callable[[str], int]:
@@ -1057,14 +1193,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 f"{PREFIX}JWT_SECRET: required (or set {PREFIX}DEV=1 for a generated one)"
             )
     defaults = Settings()
-    ws_frame = values.get("ws_max_frame_bytes", defaults.ws_max_frame_bytes)
-    ws_close = values.get("ws_close_frame_bytes", defaults.ws_close_frame_bytes)
+
+    def setting(name: str) -> Any:
+        """The value loaded for a setting, else its default."""
+        if name in values:
+            return values[name]
+        return getattr(getattr(defaults, SECTION_OF[name]), name)
+
+    ws_frame = setting("ws_max_frame_bytes")
+    ws_close = setting("ws_close_frame_bytes")
     if ws_close < ws_frame:
         problems.append(
             f"{PREFIX}WS_CLOSE_FRAME_BYTES: must be at least {PREFIX}WS_MAX_FRAME_BYTES ({ws_frame})"
         )
-    store = values.get("store", defaults.store)
-    message_bytes = values.get("max_message_bytes", defaults.max_message_bytes)
+    store = setting("store")
+    message_bytes = setting("max_message_bytes")
     if store == "dynamodb" and message_bytes > DYNAMODB_MAX_DATA_BYTES:
         problems.append(
             f"{PREFIX}MAX_MESSAGE_BYTES: at most {DYNAMODB_MAX_DATA_BYTES} with the DynamoDB store"
@@ -1114,15 +1257,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         problems.append(
             f"{PREFIX}CLICKSTREAM_STREAM: required with {PREFIX}CLICKSTREAM_SINK=kinesis"
         )
-    flush_events = values.get("clickstream_flush_events", defaults.clickstream_flush_events)
-    buffer = values.get("clickstream_buffer", defaults.clickstream_buffer)
+    flush_events = setting("clickstream_flush_events")
+    buffer = setting("clickstream_buffer")
     if flush_events > buffer:
         problems.append(
             f"{PREFIX}CLICKSTREAM_FLUSH_EVENTS: at most {PREFIX}CLICKSTREAM_BUFFER ({buffer})"
         )
     api_port = values.get("server_api_port")
-    if api_port is not None and api_port == values.get("port", defaults.port):
+    if api_port is not None and api_port == setting("port"):
         problems.append(f"{PREFIX}SERVER_API_PORT: must differ from {PREFIX}PORT")
     if problems:
         raise SettingsError(problems)
-    return Settings(**values)
+    return Settings.of(**values)

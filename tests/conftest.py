@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
+    return Settings.of(
         dev=True,
         jwt_secret=JWT_SECRET,
         sqlite_path=str(tmp_path / "moosic.db"),
@@ -54,7 +53,7 @@ async def make_client(aiohttp_client: Any, settings: Settings) -> Callable[..., 
     """Start the real app with ``settings`` changed by keyword; return its test client."""
 
     async def make(**changes: Any) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(replace(settings, **changes)))  # type: ignore[no-any-return]
+        return await aiohttp_client(create_app(settings.changed(**changes)))  # type: ignore[no-any-return]
 
     return make
 

@@ -25,33 +25,33 @@ from handlers.events import Intake
 
 def node_name(settings: Settings) -> str:
     """What events name this node by: its host name and port."""
-    return f"{socket.gethostname()}:{settings.port}"
+    return f"{socket.gethostname()}:{settings.server.port}"
 
 
 def build_sink(
     settings: Settings, metrics: Metrics, node: str, *, session: Any = None
 ) -> FileSink | KinesisSink:
-    folder = Path(settings.clickstream_dir)
+    folder = Path(settings.clickstream.clickstream_dir)
     tag = safe_name(node)
 
     def files(prefix: str) -> FileSink:
         writer = JsonLines(
             folder,
             f"{prefix}-{tag}",
-            max_bytes=settings.clickstream_max_file_bytes,
-            max_seconds=settings.clickstream_rotate_seconds,
+            max_bytes=settings.clickstream.clickstream_max_file_bytes,
+            max_seconds=settings.clickstream.clickstream_rotate_seconds,
         )
         return FileSink(writer, metrics)
 
-    if settings.clickstream_sink == "kinesis":
-        if not settings.clickstream_stream:
+    if settings.clickstream.clickstream_sink == "kinesis":
+        if not settings.clickstream.clickstream_stream:
             raise ValueError("the kinesis sink needs MOOSIC_CLICKSTREAM_STREAM")
         return KinesisSink(
-            settings.clickstream_stream,
-            region=settings.clickstream_kinesis_region,
-            endpoint_url=settings.clickstream_kinesis_endpoint,
-            retries=settings.clickstream_retries,
-            retry_backoff=settings.clickstream_retry_backoff,
+            settings.clickstream.clickstream_stream,
+            region=settings.clickstream.clickstream_kinesis_region,
+            endpoint_url=settings.clickstream.clickstream_kinesis_endpoint,
+            retries=settings.clickstream.clickstream_retries,
+            retry_backoff=settings.clickstream.clickstream_retry_backoff,
             dead_letter=files("dead-letter"),
             metrics=metrics,
             session=session,
@@ -76,15 +76,15 @@ class Clickstream:
         self.buffer = EventBuffer(
             self.sink,
             metrics,
-            limit=settings.clickstream_buffer,
-            flush_events=settings.clickstream_flush_events,
-            interval=settings.clickstream_flush_interval,
+            limit=settings.clickstream.clickstream_buffer,
+            flush_events=settings.clickstream.clickstream_flush_events,
+            interval=settings.clickstream.clickstream_flush_interval,
         )
         self.intake = Intake(
             self.buffer,
             node=self.node,
-            region=settings.region,
-            dedupe_size=settings.clickstream_dedupe_size,
+            region=settings.server.region,
+            dedupe_size=settings.clickstream.clickstream_dedupe_size,
         )
         metrics.gauges["clickstream_buffered"] = lambda: self.buffer.buffered
         stats = self.intake.stats

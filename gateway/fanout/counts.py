@@ -682,10 +682,10 @@ def build_hot_counts(
         return RedisHotCounts(
             store,
             redis,
-            prefix=settings.redis_prefix,
+            prefix=settings.redis.redis_prefix,
             viewers_prefix=lambda part: presence.channel_prefix(part, VIDEO_PREFIX),
-            window=settings.counts_push_window,
-            flush_interval=settings.counts_flush_interval,
+            window=settings.counts.counts_push_window,
+            flush_interval=settings.counts.counts_flush_interval,
             publish=hub.publish,
         )
 
@@ -696,6 +696,6 @@ def build_hot_counts(
         store,
         hub.publish,
         viewers,
-        window=settings.counts_push_window,
-        flush_interval=settings.counts_flush_interval,
+        window=settings.counts.counts_push_window,
+        flush_interval=settings.counts.counts_flush_interval,
     )

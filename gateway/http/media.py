@@ -60,45 +60,49 @@ READ_CHUNK = 64 * 1024
 def build_media(settings: Settings, ledger: Ledger, session: Any = None) -> MediaBackend:
     """Make the configured backend (not started)."""
     common: dict[str, Any] = {
-        "max_upload_bytes": settings.max_upload_bytes,
-        "upload_ttl": settings.media_upload_ttl,
-        "playback_ttl": settings.media_playback_ttl,
-        "ladder": settings.media_ladder,
-        "segment_seconds": settings.media_segment_seconds,
-        "max_seconds": settings.media_max_seconds,
+        "max_upload_bytes": settings.media.max_upload_bytes,
+        "upload_ttl": settings.media.media_upload_ttl,
+        "playback_ttl": settings.media.media_playback_ttl,
+        "ladder": settings.media.media_ladder,
+        "segment_seconds": settings.media.media_segment_seconds,
+        "max_seconds": settings.media.media_max_seconds,
     }
-    watermark = Path(settings.media_watermark) if settings.media_watermark else DEFAULT_WATERMARK
-    if settings.media_backend == "aws":
-        key_file = settings.cloudfront_private_key_file
+    watermark = (
+        Path(settings.media.media_watermark)
+        if settings.media.media_watermark
+        else DEFAULT_WATERMARK
+    )
+    if settings.media.media_backend == "aws":
+        key_file = settings.media.cloudfront_private_key_file
         config = AwsConfig(
-            bucket=settings.media_bucket or "",
-            region=settings.media_region,
-            queue_url=settings.media_sqs_url,
-            endpoint_url=settings.media_aws_endpoint,
-            mediaconvert_endpoint=settings.media_mediaconvert_endpoint,
-            mediaconvert_role=settings.media_mediaconvert_role or "",
-            mediaconvert_queue=settings.media_mediaconvert_queue,
+            bucket=settings.media.media_bucket or "",
+            region=settings.media.media_region,
+            queue_url=settings.media.media_sqs_url,
+            endpoint_url=settings.media.media_aws_endpoint,
+            mediaconvert_endpoint=settings.media.media_mediaconvert_endpoint,
+            mediaconvert_role=settings.media.media_mediaconvert_role or "",
+            mediaconvert_queue=settings.media.media_mediaconvert_queue,
             watermark_file=watermark,
-            cloudfront_domain=settings.cloudfront_domain or "",
-            cloudfront_key_id=settings.cloudfront_key_id or "",
+            cloudfront_domain=settings.media.cloudfront_domain or "",
+            cloudfront_key_id=settings.media.cloudfront_key_id or "",
             cloudfront_private_key=Path(key_file).read_bytes() if key_file else b"",
-            min_confidence=settings.media_min_confidence,
+            min_confidence=settings.media.media_min_confidence,
             **common,
         )
         return AwsMedia(config, ledger, session)
     local = LocalConfig(
-        root=Path(settings.media_dir),
+        root=Path(settings.media.media_dir),
         # A key of its own, derived from the deployment's secret: every node agrees on it.
-        signer=Signer(derive_key(settings.jwt_secret, "local")),
-        moderation="hold" if settings.media_moderation == "hold" else "allow",
-        workers=settings.media_workers,
-        ffmpeg=settings.media_ffmpeg,
+        signer=Signer(derive_key(settings.auth.jwt_secret, "local")),
+        moderation="hold" if settings.media.media_moderation == "hold" else "allow",
+        workers=settings.media.media_workers,
+        ffmpeg=settings.media.media_ffmpeg,
         watermark=watermark,
-        max_dimension=settings.media_max_dimension,
-        max_pixels=settings.media_max_pixels,
-        ffmpeg_memory_bytes=settings.media_ffmpeg_memory_bytes,
-        ffmpeg_cpu_seconds=settings.media_ffmpeg_cpu_seconds,
-        ffmpeg_threads=settings.media_ffmpeg_threads,
+        max_dimension=settings.media.media_max_dimension,
+        max_pixels=settings.media.media_max_pixels,
+        ffmpeg_memory_bytes=settings.media.media_ffmpeg_memory_bytes,
+        ffmpeg_cpu_seconds=settings.media.media_ffmpeg_cpu_seconds,
+        ffmpeg_threads=settings.media.media_ffmpeg_threads,
         **common,
     )
     return LocalMedia(local, ledger)
@@ -129,7 +133,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _base_url(request: web.Request) -> str:
-    configured = request.app[SETTINGS].media_public_url
+    configured = request.app[SETTINGS].media.media_public_url
     if configured:
         return configured.rstrip("/")
     return f"{request.scheme}://{request.host}"
@@ -203,7 +207,7 @@ for this key, is refused before the file is read (403 `upload_refused`)."""
 
 
 def _upload_size(schema: Schema, settings: Settings) -> Schema:
-    return {**schema, "maximum": settings.max_upload_bytes}
+    return {**schema, "maximum": settings.media.max_upload_bytes}
 
 
 def _upload_type(schema: Schema, settings: Settings) -> Schema:
@@ -229,7 +233,7 @@ async def create_upload(request: web.Request) -> Reply:
         request.app[MEDIA],
         params,
         _base_url(request),
-        request.app[SETTINGS].max_upload_bytes,
+        request.app[SETTINGS].media.max_upload_bytes,
     )
     return Reply(result)
 
@@ -274,7 +278,7 @@ async def _field(part: BodyPartReader) -> str:
 )
 async def local_upload(request: web.Request) -> web.Response:
     media = _local(request)
-    limit = request.app[SETTINGS].max_upload_bytes
+    limit = request.app[SETTINGS].media.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD:
         raise OpError(UPLOAD_TOO_LARGE, f"uploads are at most {limit} bytes")
     if not request.content_type.startswith("multipart/form-data"):

@@ -168,7 +168,7 @@ class PublishBody(msgspec.Struct, forbid_unknown_fields=False):
 def _message_data(schema: Schema, settings: Settings) -> Schema:
     return {
         "type": "object",
-        "description": f"any JSON object, at most {settings.max_message_bytes} bytes as sent",
+        "description": f"any JSON object, at most {settings.chat.max_message_bytes} bytes as sent",
     }
 
 
@@ -183,14 +183,14 @@ def _email(schema: Schema, settings: Settings) -> Schema:
 
 
 def _history_limit(schema: Schema, settings: Settings) -> Schema:
-    return {"type": "integer", "minimum": 1, "maximum": settings.history_max_limit}
+    return {"type": "integer", "minimum": 1, "maximum": settings.chat.history_max_limit}
 
 
 def _poll_timeout(schema: Schema, settings: Settings) -> Schema:
     return {
         "type": "number",
         "minimum": 0,
-        "description": f"seconds, at most {settings.longpoll_max_seconds:g} are waited",
+        "description": f"seconds, at most {settings.http.longpoll_max_seconds:g} are waited",
     }
 
 

@@ -252,7 +252,9 @@ class Route:
         payload = orjson.dumps(reply.body)
         control = "private, no-cache"
         if self.cache is Cache.SHARED and reply.shared:
-            control = f"public, max-age={max(0, int(request.app[SETTINGS].video_cache_seconds))}"
+            control = (
+                f"public, max-age={max(0, int(request.app[SETTINGS].counts.video_cache_seconds))}"
+            )
         headers = {"ETag": etag_of(payload), "Cache-Control": control}
         if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
             return web.Response(status=304, headers=headers)

@@ -80,7 +80,7 @@ def check_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    allowed = request.app[SETTINGS].ws_allowed_origins
+    allowed = request.app[SETTINGS].guard.ws_allowed_origins
     if allowed is None or origin.strip().lower().rstrip("/") in allowed:
         return
     raise OpError(

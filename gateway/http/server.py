@@ -407,9 +407,9 @@ class GatewayRunner(web.AppRunner):
         app.freeze()
         settings: Settings = app[SETTINGS]
         guard = ConnectionGuard(
-            max_per_address=settings.http_max_unauthenticated_per_address,
-            fd_reserve=settings.fd_reserve,
-            trusted=settings.trusted_proxies,
+            max_per_address=settings.http.http_max_unauthenticated_per_address,
+            fd_reserve=settings.server.fd_reserve,
+            trusted=settings.guard.trusted_proxies,
             metrics=app[METRICS],
             loop=loop,
         )
@@ -485,14 +485,16 @@ async def http_limits(request: web.Request, handler: Handler) -> web.StreamRespo
     if protocol is not None and IDENTITY in request:
         protocol.signed_in()  # the limits middleware verified its token
     length = request.content_length
-    limit = _BODY_LIMITS.get(request.path, settings.rest_max_body_bytes)
+    limit = _BODY_LIMITS.get(request.path, settings.http.rest_max_body_bytes)
     if limit is not None and length is not None and length > limit:
         if protocol is not None:
             protocol.drop_after_answer()
         raise OpError(REQUEST_TOO_LARGE, f"request bodies are at most {limit} bytes")
     watch = None
     if not request.content.is_eof():
-        watch = _BodyWatch(request, settings.http_body_timeout, settings.http_body_min_rate)
+        watch = _BodyWatch(
+            request, settings.http.http_body_timeout, settings.http.http_body_min_rate
+        )
     try:
         return await handler(request)
     except BodyTimeoutError as exc:
@@ -529,12 +531,12 @@ async def _serve(runner: GatewayRunner, settings: Settings) -> None:
     await runner.setup()
     try:
         # as web.run_app; see FD_RESERVE
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=128)
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, backlog=128)
         await site.start()
-        if settings.server_api_port is not None:
+        if settings.http.server_api_port is not None:
             # The server API's own port (gateway/http/server_api.py decides what each serves).
             private = web.TCPSite(
-                runner, settings.server_api_host, settings.server_api_port, backlog=128
+                runner, settings.http.server_api_host, settings.http.server_api_port, backlog=128
             )
             await private.start()
         # Everything made at start-up (modules, settings, the app) lives as long as the
@@ -556,8 +558,8 @@ def run(
         app,
         handle_signals=True,
         access_log_class=access_log_class,
-        shutdown_timeout=settings.shutdown_timeout,
-        keepalive_timeout=settings.http_keepalive_timeout,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        keepalive_timeout=settings.http.http_keepalive_timeout,
     )
     main = loop.create_task(_serve(runner, settings))
     try:

@@ -114,9 +114,9 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The prefix only where it is served (and served at all); the private port serves it only."""
     settings = request.app[SETTINGS]
     ours = request.path == PREFIX or request.path.startswith(PREFIX + "/")
-    private = settings.server_api_port
+    private = settings.http.server_api_port
     on_private = private is not None and _local_port(request) == private
-    if ours and (not settings.server_api_keys or (private is not None and not on_private)):
+    if ours and (not settings.http.server_api_keys or (private is not None and not on_private)):
         raise OpError(NOT_FOUND, "not found")
     if on_private and not ours:
         raise OpError(NOT_FOUND, "this port serves only the server API")
@@ -393,5 +393,5 @@ def pages() -> set[tuple[str, str]]:
 
 def setup(app: web.Application) -> None:
     """Serve the server API (its routes answer 404 where it is off; see :func:`gate`)."""
-    app[API_KEYS] = ApiKeys(app[SETTINGS].server_api_keys)
+    app[API_KEYS] = ApiKeys(app[SETTINGS].http.server_api_keys)
     app.router.add_routes(routes)

@@ -69,7 +69,7 @@ def content_security_policy(host: str | None, media_hosts: tuple[str, ...] = ())
 def page_headers(request: web.Request) -> dict[str, str]:
     """Headers of a web app or SDK answer (the API's other security headers still apply)."""
     settings = request.app[SETTINGS]
-    media_hosts = (settings.cloudfront_domain,) if settings.cloudfront_domain else ()
+    media_hosts = (settings.media.cloudfront_domain,) if settings.media.cloudfront_domain else ()
     return {
         "Content-Security-Policy": content_security_policy(request.host, media_hosts),
         "Cache-Control": "no-cache",

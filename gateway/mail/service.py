@@ -20,23 +20,23 @@ from gateway.settings import Settings
 
 
 def build_sink(settings: Settings, *, session: Any = None) -> MailSink:
-    if settings.mail_sink == "ses":
+    if settings.mail.mail_sink == "ses":
         return SesSink(
-            sender=settings.mail_from,
-            region=settings.ses_region,
-            endpoint_url=settings.ses_endpoint,
+            sender=settings.mail.mail_from,
+            region=settings.mail.ses_region,
+            endpoint_url=settings.mail.ses_endpoint,
             session=session,
         )
-    return EmlFiles(settings.mail_dir)
+    return EmlFiles(settings.mail.mail_dir)
 
 
 def build_queue(settings: Settings, metrics: Metrics, *, sink: MailSink | None = None) -> MailQueue:
     queue = MailQueue(
         sink or build_sink(settings),
-        sender=settings.mail_from,
-        capacity=settings.mail_queue,
-        retries=settings.mail_retries,
-        retry_backoff=settings.mail_retry_backoff,
+        sender=settings.mail.mail_from,
+        capacity=settings.mail.mail_queue,
+        retries=settings.mail.mail_retries,
+        retry_backoff=settings.mail.mail_retry_backoff,
     )
     stats = queue.stats
     metrics.counters["mail_queued"] = lambda: stats.queued
@@ -59,7 +59,7 @@ def setup(app: web.Application, settings: Settings, metrics: Metrics) -> MailQue
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         await queue.start()
         yield
-        await queue.close(settings.shutdown_timeout)
+        await queue.close(settings.server.shutdown_timeout)
 
     app.cleanup_ctx.append(lifetime)
     return queue

@@ -22,19 +22,22 @@ from storage.base import Store
 
 
 def build_sink(settings: Settings, *, session: Any = None) -> PushSink:
-    if settings.push_sink == "sns":
+    if settings.push.push_sink == "sns":
         applications = {
             platform: arn
-            for platform, arn in (("apns", settings.sns_apns_arn), ("fcm", settings.sns_fcm_arn))
+            for platform, arn in (
+                ("apns", settings.push.sns_apns_arn),
+                ("fcm", settings.push.sns_fcm_arn),
+            )
             if arn is not None
         }
         return SnsSink(
             applications=applications,
-            region=settings.sns_region,
-            endpoint_url=settings.sns_endpoint,
+            region=settings.push.sns_region,
+            endpoint_url=settings.push.sns_endpoint,
             session=session,
         )
-    return JsonLines(settings.push_dir)
+    return JsonLines(settings.push.push_dir)
 
 
 def build(
@@ -48,23 +51,23 @@ def build(
     notifier = OfflineNotifier(
         store,
         presence,
-        delay=settings.push_delay,
-        max_pending=settings.push_max_pending,
-        max_group_members=settings.max_group_members,
-        capacity=settings.push_queue,
+        delay=settings.push.push_delay,
+        max_pending=settings.push.push_max_pending,
+        max_group_members=settings.chat.max_group_members,
+        capacity=settings.push.push_queue,
     )
     drainer = Drainer(
         store,
         sink or build_sink(settings),
         presence=presence,
-        batch=settings.push_batch,
-        poll=settings.push_poll,
-        lease=settings.push_lease,
-        delay=settings.push_delay,
-        per_minute=settings.push_per_minute,
-        retries=settings.push_retries,
-        retry_backoff=settings.push_retry_backoff,
-        max_age=settings.push_max_age,
+        batch=settings.push.push_batch,
+        poll=settings.push.push_poll,
+        lease=settings.push.push_lease,
+        delay=settings.push.push_delay,
+        per_minute=settings.push.push_per_minute,
+        retries=settings.push.push_retries,
+        retry_backoff=settings.push.push_retry_backoff,
+        max_age=settings.push.push_max_age,
     )
     decided, drained = notifier.stats, drainer.stats
     metrics.counters["push_decided"] = lambda: decided.decided

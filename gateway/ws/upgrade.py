@@ -96,7 +96,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     node: WsNode = request.app[WS_NODE]
     await limit(request, "connect", identity.user_id)
     await limit(request, "connect_ip", client_address(request))
-    cap = request.app[SETTINGS].max_connections_per_user
+    cap = request.app[SETTINGS].guard.max_connections_per_user
     if len(node.hub.members_of(identity.user_id)) >= cap:
         raise OpError(TOO_MANY_CONNECTIONS, f"at most {cap} connections per user; close one first")
     transport = request.transport

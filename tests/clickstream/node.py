@@ -22,7 +22,7 @@ from gateway.settings import load_settings
 
 def main() -> None:
     settings = load_settings(os.environ)
-    logging.basicConfig(level=settings.log_level)
+    logging.basicConfig(level=settings.server.log_level)
     app = create_app(settings)
     clickstream = app[service.CLICKSTREAM]
     users = int(os.environ["CLICKSTREAM_TEST_USERS"])

@@ -296,7 +296,7 @@ async def test_both_transports_take_events_and_the_drain_writes_them(
             orjson.loads(event("search", f"s{n}", at=now_ms, query="q" * 150)) for n in range(400)
         ]
     }
-    assert len(orjson.dumps(large)) > settings.rest_max_body_bytes
+    assert len(orjson.dumps(large)) > settings.http.rest_max_body_bytes
     answer = await client.post(
         "/v1/events",
         data=io.BytesIO(orjson.dumps(large)),
@@ -308,14 +308,14 @@ async def test_both_transports_take_events_and_the_drain_writes_them(
     assert (await client.post("/v1/events", data=big, headers=headers)).status == 413
     await ws.close()
     await client.close()  # shuts the app down: the buffer drains into the files
-    lines = read_lines(Path(settings.clickstream_dir))
+    lines = read_lines(Path(settings.clickstream.clickstream_dir))
     assert [(line["event_id"], line["type"]) for line in lines] == [
         ("w1", "view_start"),
         ("r1", "watch_progress"),
     ] + [(f"s{n}", "search") for n in range(400)]
     for line in lines:
         assert line["user_id"] == tokens["user_id"]
-        assert line["region"] == settings.region
+        assert line["region"] == settings.server.region
         assert line["country"] is None  # a loopback caller in a development run
         assert isinstance(line["server_ts"], int)
 
@@ -353,12 +353,19 @@ def test_clickstream_settings_parse() -> None:
             "MOOSIC_CLICKSTREAM_RETRIES": "0",
         }
     )
-    assert (parsed.region, parsed.clickstream_sink, parsed.clickstream_stream) == (
+    assert (
+        parsed.server.region,
+        parsed.clickstream.clickstream_sink,
+        parsed.clickstream.clickstream_stream,
+    ) == (
         "ap-southeast-1",
         "kinesis",
         "moosic-clicks",
     )
-    assert (parsed.clickstream_buffer, parsed.clickstream_flush_events) == (2000, 250)
-    assert parsed.clickstream_retries == 0
-    assert Settings().clickstream_sink == "file"
-    assert Settings().region == "local"
+    assert (parsed.clickstream.clickstream_buffer, parsed.clickstream.clickstream_flush_events) == (
+        2000,
+        250,
+    )
+    assert parsed.clickstream.clickstream_retries == 0
+    assert Settings().clickstream.clickstream_sink == "file"
+    assert Settings().server.region == "local"

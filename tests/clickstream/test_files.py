@@ -7,7 +7,6 @@ import signal
 import sys
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +134,7 @@ async def test_the_app_drains_the_buffer_when_it_stops(
 ) -> None:
     """The gateway's shutdown (what SIGTERM runs) writes every acknowledged event."""
     folder = tmp_path / "clickstream"
-    changed = replace(
-        settings,
+    changed = settings.changed(
         clickstream_dir=str(folder),
         clickstream_flush_interval=3600,
         clickstream_flush_events=100_000,

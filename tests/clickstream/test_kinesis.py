@@ -12,7 +12,6 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +78,7 @@ async def stream_records(
 def kinesis_settings(
     settings: Settings, tmp_path: Path, proxy: KinesisProxy, name: str
 ) -> Settings:
-    return replace(
-        settings,
+    return settings.changed(
         clickstream_sink="kinesis",
         clickstream_stream=name,
         clickstream_kinesis_region=REGION,
@@ -175,7 +173,7 @@ async def test_what_fails_past_the_retry_cap_goes_to_the_dead_letter_file(
 ) -> None:
     proxy.choose = lambda _index, _data, key: key == "user3"  # its shard never takes it
     metrics = Metrics()
-    changed = replace(kinesis_settings(settings, tmp_path, proxy, stream), clickstream_retries=2)
+    changed = kinesis_settings(settings, tmp_path, proxy, stream).changed(clickstream_retries=2)
     clickstream = Clickstream(changed, metrics, session=session)
     await clickstream.start()
     for user, items in batches(users=8, per_user=30):

@@ -159,28 +159,30 @@ def test_user_data_settings_start_a_node(launch_template: str, private_key_file:
     assert not missing, f"the deployment needs {sorted(missing)}"
     settings = load_settings(environ)  # raises SettingsError on any bad or missing value
     exports = check.stack_exports("compute", STAGE)
-    assert settings.store == "dynamodb"
-    assert settings.dynamodb_table_prefix == exports[f"{STAGE}-data-TablePrefix"]
-    assert settings.dynamodb_region == check.PSEUDO["AWS::Region"]
-    assert settings.dax_endpoint == exports[f"{STAGE}-data-DaxEndpoint"]
-    assert settings.dax_endpoint.startswith("daxs://")
-    assert settings.redis_url is not None
-    assert settings.redis_url.startswith("rediss://")
-    assert exports[f"{STAGE}-data-RedisEndpoint"] in settings.redis_url
-    assert settings.media_backend == "aws"
-    assert settings.media_bucket == exports[f"{STAGE}-media-BucketName"]
-    assert settings.media_mediaconvert_role == exports[f"{STAGE}-media-MediaConvertRoleArn"]
-    assert settings.media_mediaconvert_queue == exports[f"{STAGE}-media-MediaConvertQueueArn"]
-    assert settings.cloudfront_domain == exports[f"{STAGE}-edge-PlaybackHost"]
-    assert settings.cloudfront_key_id == exports[f"{STAGE}-edge-PlaybackKeyId"]
-    assert settings.countries_label == exports[f"{STAGE}-edge-AllowedCountries"]
-    assert settings.port == int(exports[f"{STAGE}-network-GatewayPort"])
+    assert settings.storage.store == "dynamodb"
+    assert settings.storage.dynamodb_table_prefix == exports[f"{STAGE}-data-TablePrefix"]
+    assert settings.storage.dynamodb_region == check.PSEUDO["AWS::Region"]
+    assert settings.storage.dax_endpoint == exports[f"{STAGE}-data-DaxEndpoint"]
+    assert settings.storage.dax_endpoint.startswith("daxs://")
+    assert settings.redis.redis_url is not None
+    assert settings.redis.redis_url.startswith("rediss://")
+    assert exports[f"{STAGE}-data-RedisEndpoint"] in settings.redis.redis_url
+    assert settings.media.media_backend == "aws"
+    assert settings.media.media_bucket == exports[f"{STAGE}-media-BucketName"]
+    assert settings.media.media_mediaconvert_role == exports[f"{STAGE}-media-MediaConvertRoleArn"]
+    assert settings.media.media_mediaconvert_queue == exports[f"{STAGE}-media-MediaConvertQueueArn"]
+    assert settings.media.cloudfront_domain == exports[f"{STAGE}-edge-PlaybackHost"]
+    assert settings.media.cloudfront_key_id == exports[f"{STAGE}-edge-PlaybackKeyId"]
+    assert settings.guard.countries_label == exports[f"{STAGE}-edge-AllowedCountries"]
+    assert settings.server.port == int(exports[f"{STAGE}-network-GatewayPort"])
     if launch_template == "GatewayLaunchTemplate":
-        assert settings.host == "0.0.0.0"
-        assert settings.media_sqs_url is None, "gateway nodes run no media worker"
-        assert [str(n) for n in settings.trusted_proxies] == [exports[f"{STAGE}-network-VpcCidr"]]
+        assert settings.server.host == "0.0.0.0"
+        assert settings.media.media_sqs_url is None, "gateway nodes run no media worker"
+        assert [str(n) for n in settings.guard.trusted_proxies] == [
+            exports[f"{STAGE}-network-VpcCidr"]
+        ]
     else:
-        assert settings.media_sqs_url == exports[f"{STAGE}-media-QueueUrl"]
+        assert settings.media.media_sqs_url == exports[f"{STAGE}-media-QueueUrl"]
 
 
 def test_service_runs_the_gateway_with_the_env_file() -> None:

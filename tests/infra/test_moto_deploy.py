@@ -436,14 +436,14 @@ def test_deployed_user_data_starts_a_node(deployed: Deployment, kind: str, key_f
     environ[PREFIX + "CLOUDFRONT_PRIVATE_KEY_FILE"] = str(key_file)
     settings = load_settings(environ)
     exports = deployed.exports()
-    assert settings.media_bucket == exports[f"{STAGE}-media-BucketName"]
-    assert settings.dynamodb_table_prefix == exports[f"{STAGE}-data-TablePrefix"]
-    assert settings.media_mediaconvert_role == exports[f"{STAGE}-media-MediaConvertRoleArn"]
-    assert settings.cloudfront_domain == f"media.{DOMAIN}"
+    assert settings.media.media_bucket == exports[f"{STAGE}-media-BucketName"]
+    assert settings.storage.dynamodb_table_prefix == exports[f"{STAGE}-data-TablePrefix"]
+    assert settings.media.media_mediaconvert_role == exports[f"{STAGE}-media-MediaConvertRoleArn"]
+    assert settings.media.cloudfront_domain == f"media.{DOMAIN}"
     if kind == "media-worker":
-        assert settings.media_sqs_url == exports[f"{STAGE}-media-QueueUrl"]
+        assert settings.media.media_sqs_url == exports[f"{STAGE}-media-QueueUrl"]
     else:
-        assert settings.media_sqs_url is None
+        assert settings.media.media_sqs_url is None
         assert f"--target-group-arn {exports[f'{STAGE}-compute-GatewayTargetGroupArn']}" in script
 
 

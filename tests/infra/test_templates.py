@@ -66,7 +66,7 @@ def test_playback_is_signed_and_geo_restricted_like_the_gateway() -> None:
     config = _props("edge", "Distribution")["DistributionConfig"]
     geo = config["Restrictions"]["GeoRestriction"]
     assert geo["RestrictionType"] == "whitelist"
-    assert set(geo["Locations"]) == Settings().allowed_countries == {"KH"}
+    assert set(geo["Locations"]) == Settings().guard.allowed_countries == {"KH"}
     behaviours = {b["PathPattern"]: b for b in config["CacheBehaviors"]}
     playback = behaviours["videos/*"]
     assert playback["TargetOriginId"] == "media"

@@ -203,7 +203,7 @@ async def test_bad_uploads_over_http(
     status, body = await post_form(client.session, upload, data)
     expected = (413, "upload_too_large") if case == "too_many" else (403, "upload_refused")
     assert (status, body["code"]) == expected, body
-    media_dir = Path(settings.media_dir)
+    media_dir = Path(settings.media.media_dir)
     assert files_under(media_dir) == []
 
 
@@ -293,7 +293,7 @@ async def test_an_upload_cut_short_leaves_nothing(make_client: Any, settings: Se
         + b"\0" * 150_000
     )
     await writer.drain()
-    media_dir = Path(settings.media_dir)
+    media_dir = Path(settings.media.media_dir)
     incoming = media_dir / ".incoming"
     for _ in range(200):  # the partial upload is being written...
         if incoming.is_dir() and any(incoming.iterdir()):

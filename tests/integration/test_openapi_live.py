@@ -136,7 +136,7 @@ def fresh_session(node: GatewayNode) -> str:
 
 def operation_labels() -> list[str]:
     """The operations to test, from the same code that serves the document."""
-    paths = document(Settings(jwt_secret="x" * 32))["paths"]
+    paths = document(Settings.of(jwt_secret="x" * 32))["paths"]
     return [
         f"{method.upper()} {path}"
         for path, methods in paths.items()

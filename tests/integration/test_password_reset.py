@@ -67,7 +67,7 @@ async def post(client: Any, path: str, body: dict[str, Any], **headers: str) -> 
 
 @pytest.fixture
 def mail_dir(settings: Settings) -> Path:
-    return Path(settings.mail_dir)
+    return Path(settings.mail.mail_dir)
 
 
 async def verified_account(
@@ -103,7 +103,7 @@ async def test_an_address_is_verified_with_the_mailed_token(client: Any, mail_di
     )
     message = await next_mail(mail_dir, 0)
     assert message["To"] == "Dara.K@example.com"
-    assert message["From"] == Settings().mail_from
+    assert message["From"] == Settings().mail.mail_from
     assert message["Subject"] == "Confirm your email address"
     assert message["Message-ID"].startswith("<")
     assert message["Date"].datetime.timestamp() == pytest.approx(time.time(), abs=60)
@@ -137,7 +137,7 @@ async def test_an_address_is_verified_with_the_mailed_token(client: Any, mail_di
 def _db(client: Any) -> str:
     from gateway.keys import SETTINGS
 
-    return client.server.app[SETTINGS].sqlite_path  # type: ignore[no-any-return]
+    return client.server.app[SETTINGS].storage.sqlite_path  # type: ignore[no-any-return]
 
 
 async def test_addresses_are_validated_and_one_account_verifies_each(

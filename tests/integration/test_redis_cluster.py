@@ -65,8 +65,8 @@ def test_the_url_names_one_seed_or_several() -> None:
     settings = load_settings(
         {**base, "MOOSIC_REDIS_CLUSTER": "1", "MOOSIC_REDIS_URL": "redis://h1:1,h2:2"}
     )
-    assert settings.redis_cluster
-    assert settings.redis_url == "redis://h1:1,h2:2"
+    assert settings.redis.redis_cluster
+    assert settings.redis.redis_url == "redis://h1:1,h2:2"
 
 
 async def test_keys_go_to_their_shards_and_redirects_are_followed(tmp_path: Path) -> None:

@@ -241,8 +241,8 @@ def test_lambda_configuration_from_the_gateways_variables() -> None:
 def test_media_settings(tmp_path: Path) -> None:
     base = {"MOOSIC_JWT_SECRET": "x" * 32}
     settings = load_settings({**base, "MOOSIC_MEDIA_LADDER": "240:300,360:600,720:2000"})
-    assert settings.media_backend == "local"
-    assert settings.media_ladder[0] == Rung(240, 300)
+    assert settings.media.media_backend == "local"
+    assert settings.media.media_ladder[0] == Rung(240, 300)
     with pytest.raises(SettingsError) as refused:
         load_settings({**base, "MOOSIC_MEDIA_BACKEND": "aws"})
     assert len(refused.value.problems) == 5

@@ -24,10 +24,12 @@ def test_keys_are_parsed_several_at_once() -> None:
     settings = load_settings(
         {"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_SERVER_API_KEYS": f" {ONE} , {TWO},"}
     )
-    assert settings.server_api_keys == (ONE, TWO)
-    assert load_settings({"MOOSIC_JWT_SECRET": SECRET}).server_api_keys == ()
+    assert settings.http.server_api_keys == (ONE, TWO)
+    assert load_settings({"MOOSIC_JWT_SECRET": SECRET}).http.server_api_keys == ()
     assert (
-        load_settings({"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_SERVER_API_KEYS": ""}).server_api_keys
+        load_settings(
+            {"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_SERVER_API_KEYS": ""}
+        ).http.server_api_keys
         == ()
     )
 
@@ -50,8 +52,8 @@ def test_bad_keys_are_refused_without_showing_them(value: str, problem: str) -> 
 
 def test_the_private_port_is_checked() -> None:
     settings = load_settings({"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_SERVER_API_PORT": "9090"})
-    assert (settings.server_api_port, settings.server_api_host) == (9090, "127.0.0.1")
-    assert load_settings({"MOOSIC_JWT_SECRET": SECRET}).server_api_port is None
+    assert (settings.http.server_api_port, settings.http.server_api_host) == (9090, "127.0.0.1")
+    assert load_settings({"MOOSIC_JWT_SECRET": SECRET}).http.server_api_port is None
     with pytest.raises(SettingsError) as caught:
         load_settings(
             {"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_PORT": "9090", "MOOSIC_SERVER_API_PORT": "9090"}

@@ -257,9 +257,12 @@ def test_the_settings_of_videos_and_counts_are_validated() -> None:
         "MOOSIC_VIDEO_READY_ON_CREATE": "1",
     }
     settings = load_settings(env)
-    assert (settings.counts_push_window, settings.counts_flush_interval) == (0.5, 2.0)
-    assert (settings.video_cache_seconds, settings.video_ready_on_create) == (0.0, True)
-    assert Settings().video_ready_on_create is False  # refused unless asked for
+    assert (settings.counts.counts_push_window, settings.counts.counts_flush_interval) == (0.5, 2.0)
+    assert (settings.counts.video_cache_seconds, settings.media.video_ready_on_create) == (
+        0.0,
+        True,
+    )
+    assert Settings().media.video_ready_on_create is False  # refused unless asked for
     bad = {**env, "MOOSIC_COUNTS_PUSH_WINDOW": "0", "MOOSIC_COUNTS_FLUSH_INTERVAL": "600"}
     with pytest.raises(SettingsError) as raised:
         load_settings(bad)

@@ -39,7 +39,7 @@ def test_every_own_close_code_is_documented() -> None:
 
 
 def test_every_route_is_documented() -> None:
-    app = create_app(Settings(jwt_secret="x" * 32))
+    app = create_app(Settings.of(jwt_secret="x" * 32))
     routes = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()

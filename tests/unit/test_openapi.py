@@ -18,7 +18,7 @@ from handlers.errors import ALL_KINDS, OpError
 from media.keys import CONTENT_TYPES
 from storage import ids
 
-SETTINGS = Settings(jwt_secret="x" * 32)
+SETTINGS = Settings.of(jwt_secret="x" * 32)
 
 
 def test_every_route_is_in_the_openapi_document_and_nothing_else() -> None:
@@ -57,7 +57,7 @@ def test_every_operation_answers_rate_limited_except_probes() -> None:
 
 
 def test_limits_from_settings_are_in_the_document() -> None:
-    small = Settings(jwt_secret="x" * 32, history_max_limit=7)
+    small = Settings.of(jwt_secret="x" * 32, history_max_limit=7)
     operation = document(small)["paths"]["/v1/channels/{channel}/messages"]["get"]
     limit = next(p for p in operation["parameters"] if p["name"] == "limit")
     assert limit["schema"]["maximum"] == 7

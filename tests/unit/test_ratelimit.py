@@ -107,7 +107,7 @@ def test_every_op_may_be_limited_by_name() -> None:
     settings = load_settings(
         {"MOOSIC_JWT_SECRET": "x" * 32, "MOOSIC_RATE_LIMITS": "history=10/1s,read=5/1s"}
     )
-    assert settings.rate_limits.as_dict()["history"] == Rule(10, 1)
+    assert settings.guard.rate_limits.as_dict()["history"] == Rule(10, 1)
 
 
 async def test_revocations_expire_and_call_back_once() -> None:

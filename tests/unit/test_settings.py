@@ -4,27 +4,31 @@ import ipaddress
 
 import pytest
 
-from gateway.settings import FIELDS, PREFIX, Settings, SettingsError, load_settings
+from gateway.settings import FIELDS, PREFIX, SECTION_OF, Settings, SettingsError, load_settings
 
 SECRET = "x" * 32
 
 
 def test_defaults_need_only_a_secret() -> None:
     settings = load_settings({"MOOSIC_JWT_SECRET": SECRET})
-    assert settings == Settings(jwt_secret=SECRET)
-    assert (settings.host, settings.port, settings.store) == ("127.0.0.1", 8080, "sqlite")
-    assert settings.redis_url is None
-    assert settings.allowed_countries == frozenset({"KH"})
-    assert settings.dev is False
+    assert settings == Settings.of(jwt_secret=SECRET)
+    assert (settings.server.host, settings.server.port, settings.storage.store) == (
+        "127.0.0.1",
+        8080,
+        "sqlite",
+    )
+    assert settings.redis.redis_url is None
+    assert settings.guard.allowed_countries == frozenset({"KH"})
+    assert settings.server.dev is False
 
 
 def test_dev_run_generates_a_secret() -> None:
     one = load_settings({"MOOSIC_DEV": "1"})
     two = load_settings({"MOOSIC_DEV": "true"})
-    assert one.jwt_secret_generated
-    assert two.jwt_secret_generated
-    assert len(one.jwt_secret) >= 32
-    assert one.jwt_secret != two.jwt_secret
+    assert one.auth.jwt_secret_generated
+    assert two.auth.jwt_secret_generated
+    assert len(one.auth.jwt_secret) >= 32
+    assert one.auth.jwt_secret != two.auth.jwt_secret
 
 
 def test_every_bad_value_is_reported_on_its_own_line() -> None:
@@ -84,23 +88,23 @@ def test_parsed_values() -> None:
             "MOOSIC_PORT": "0",
         }
     )
-    assert settings.allowed_countries == frozenset({"KH", "TH"})
-    assert settings.trusted_proxies == (
+    assert settings.guard.allowed_countries == frozenset({"KH", "TH"})
+    assert settings.guard.trusted_proxies == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("2600:9000::/28"),
     )
-    assert settings.redis_url == "redis://127.0.0.1:6390/1"
+    assert settings.redis.redis_url == "redis://127.0.0.1:6390/1"
     assert (
         load_settings(
             {"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_ALLOWED_COUNTRIES": "*"}
-        ).allowed_countries
+        ).guard.allowed_countries
         is None
     )
 
 
 def test_every_field_is_a_settings_attribute() -> None:
     names = {name for name, _parse, _doc in FIELDS.values()}
-    assert names <= set(Settings.__dataclass_fields__)
+    assert names <= set(SECTION_OF)
     assert all(doc for _name, _parse, doc in FIELDS.values())
     assert PREFIX == "MOOSIC_"
 
@@ -115,8 +119,11 @@ def test_dynamodb_settings() -> None:
             "MOOSIC_DAX_ENDPOINT": "daxs://cluster.example:9111",
         }
     )
-    assert (settings.store, settings.dynamodb_endpoint) == ("dynamodb", "http://127.0.0.1:8000")
-    assert (settings.dynamodb_table_prefix, settings.dax_endpoint) == (
+    assert (settings.storage.store, settings.storage.dynamodb_endpoint) == (
+        "dynamodb",
+        "http://127.0.0.1:8000",
+    )
+    assert (settings.storage.dynamodb_table_prefix, settings.storage.dax_endpoint) == (
         "stage-",
         "daxs://cluster.example:9111",
     )
@@ -168,9 +175,15 @@ def test_mail_settings() -> None:
             "MOOSIC_RESET_TOKEN_TTL": "600",
         }
     )
-    assert (settings.mail_sink, settings.mail_from) == ("ses", "Moosic <no-reply@example.com>")
-    assert (settings.ses_region, settings.ses_endpoint) == ("eu-west-1", "http://127.0.0.1:5000")
-    assert (settings.mail_queue, settings.reset_token_ttl) == (10, 600)
+    assert (settings.mail.mail_sink, settings.mail.mail_from) == (
+        "ses",
+        "Moosic <no-reply@example.com>",
+    )
+    assert (settings.mail.ses_region, settings.mail.ses_endpoint) == (
+        "eu-west-1",
+        "http://127.0.0.1:5000",
+    )
+    assert (settings.mail.mail_queue, settings.mail.reset_token_ttl) == (10, 600)
     with pytest.raises(SettingsError) as refused:
         load_settings(
             {

@@ -11,7 +11,7 @@ SECRET = "x" * 32
 
 def test_breaker_defaults_and_parsed_values() -> None:
     default = load_settings({"MOOSIC_JWT_SECRET": SECRET})
-    assert (default.redis_breaker_failures, default.redis_breaker_cooldown) == (5, 2.0)
+    assert (default.redis.redis_breaker_failures, default.redis.redis_breaker_cooldown) == (5, 2.0)
     chosen = load_settings(
         {
             "MOOSIC_JWT_SECRET": SECRET,
@@ -19,7 +19,7 @@ def test_breaker_defaults_and_parsed_values() -> None:
             "MOOSIC_REDIS_BREAKER_COOLDOWN": "0.5",
         }
     )
-    assert (chosen.redis_breaker_failures, chosen.redis_breaker_cooldown) == (12, 0.5)
+    assert (chosen.redis.redis_breaker_failures, chosen.redis.redis_breaker_cooldown) == (12, 0.5)
 
 
 @pytest.mark.parametrize(
