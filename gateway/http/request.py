@@ -1,4 +1,4 @@
-"""Request helpers shared by the REST routes and the WebSocket upgrade."""
+"""Request helpers of the REST routes: the op call, its context, JSON bodies and params."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from gateway.auth.tokens import Identity
-from gateway.http.security import IDENTITY
-from gateway.keys import GATE, SERVICES, TOKENS
+from gateway.guard.edge import authenticate
+from gateway.keys import SERVICES
 from handlers.base import Context, Operation, Result
 from handlers.errors import (
-    COUNTRY_NOT_ALLOWED,
     INVALID_JSON,
     INVALID_PARAMS,
-    UNAUTHORIZED,
     UNSUPPORTED_MEDIA_TYPE,
     OpError,
 )
@@ -25,39 +22,6 @@ from handlers.errors import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def check_country(request: web.Request) -> str | None:
-    """Raise ``country_not_allowed`` unless the request comes from an allowed country; say which."""
-    verdict = request.app[GATE].check(request.remote, request.headers)
-    if not verdict.allowed:
-        log.info(
-            "refused %s %s from %s: %s",
-            request.method,
-            request.path,
-            verdict.client_ip,
-            verdict.reason,
-        )
-        raise OpError(COUNTRY_NOT_ALLOWED, f"not available in your country ({verdict.reason})")
-    return verdict.country
-
-
-def authenticate(request: web.Request, *, allow_query: bool = False) -> Identity:
-    """Verify the access token from ``Authorization: Bearer`` (or ``?token=`` when allowed)."""
-    header = request.headers.get("Authorization", "")
-    token = ""
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise OpError(UNAUTHORIZED, "the Authorization header must be 'Bearer <token>'")
-        token = value.strip()
-    elif allow_query:
-        token = request.query.get("token", "")
-    if not token:
-        raise OpError(UNAUTHORIZED, "an access token is required")
-    if header and IDENTITY in request:
-        return request[IDENTITY]  # verified by the limits middleware, to count the user
-    return request.app[TOKENS].verify(token)
 
 
 async def call(request: web.Request, op: Operation[Any], *, body: bool = False) -> Result:

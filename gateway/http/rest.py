@@ -13,7 +13,8 @@ import msgspec
 from aiohttp import web
 
 from gateway.clickstream.service import CLICKSTREAM
-from gateway.http.request import authenticate, check_country, context, read_body
+from gateway.guard.edge import authenticate, check_country, client_address, limit
+from gateway.http.request import context, read_body
 from gateway.http.routes import (
     BOOLEAN,
     INTEGER,
@@ -27,7 +28,6 @@ from gateway.http.routes import (
     obj,
     ref,
 )
-from gateway.http.security import client_address, limit
 from gateway.http.server import EVENTS_PATH
 from gateway.keys import HUB, METRICS_REGISTRY, SERVICES, STORE
 from gateway.metrics import exposition

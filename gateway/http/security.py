@@ -1,4 +1,7 @@
-"""Request-level defences: rate limits on REST, the WebSocket Origin check, security headers.
+"""Request-level defences of REST: its rate limits and the security headers of every answer.
+
+The checks the WebSocket upgrade shares (address, country, Origin, token) are in
+``gateway/guard/edge.py``.
 
 See docs/security.md for what each one stops and where it stops.
 """
@@ -8,12 +11,9 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.keys import GATE, LIMITER, SETTINGS, TOKENS
-from handlers.base import Identity
-from handlers.errors import ORIGIN_NOT_ALLOWED, OpError
-
-IDENTITY = web.RequestKey("identity", Identity)
-"""The verified access token of a REST request, once the limits middleware has seen it."""
+from gateway.guard.edge import IDENTITY, client_address
+from gateway.keys import LIMITER, TOKENS
+from handlers.errors import OpError
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/ws"})
 """Probes and scrapers are not counted; WebSocket opens have their own rules."""
@@ -32,16 +32,6 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000",
 }
 """Sent with every HTTP answer: it is an API, never a page to render, frame, sniff or cache."""
-
-
-def client_address(request: web.Request) -> str:
-    """The client's address: the peer, or behind a trusted proxy the forwarded one."""
-    return request.app[GATE].client_address(request.remote, request.headers) or "unknown"
-
-
-async def limit(request: web.Request, rule: str, subject: str) -> None:
-    """Take a token of ``rule`` for ``subject`` or raise ``rate_limited``."""
-    await request.app[LIMITER].check(rule, subject)
 
 
 @web.middleware
@@ -67,22 +57,3 @@ async def rest_limits(request: web.Request, handler: Handler) -> web.StreamRespo
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-
-
-def check_origin(request: web.Request) -> None:
-    """Refuse a WebSocket opened by a web page of an origin that is not allowed.
-
-    Browsers always send ``Origin`` on a WebSocket handshake and scripts cannot change it, so
-    this stops a page elsewhere from opening a socket with a visitor's credentials
-    (cross-site WebSocket hijacking). Apps and other non-browser clients send no ``Origin``
-    (or could send any): a request without one passes, the token is what guards them.
-    """
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    allowed = request.app[SETTINGS].guard.ws_allowed_origins
-    if allowed is None or origin.strip().lower().rstrip("/") in allowed:
-        return
-    raise OpError(
-        ORIGIN_NOT_ALLOWED, f"WebSocket connections from {origin[:100]!r} are not allowed"
-    )

@@ -50,9 +50,10 @@ from aiohttp.web_response import StreamResponse
 from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
+from gateway.guard.edge import IDENTITY
 from gateway.guard.geo import in_networks
 from gateway.http.errors import error_response, json_response
-from gateway.http.security import IDENTITY, SECURITY_HEADERS
+from gateway.http.security import SECURITY_HEADERS
 from gateway.keys import METRICS, SETTINGS
 from gateway.metrics import Metrics
 from gateway.settings import IPNetwork, Settings

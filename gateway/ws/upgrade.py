@@ -17,8 +17,7 @@ import logging
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.http.request import authenticate, check_country
-from gateway.http.security import check_origin, client_address, limit
+from gateway.guard.edge import authenticate, check_country, check_origin, client_address, limit
 from gateway.keys import SETTINGS, WS_NODE
 from gateway.ws.connection import Connection, WsNode
 from gateway.ws.frames import upgrade_response

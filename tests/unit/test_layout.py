@@ -76,3 +76,91 @@ def test_the_checks_see_a_stale_map_and_an_upward_import(tmp_path: Path) -> None
     (package / "b.py").write_text("")
     assert members(package) - {"a"} == {"b"}
     assert (2, "gateway") in imported(package / "a.py")
+
+
+def module_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules ``path`` imports when it is loaded (imports under
+    ``if TYPE_CHECKING:`` and inside functions do not run then). ``from pkg import module``
+    imports the module; ``pkg`` itself only when a name of its own is taken from it."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+    return found & modules
+
+
+def module_graph() -> dict[str, set[str]]:
+    paths: dict[str, Path] = {}
+    for top in LAYERS:
+        for path in (ROOT / top).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    names = set(paths)
+    return {name: module_imports(path, names) - {name} for name, path in paths.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle_between_modules() -> None:
+    found = cycles(module_graph())
+    assert not found, f"modules that import each other, in a ring: {found}"
+
+
+def test_no_import_circle_between_the_gateways_sub_packages() -> None:
+    """``gateway/ws`` may use ``gateway/http`` or the other way round, not both; the same for
+    every pair (and longer rings) of ``gateway``'s sub-packages."""
+    between: dict[str, set[str]] = {}
+    for name, imports in module_graph().items():
+        parts = name.split(".")
+        if parts[0] != "gateway" or len(parts) < 3:
+            continue  # the top-level wiring (app, keys, settings) sees everything
+        for other in imports:
+            theirs = other.split(".")
+            if theirs[0] == "gateway" and len(theirs) >= 3 and theirs[1] != parts[1]:
+                between.setdefault(parts[1], set()).add(theirs[1])
+    found = cycles(between)
+    assert not found, f"sub-packages of gateway that import each other, in a ring: {found}"
+
+
+def test_the_circle_check_sees_a_circle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
