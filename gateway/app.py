@@ -29,7 +29,7 @@ from gateway.fanout.broker_cluster import ClusterBroker
 from gateway.fanout.broker_memory import MemoryBroker
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import build_hot_counts, touch_channel
-from gateway.fanout.hub import Hub
+from gateway.fanout.hub import Hub, Publisher
 from gateway.fanout.presence import LocalPresence, PresenceTracker, RedisPresence
 from gateway.fanout.trending import LocalTrending, RedisTrending
 from gateway.guard.geo import CountryGate
@@ -43,11 +43,14 @@ from gateway.http.security import add_security_headers, rest_limits
 from gateway.keys import (
     FEEDS,
     GATE,
+    HOT_COUNTS,
     HUB,
     LIMITER,
     METRICS,
     METRICS_REGISTRY,
+    PRESENCE,
     REGISTRY,
+    REPLAY,
     REVOCATIONS,
     SERVICES,
     SETTINGS,
@@ -63,12 +66,13 @@ from gateway.settings import Settings
 from gateway.timed_store import timed_store
 from gateway.ws.connection import Connection, WsNode
 from gateway.ws.registry import Registry
-from handlers import OPERATIONS, chat
+from handlers import OPERATIONS
 from handlers.base import Context, Limits, Services
 from handlers.cache import TtlCache
 from handlers.events import track_operation
 from handlers.feed import FeedFanout
 from handlers.passwords import ScryptHasher
+from handlers.replay import Replay
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
 from storage.redis.client import RedisClient
@@ -240,31 +244,31 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
+    """The fan-out core, collaborators first: the hub is built with what it calls."""
     settings = app[SETTINGS]
     metrics = app[METRICS]
-    hub = Hub(
-        _broker(settings, metrics, redis),
-        metrics,
-        max_watchers=settings.http.max_longpolls,
-        heartbeat=settings.ws.ws_heartbeat,
-    )
-    await hub.start()
-    app[HUB] = hub
-    metrics.gauges["ws_connections"] = lambda: hub.member_count
-    metrics.gauges["channels"] = lambda: hub.channel_count
-    metrics.gauges["ws_outbound_buffered_bytes"] = hub.buffered_bytes
-    yield
-    await hub.close()
-
-
-async def _services_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    hub = app[HUB]
+    broker = _broker(settings, metrics, redis)
+    publish = Publisher(broker, metrics)
     presence: LocalPresence | RedisPresence = LocalPresence()
     if redis is not None:
         presence = RedisPresence(
             redis, prefix=settings.redis.redis_prefix, ttl=settings.presence.presence_ttl
         )
+    hot_counts = build_hot_counts(settings, app[STORE], publish, presence, redis)
+    replay = Replay(app[STORE], broker)
+    hub = Hub(
+        broker,
+        metrics,
+        max_watchers=settings.http.max_longpolls,
+        heartbeat=settings.ws.ws_heartbeat,
+        backfill=replay.backfill,
+        presence=PresenceTracker(
+            presence,
+            publish,
+            refresh=settings.presence.presence_ttl / 3,
+            audience=touch_channel(hot_counts),
+        ),
+    )
     started = int(time.time())
     node = app[CLICKSTREAM].node  # host:port, as events name it
     presence.card = lambda: {
@@ -274,12 +278,30 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         "connections": hub.member_count,
         "channels": hub.channel_count,
     }
-    hub.presence = PresenceTracker(
-        presence, hub.publish, hub.spawn, refresh=settings.presence.presence_ttl / 3
-    )
-    hub.spawn(hub.presence.run())
-    hot_counts = build_hot_counts(settings, app[STORE], hub, presence, redis)
-    hub.presence.audience = touch_channel(hot_counts)
+    await hub.start()
+    app[HUB] = hub
+    app[PRESENCE] = presence
+    app[HOT_COUNTS] = hot_counts
+    app[REPLAY] = replay
+    metrics.gauges["ws_connections"] = lambda: hub.member_count
+    metrics.gauges["channels"] = lambda: hub.channel_count
+    metrics.gauges["ws_outbound_buffered_bytes"] = hub.buffered_bytes
+    counters = replay.counters
+    metrics.counters["recoveries_from_window"] = lambda: counters.recovery_from_window
+    metrics.counters["recoveries_from_store"] = lambda: counters.recovery_from_store
+    metrics.counters["video_counts_pushes"] = lambda: hot_counts.pushed
+    metrics.counters["video_counts_flushed"] = lambda: hot_counts.flushed
+    await hot_counts.start()
+    yield
+    await hot_counts.close()  # the last flush: a clean stop loses no counted change
+    await hub.close()
+
+
+async def _services_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    hub = app[HUB]
+    presence = app[PRESENCE]
+    hot_counts = app[HOT_COUNTS]
     trending: LocalTrending | RedisTrending = LocalTrending(window=settings.counts.trending_window)
     if redis is not None:
         trending = RedisTrending(
@@ -335,6 +357,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         ),
         presence=presence,
         hot_counts=hot_counts,
+        replay=app[REPLAY],
         videos=TtlCache(ttl=settings.counts.video_cache_seconds),
         limiter=limiter,
         sessions=revocations,
@@ -345,13 +368,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         notifier=notifier,
         observe_op=app[METRICS].family("op_latency").observe,
     )
-    app[HUB].backfill = partial(chat.backfill, app[SERVICES])
-    counters = app[SERVICES].counters
     metrics = app[METRICS]
-    metrics.counters["recoveries_from_window"] = lambda: counters.recovery_from_window
-    metrics.counters["recoveries_from_store"] = lambda: counters.recovery_from_store
-    metrics.counters["video_counts_pushes"] = lambda: hot_counts.pushed
-    metrics.counters["video_counts_flushed"] = lambda: hot_counts.flushed
     metrics.counters["feed_posts"] = lambda: feeds.stats.posts
     metrics.counters["feed_wide_posts"] = lambda: feeds.stats.wide_posts
     metrics.counters["feed_items_written"] = lambda: feeds.stats.items_written
@@ -378,7 +395,6 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         frame_burst=float(settings.ws.ws_frame_burst),
         flood_close=settings.ws.ws_flood_close_seconds,
     )
-    await hot_counts.start()
     await tally.start()
     await notifier.start()
     await drainer.start()
@@ -387,7 +403,6 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     await notifier.close(settings.server.shutdown_timeout)  # decisions queued are written, bounded
     await drainer.close()  # the round under way finishes; what is left stays in the outbox
     await tally.close()  # views and watch time summed so far go to the hot counters
-    await hot_counts.close()  # the last flush: a clean stop loses no counted change
 
 
 def _close_session(hub: Hub, session_id: str, user_id: str) -> None:

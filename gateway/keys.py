@@ -7,7 +7,9 @@ from prometheus_client import CollectorRegistry
 
 from gateway.auth.revocation import Revocations
 from gateway.auth.tokens import TokenService
+from gateway.fanout.counts import LocalHotCounts, RedisHotCounts
 from gateway.fanout.hub import Hub
+from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
 from gateway.metrics import Metrics
@@ -16,6 +18,7 @@ from gateway.ws.connection import WsNode
 from gateway.ws.registry import Registry
 from handlers.base import Services
 from handlers.feed import FeedFanout
+from handlers.replay import Replay
 from storage.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,6 +29,9 @@ GATE = web.AppKey("gate", CountryGate)
 REGISTRY = web.AppKey("registry", Registry)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
+PRESENCE: web.AppKey[LocalPresence | RedisPresence] = web.AppKey("presence")
+HOT_COUNTS: web.AppKey[LocalHotCounts | RedisHotCounts] = web.AppKey("hot_counts")
+REPLAY = web.AppKey("replay", Replay)
 SERVICES = web.AppKey("services", Services)
 WS_NODE = web.AppKey("ws_node", WsNode)
 LIMITER = web.AppKey("limiter", Limiter)

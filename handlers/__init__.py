@@ -10,6 +10,9 @@ Map of the package:
   (event, presence, join/leave, typing, read, comment, feed, counts, unsubscribed).
 - ``channels``: channel names and who may read or write them.
 - ``chat``: subscribe, unsubscribe, publish, history, events (long poll), ping.
+- ``replay``: subscribe, replay, go live: the one owner of catching a subscriber up (from the
+  recent window, else the store), for ``subscribe`` with ``since``, long polls and the hub's
+  gap fill.
 - ``groups``: group conversations and their members.
 - ``receipts``: read positions with their pushes, and the conversation list with unread counts.
 - ``auth`` and ``passwords``: accounts, refresh-token rotation, logout, ``auth`` (a fresh token

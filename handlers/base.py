@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
@@ -40,9 +40,11 @@ from handlers.ports import (
 from storage.base import Store
 from storage.videos import Video
 
+if TYPE_CHECKING:
+    from handlers.replay import Replay
+
 __all__ = [
     "Context",
-    "Counters",
     "Fanout",
     "Feeds",
     "HotCounts",
@@ -166,14 +168,6 @@ class Throttle:
         return True
 
 
-@dataclass(slots=True)
-class Counters:
-    """What handlers count, for the gateway's metrics."""
-
-    recovery_from_window: int = 0
-    recovery_from_store: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class Services:
     """Collaborators built once at start-up by the gateway."""
@@ -185,7 +179,8 @@ class Services:
     limits: Limits
     presence: PresenceView
     hot_counts: HotCounts
-    counters: Counters = field(default_factory=Counters)
+    replay: Replay
+    """Catches subscribers up (subscribe with ``since``, long polls, the hub's gap fill)."""
     typing: Throttle = field(default_factory=Throttle)
     limiter: RateLimiter | None = None
     sessions: SessionRevoker | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
 import msgspec
@@ -18,6 +17,7 @@ from handlers.errors import (
     OpError,
 )
 from handlers.messages import event_message, message_fields
+from handlers.replay import CatchUp
 
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -77,69 +77,6 @@ def message_body(raw: msgspec.Raw, limit: int) -> bytes:
     return body
 
 
-@dataclass(frozen=True, slots=True)
-class CatchUp:
-    """Events after an offset, and the channel's position when they were read."""
-
-    epoch: str
-    last: int
-    events: list[tuple[int, bytes]]
-    complete: bool
-    """False when more events were missed than were returned."""
-
-
-async def catch_up(services: Services, channel: str, since: int, limit: int) -> CatchUp:
-    """Return the events after ``since``: from the recent window, else from the store.
-
-    The window (kept by the broker, shared by all nodes) answers a reconnect storm without
-    touching the database; only a client further behind than the window costs store reads.
-    """
-    window = await services.fanout.recent(channel, since, limit)
-    if window is not None and window.covers(since) and _unbroken(window.events, since):
-        if limit:  # a plain subscribe only reads the position: not a recovery
-            services.counters.recovery_from_window += 1
-        missed = max(0, window.last - since)
-        return CatchUp(window.epoch, window.last, window.events, len(window.events) >= missed)
-    store = services.store
-    position = await store.position(channel)
-    if since >= position.offset or limit == 0:  # nothing missed, or only the position asked
-        return CatchUp(position.epoch, position.offset, [], since >= position.offset)
-    # Only a read of missed events is a recovery from the store (not a first subscribe's
-    # position, which every plain subscribe to a quiet channel reads).
-    services.counters.recovery_from_store += 1
-    messages = await store.read_since(channel, since, limit=limit)
-    events = [(m.offset, event_message(m)) for m in messages]
-    last = max(position.offset, messages[-1].offset if messages else 0)
-    return CatchUp(position.epoch, last, events, since + len(events) >= last)
-
-
-def _unbroken(events: list[tuple[int, bytes]], since: int) -> bool:
-    """Tell whether ``events`` follow ``since`` with no offset missing.
-
-    A window can have a hole: a publish that Redis never took (it was down; the node sends it
-    again later) or one a failover lost (replication is asynchronous). The store has them all.
-    """
-    return all(offset == since + i for i, (offset, _payload) in enumerate(events, 1))
-
-
-async def backfill(
-    services: Services, channel: str, since: int, limit: int, *, outage: bool = False
-) -> tuple[str, list[tuple[int, bytes]]]:
-    """Missing events for the hub's gap filling (same source as client recovery).
-
-    After a broker outage (``outage``) the window may end short of the store: a failover can
-    lose its last events, and publishes made meanwhile reached neither it nor pub/sub. Then the
-    store's position decides, so the channel's last events are not left waiting for a later one.
-    """
-    found = await catch_up(services, channel, since, limit)
-    if outage:
-        position = await services.store.position(channel)
-        if position.epoch == found.epoch and position.offset > found.last:
-            messages = await services.store.read_since(channel, since, limit=limit)
-            return position.epoch, [(m.offset, event_message(m)) for m in messages]
-    return found.epoch, found.events
-
-
 @operation(SubscribeParams)
 async def subscribe(ctx: Context, params: SubscribeParams) -> Result:
     """Subscribe; with ``since``, replay what the client missed, then go live, in order."""
@@ -155,33 +92,13 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> Result:
             TOO_MANY_SUBSCRIPTIONS,
             f"a connection holds at most {limits.max_subscriptions} subscriptions",
         )
-    # Join first (events are held), then read the position: nothing falls between the two.
-    await session.subscribe(channel.name)
-    try:
-        since = params.since
-        found = await catch_up(
-            ctx.services,
-            channel.name,
-            since.offset if since else 0,
-            limits.max_replay if since else 0,
-        )
-    except BaseException:
-        session.unsubscribe(channel.name)
-        raise
-    result: Result = {"channel": channel.name, "offset": found.last, "epoch": found.epoch}
-    replay: list[bytes] = []
-    if since is not None:
-        if since.epoch and found.epoch and since.epoch != found.epoch:
-            result.update(recovered=False, reason="epoch_changed")
-        elif since.offset > found.last:
-            result.update(recovered=False, reason="offset_ahead")
-        elif not found.complete:
-            result.update(recovered=False, reason="too_old")
-        else:
-            replay = [payload for _offset, payload in found.events]
-            result.update(recovered=True, missed=len(replay))
-    session.activate(channel.name, replay, found.last, found.epoch)
-    return result
+    since = params.since
+    return await ctx.services.replay.join(
+        session,
+        channel.name,
+        (since.offset, since.epoch) if since else None,
+        limits.max_replay,
+    )
 
 
 @operation(UnsubscribeParams)
@@ -259,10 +176,12 @@ async def events(ctx: Context, params: EventsParams) -> Result:
     # Watch before reading, so that an event stored between the read and the wait still wakes us.
     async with services.fanout.watch(channel.name) as watcher:
         if params.since is None:  # from now on: only the position is needed
-            found = await catch_up(services, channel.name, 0, 0)
+            found = await services.replay.catch_up(channel.name, 0, 0)
             found = CatchUp(found.epoch, found.last, [], True)
         else:
-            found = await catch_up(services, channel.name, params.since, limits.longpoll_max_events)
+            found = await services.replay.catch_up(
+                channel.name, params.since, limits.longpoll_max_events
+            )
         since = found.last if params.since is None else params.since
         deadline = time.monotonic() + timeout
         # Any push wakes the watcher (receipts and typing too): wait on until a stored event
@@ -270,7 +189,7 @@ async def events(ctx: Context, params: EventsParams) -> Result:
         while not found.events and (left := deadline - time.monotonic()) > 0:
             if not await watcher.wait(left):
                 break
-            found = await catch_up(services, channel.name, since, limits.longpoll_max_events)
+            found = await services.replay.catch_up(channel.name, since, limits.longpoll_max_events)
     events_json = [orjson.Fragment(payload) for _offset, payload in found.events]
     return {
         "channel": channel.name,

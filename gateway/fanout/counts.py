@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.fanout.broker import envelope
-from gateway.fanout.hub import Hub
+from gateway.fanout.hub import Publisher
 from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.settings import Settings
 from handlers.messages import counts_message
@@ -673,7 +673,7 @@ def touch_channel(counts: LocalHotCounts | RedisHotCounts) -> Callable[[str], Aw
 def build_hot_counts(
     settings: Settings,
     store: Store,
-    hub: Hub,
+    publish: Publisher,
     presence: LocalPresence | RedisPresence,
     redis: RedisClient | None,
 ) -> LocalHotCounts | RedisHotCounts:
@@ -686,7 +686,7 @@ def build_hot_counts(
             viewers_prefix=lambda part: presence.channel_prefix(part, VIDEO_PREFIX),
             window=settings.counts.counts_push_window,
             flush_interval=settings.counts.counts_flush_interval,
-            publish=hub.publish,
+            publish=publish,
         )
 
     async def viewers(channel: str) -> int:
@@ -694,7 +694,7 @@ def build_hot_counts(
 
     return LocalHotCounts(
         store,
-        hub.publish,
+        publish,
         viewers,
         window=settings.counts.counts_push_window,
         flush_interval=settings.counts.counts_flush_interval,

@@ -58,6 +58,24 @@ INTERNAL_PREFIXES = ("__", "~")
 """Channels of the gateway's own, never counted for presence."""
 
 
+class Publisher:
+    """The node's publishes: counted in ``moosic_events_published_total``, carried by the
+    broker. The hub publishes through one; the presence tracker and the hot counters, built
+    before the hub and handed to it, through another on the same broker."""
+
+    __slots__ = ("_broker", "_metrics")
+
+    def __init__(self, broker: Broker, metrics: Metrics) -> None:
+        self._broker = broker
+        self._metrics = metrics
+
+    async def __call__(
+        self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
+    ) -> None:
+        self._metrics.events_published += 1
+        await self._broker.publish(channel, payload, offset, epoch, stored_at)
+
+
 class Subscriber(Protocol):
     def deliver(self, frame: bytes) -> None:
         """Take one encoded frame; must not block and must not change the hub synchronously."""
@@ -176,18 +194,27 @@ class Hub:
     """Local subscriptions of one node, on top of a broker shared by all nodes."""
 
     def __init__(
-        self, broker: Broker, metrics: Metrics, *, max_watchers: int, heartbeat: float
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        *,
+        max_watchers: int,
+        heartbeat: float,
+        backfill: Backfill | None = None,
+        presence: PresenceTracker | None = None,
     ) -> None:
+        """``backfill``: where missing events come from (None: gaps are not filled);
+        ``presence``: told about local joins and leaves, started and closed with the
+        hub (None: no presence)."""
         self.broker = broker
+        self._publish = Publisher(broker, metrics)
         self._heartbeat = heartbeat
         self._metrics = metrics
         self._lag = metrics.histogram("delivery_lag")
         self._longpolls = metrics.family("longpoll_wait")
         self._channels: dict[str, _Channel] = {}
-        self.backfill: Backfill | None = None
-        """Where missing events come from (set once the services exist)."""
-        self.presence: PresenceTracker | None = None
-        """Told about local joins and leaves (set once the services exist)."""
+        self._backfill = backfill
+        self.presence = presence
         self._members: dict[str, set[Member]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchers = 0
@@ -199,10 +226,14 @@ class Hub:
         await self.broker.start(self._on_broker_message, self._on_reconnected)
         await self.broker.subscribe(CONTROL_CHANNEL)
         self.spawn(self._heartbeats())
+        if self.presence is not None:
+            self.presence.start()
 
     async def close(self) -> None:
         for member in self.all_members():
             member.abort()
+        if self.presence is not None:
+            await self.presence.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -394,8 +425,7 @@ class Hub:
     async def publish(
         self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
     ) -> None:
-        self._metrics.events_published += 1
-        await self.broker.publish(channel, payload, offset, epoch, stored_at)
+        await self._publish(channel, payload, offset, epoch, stored_at)
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
         return await self.broker.recent(channel, since, limit)
@@ -508,9 +538,9 @@ class Hub:
             if wait:
                 await asyncio.sleep(wait)  # the missing event may simply be late
             while self._channels.get(channel) is state and (state.held or not wait):
-                if self.backfill is None:
+                if self._backfill is None:
                     break
-                epoch, events = await self.backfill(channel, state.last, MAX_HELD, outage=outage)
+                epoch, events = await self._backfill(channel, state.last, MAX_HELD, outage=outage)
                 if epoch != state.epoch and not state.epoch and state.based and epoch:
                     state.epoch = epoch  # the channel's first events came during the outage
                 if epoch != state.epoch:

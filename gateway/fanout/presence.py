@@ -439,7 +439,6 @@ def _pair(member: bytes) -> tuple[str, str]:
 
 
 Publish = Callable[[str, bytes], Awaitable[None]]
-Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 
 
 RECONCILE_BATCH = 500
@@ -456,20 +455,42 @@ class PresenceTracker:
     after Redis forgot everything, or after an update failed.
     """
 
-    def __init__(self, backend: Backend, publish: Publish, spawn: Spawn, *, refresh: float) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        publish: Publish,
+        *,
+        refresh: float,
+        audience: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.backend = backend
         self._publish = publish
-        self._spawn = spawn
         self._refresh = refresh
-        self.audience: Callable[[str], Awaitable[None]] | None = None
+        self._audience = audience
         """Told when a user's first subscription to a channel began or their last one ended,
         on any node (video channels show their viewer count)."""
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._users: set[str] = set()
         self._pairs: set[tuple[str, str]] = set()
         self._suspect = False
         self._beat_lock = asyncio.Lock()
         self.reconciles = 0
         """How many times this node wrote its record again (logged; for tests and operators)."""
+
+    def start(self) -> None:
+        """Begin refreshing this node's liveness (:meth:`run`) in the background."""
+        self._spawn(self.run())
+
+    async def close(self) -> None:
+        """Stop the refresh and the updates under way (the hub closes its tracker)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # Called synchronously by the hub; the work happens in background tasks. Commands reach
     # Redis in the order these are called (each is one script call on a pipelined connection).
@@ -598,9 +619,10 @@ class PresenceTracker:
         for channel, user in pairs:
             if pushes_join_leave(channel):
                 await self._join_leave_push(channel, user, up=up)
-        if self.audience is not None:
+        audience = self._audience
+        if audience is not None:
             for channel in dict.fromkeys(c for c, _ in pairs if not pushes_join_leave(c)):
-                await self.audience(channel)
+                await audience(channel)
 
     async def run(self) -> None:
         """Refresh this node's liveness and clear what dead nodes left behind, forever."""

@@ -12,6 +12,7 @@ from gateway.auth.tokens import TokenService
 from handlers.base import Context, Limits, Services
 from handlers.channels import dm_channel
 from handlers.passwords import ScryptHasher
+from handlers.replay import Replay
 from storage.base import Store
 from storage.factory import build_store
 from storage.videos import Video, VideoStatus
@@ -64,6 +65,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         limits=LIMITS,
         presence=presence,
         hot_counts=hot_counts,
+        replay=Replay(store, fanout),
     )
     try:
         yield World(store, fanout, presence, hot_counts, tokens, services)

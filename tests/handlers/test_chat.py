@@ -141,7 +141,7 @@ async def test_recovery_replays_exactly_the_missed_events_or_says_why_not(world:
     result, session = await resubscribe(1, epoch)
     assert result == {"channel": dm, "offset": 3, "epoch": epoch, "recovered": True, "missed": 2}
     assert session.activated == [(dm, payloads[1:], 3, epoch)]
-    assert world.services.counters.recovery_from_window == 1
+    assert world.services.replay.counters.recovery_from_window == 1
 
     result, session = await resubscribe(1, "another")
     assert (result["recovered"], result["reason"]) == (False, "epoch_changed")
@@ -154,7 +154,7 @@ async def test_recovery_replays_exactly_the_missed_events_or_says_why_not(world:
     result, session = await resubscribe(0, epoch)
     assert (result["recovered"], result["missed"]) == (True, 3)
     assert session.activated == [(dm, payloads, 3, epoch)]
-    assert world.services.counters.recovery_from_store == 1
+    assert world.services.replay.counters.recovery_from_store == 1
 
 
 async def test_a_window_with_a_hole_or_a_short_end_defers_to_the_store(world: World) -> None:
@@ -175,8 +175,8 @@ async def test_a_window_with_a_hole_or_a_short_end_defers_to_the_store(world: Wo
     result = await chat.subscribe(world.ctx(a, session), params)
     assert (result["recovered"], result["missed"]) == (True, 3)
     assert session.activated == [(dm, payloads[1:], 4, epoch)]
-    assert world.services.counters.recovery_from_store == 1
-    assert await chat.backfill(world.services, dm, 1, 100) == (
+    assert world.services.replay.counters.recovery_from_store == 1
+    assert await world.services.replay.backfill(dm, 1, 100) == (
         epoch,
         [(n, payloads[n - 1]) for n in (2, 3, 4)],
     )
@@ -186,8 +186,8 @@ async def test_a_window_with_a_hole_or_a_short_end_defers_to_the_store(world: Wo
     world.fanout.windows = RecentWindows(per_channel=256, channels=1000)
     for event in published[:2]:
         world.fanout.windows.add(dm, event.offset, epoch, event.payload)
-    assert await chat.backfill(world.services, dm, 2, 100) == (epoch, [])
-    assert await chat.backfill(world.services, dm, 2, 100, outage=True) == (
+    assert await world.services.replay.backfill(dm, 2, 100) == (epoch, [])
+    assert await world.services.replay.backfill(dm, 2, 100, outage=True) == (
         epoch,
         [(3, payloads[2]), (4, payloads[3])],
     )

@@ -117,8 +117,9 @@ async def test_events_redis_missed_are_published_again_and_reach_the_other_node(
         metrics = Metrics()
         redis = RedisClient(own_redis.url, timeout=1.0)
         broker = RedisBroker(redis, prefix="p:", metrics=metrics)
-        hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0)
-        hub.backfill = window_backfill(broker)
+        hub = Hub(
+            broker, metrics, max_watchers=10, heartbeat=30.0, backfill=window_backfill(broker)
+        )
         await hub.start()
         nodes.append((hub, redis, metrics))
     (a, _, a_metrics), (b, _, b_metrics) = nodes

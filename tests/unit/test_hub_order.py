@@ -25,7 +25,6 @@ async def started_hub(
 ) -> tuple[Hub, MemoryBroker, Metrics]:
     metrics = Metrics()
     broker = MemoryBroker()
-    hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0)
     calls: list[int] = []
 
     async def backfill(
@@ -35,7 +34,7 @@ async def started_hub(
         found = sorted((o, p) for o, p in (backfill_events or {}).items() if o > since)
         return "e1", found[:limit]
 
-    hub.backfill = backfill
+    hub = Hub(broker, metrics, max_watchers=10, heartbeat=30.0, backfill=backfill)
     await hub.start()
     return hub, broker, metrics
 
