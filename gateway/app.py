@@ -30,7 +30,7 @@ from gateway.fanout.broker_memory import MemoryBroker
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import build_hot_counts, touch_channel
 from gateway.fanout.hub import Hub, Publisher
-from gateway.fanout.presence import LocalPresence, PresenceTracker, RedisPresence
+from gateway.fanout.presence import PresenceTracker
 from gateway.fanout.trending import LocalTrending, RedisTrending
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
@@ -75,8 +75,10 @@ from handlers.passwords import ScryptHasher
 from handlers.replay import Replay
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
+from storage.presence import LocalPresence
 from storage.redis.client import RedisClient
 from storage.redis.cluster import ClusterClient
+from storage.redis.presence import RedisPresence
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from gateway.auth.revocation import Revocations
 from gateway.auth.tokens import TokenService
 from gateway.fanout.counts import LocalHotCounts, RedisHotCounts
 from gateway.fanout.hub import Hub
-from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
 from gateway.metrics import Metrics
@@ -20,6 +19,8 @@ from handlers.base import Services
 from handlers.feed import FeedFanout
 from handlers.replay import Replay
 from storage.base import Store
+from storage.presence import LocalPresence
+from storage.redis.presence import RedisPresence
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)

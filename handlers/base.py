@@ -34,10 +34,10 @@ from handlers.ports import (
     SessionRevoker,
     TokenIssuer,
     TrendingView,
-    UserStatus,
     Watcher,
 )
 from storage.base import Store
+from storage.presence import UserStatus
 from storage.videos import Video
 
 if TYPE_CHECKING:

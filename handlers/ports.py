@@ -4,8 +4,9 @@ Handlers depend on these shapes, never on the gateway classes that implement the
 (:class:`Fanout`, :class:`Session`), presence (:class:`PresenceView`), the hot counters
 (:class:`HotCounts`), tokens, revocations, rate limits, password hashing, the feed fan-out, mail (:class:`Mailer`) and push
 (:class:`Notifier`).
-The gateway's implementations import their values (:class:`Recent`, :class:`UserStatus`,
-:class:`Identity`) from here, so nothing below the gateway reaches up to it.
+The gateway's implementations import their values (:class:`Recent`, :class:`Identity`) from
+here, so nothing below the gateway reaches up to it; :class:`UserStatus` is the presence
+state's own (``storage/presence.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from storage.follows import FeedItem
+from storage.presence import UserStatus
 from storage.videos import Video, VideoCounts
 
 
@@ -66,13 +68,6 @@ class Recent:
     def covers(self, since: int) -> bool:
         """Tell whether every event after ``since`` up to ``last`` is in the window."""
         return since >= self.last or self.first <= since + 1
-
-
-@dataclass(frozen=True, slots=True)
-class UserStatus:
-    online: bool
-    last_seen: int | None
-    """Milliseconds since the epoch when the user was last connected; None while online."""
 
 
 class PresenceView(Protocol):

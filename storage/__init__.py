@@ -10,6 +10,8 @@ Map of the package:
   ``base.Store``).
 - ``push``: devices that receive push notifications and the push outbox (records,
   ``DeviceStore`` and ``NotificationStore``, part of ``base.Store``).
+- ``presence``: the state of presence (who is online, who is in a channel) behind ``Backend``,
+  and its in-process twin ``LocalPresence`` (the Redis one is ``redis.presence``).
 - ``conversations``: what both backends agree on about conversation lists (which channels,
   a DM's users, the list's order key).
 - ``sqlite``: the embedded single-node default (one SQLite file in WAL mode): one module per

@@ -60,12 +60,13 @@ from typing import Any
 
 from gateway.fanout.broker import envelope
 from gateway.fanout.hub import Publisher
-from gateway.fanout.presence import LocalPresence, RedisPresence
 from gateway.settings import Settings
 from handlers.messages import counts_message
 from storage.base import Store
 from storage.errors import StorageError
+from storage.presence import LocalPresence
 from storage.redis.client import RedisClient, lua
+from storage.redis.presence import RedisPresence
 from storage.redis.resp import ConnectionLost, RespError
 from storage.redis.slots import partition_of, partition_prefix
 from storage.videos import Video, VideoCounts

@@ -9,6 +9,8 @@ Map of the package:
   again on a redirect, a lost connection and periodically.
 - ``slots``: a key's slot (CRC16, hash tags) and the tagged partitions presence and hot
   counters split their state into.
+- ``presence``: presence shared by every node (counters, node liveness and records, the reap
+  of a dead node's entries), written by the ``presence_*`` scripts.
 - ``lua``: the Lua scripts, one file each, named for what they do (read with ``client.lua``).
 - ``resp``: a pipelined RESP2 connection on hiredis (commands, scripts, push messages).
 - ``breaker``: the circuit breaker that stops callers waiting on a Redis that stopped answering.

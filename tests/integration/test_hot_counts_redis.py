@@ -15,11 +15,11 @@ import pytest
 from gateway.fanout.broker_cluster import ClusterBroker
 from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import Change, RedisHotCounts
-from gateway.fanout.presence import RedisPresence
 from gateway.metrics import Metrics
 from handlers.messages import counts_message
 from storage.redis.client import RedisClient
 from storage.redis.cluster import ClusterClient
+from storage.redis.presence import RedisPresence
 from storage.videos import VideoCounts
 from tests.support.servers import RedisServer, SharedRedis
 from tests.unit.test_counts import FakeStore

@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.fanout.presence import _REAP, RedisPresence
 from storage.redis.client import RedisClient
+from storage.redis.presence import _REAP, RedisPresence
 from tests.integration.test_ws import token_for
 from tests.support.clients import WsClient
 from tests.support.servers import GatewayNode, RedisServer, node_env, running_nodes

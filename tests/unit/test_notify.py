@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from handlers.base import UserStatus
 from handlers.notify import OfflineNotifier
-from handlers.ports import UserStatus
 
 
 class FakeStore:
