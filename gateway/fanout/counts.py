@@ -26,7 +26,8 @@ Two backends, chosen with the broker (Redis when the nodes share one):
 video's first change. A :class:`Coalescer` gates pushes: a sweep of every changed video, then
 nothing for a window, so a video gets at most ``ceil(D / window) + 1`` pushes in D seconds.
 
-``RedisHotCounts`` (several nodes) keeps one hash per video in Redis: ``likes``, ``comments``,
+``RedisHotCounts`` (several nodes) keeps its state in Redis (``storage/redis/counts.py``: the
+hashes, marks and locks, and the scripts' calls), one hash per video: ``likes``, ``comments``,
 ``shares``, ``views``, ``watch_ms`` and ``version``, seeded from the store when missing and changed by a Lua script that
 also marks the video for the next push and the next flush. Every node runs the push script once
 a window; the script takes a lock (``SET NX PX window``) and, only if it got it, publishes the
@@ -56,7 +57,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.fanout.broker import envelope
 from gateway.fanout.hub import Publisher
@@ -65,15 +65,14 @@ from handlers.messages import counts_message
 from storage.base import Store
 from storage.errors import StorageError
 from storage.presence import LocalPresence
-from storage.redis.client import RedisClient, lua
+from storage.redis.client import RedisClient
+from storage.redis.counts import VIDEO_PREFIX, Partition, RedisCounters
 from storage.redis.presence import RedisPresence
 from storage.redis.resp import ConnectionLost, RespError
-from storage.redis.slots import partition_of, partition_prefix
 from storage.videos import Video, VideoCounts
 
 log = logging.getLogger(__name__)
 
-VIDEO_PREFIX = "video:"
 PUSH_BATCH = 1000
 """Videos pushed in one window at most; more wait for the next one."""
 FLUSH_BATCH = 500
@@ -457,49 +456,13 @@ class LocalHotCounts(_Loops):
         return len(batch)
 
 
-# The scripts (storage/redis/lua/counts_*.lua).
-_BUMP = lua("counts_bump")
-_PUSH = lua("counts_push_marked")
-_READ = lua("counts_read")
-_DONE = lua("counts_unmark_flushed")
-
-
-_FIELDS = (b"likes", b"comments", b"shares", b"views", b"watch_ms", b"version")
-"""A video counter's hash fields, in the order the scripts read them."""
-
-
-def _counts(values: list[Any]) -> VideoCounts:
-    """A counter's fields as read in :data:`_FIELDS` order (missing ones: 0, an older hash)."""
-    likes, comments, shares, views, watch_ms, version = (int(x or 0) for x in values)
-    return VideoCounts(likes, comments, shares, version, views, watch_ms)
-
-
-class _PartitionKeys:
-    """The keys of one partition of the hot counters (``base`` carries its hash tag)."""
-
-    __slots__ = ("counter", "flush", "flush_lock", "push", "push_lock", "viewers")
-
-    def __init__(self, base: str, viewers: bytes) -> None:
-        self.counter = (base + "v:").encode()
-        """The start of each video's counter hash."""
-        self.push = (base + "push").encode()
-        self.flush = (base + "flush").encode()
-        self.push_lock = (base + "pushlock").encode()
-        self.flush_lock = (base + "flushlock").encode()
-        self.viewers = viewers
-        """The start of the presence hash of this partition's video channels."""
-
-
 class RedisHotCounts(_Loops):
-    """Hot counters shared by every node through Redis (see the module docstring).
+    """Hot counters shared by every node through Redis (see the module docstring); their state
+    is :class:`storage.redis.counts.RedisCounters`'.
 
-    The counters are split into the client's partitions (:mod:`storage.redis.slots`), a video
-    in the partition of its channel ``video:{id}`` (the one its presence hash is in, so the push
-    script reads the audience in its own slot): one partition on a single Redis, with the keys
-    as they always were. Each partition has its own marks and locks, so a window costs a push
-    script per partition and a flush interval a lock per partition. On a cluster the push
-    script hands its pushes back and the node publishes them (a video's pub/sub channel is in
-    the channel's slot, not the partition's); ``publish`` is how.
+    Each partition has its own marks and locks, so a window costs a push script per partition
+    and a flush interval a lock per partition. On a cluster the push script hands its pushes
+    back and the node publishes them; ``publish`` is how.
     """
 
     def __init__(
@@ -515,34 +478,22 @@ class RedisHotCounts(_Loops):
         ttl: float = HOT_TTL,
     ) -> None:
         super().__init__(store, window=window, flush_interval=flush_interval)
-        self._redis = redis
-        self._parts = max(1, redis.partitions)
-        self._keys = [
-            _PartitionKeys(partition_prefix(prefix + "hc:", i, self._parts), viewers_prefix(i))
-            for i in range(self._parts)
-        ]
+        self._counters = RedisCounters(
+            redis,
+            prefix=prefix,
+            viewers_prefix=viewers_prefix,
+            # Offset 0 (ephemeral), no epoch, no node of ours: every node delivers it.
+            envelope_head=envelope(0, "", b"-", b""),
+            ttl=ttl,
+            window=window,
+            flush_interval=flush_interval,
+            timeout=REDIS_TIMEOUT,
+        )
         self._publish = publish if redis.cluster else None
         if redis.cluster and publish is None:
             raise ValueError("hot counters on a Redis Cluster publish through the hub")
-        self._channel_prefix = prefix.encode()
-        self._envelope_head = envelope(0, "", b"-", b"")
-        """Offset 0 (ephemeral), no epoch, no node of ours: every node delivers it."""
-        self._node = redis.node_id
-        self._ttl_ms = str(int(ttl * 1000)).encode()
-        self._window_ms = str(max(1, int(window * 1000))).encode()
-        self._flush_ms = str(max(1, int(flush_interval * 1000))).encode()
         self._owed = _Owed()
         self._tasks = []
-
-    def _partition(self, video_id: str) -> _PartitionKeys:
-        return self._keys[partition_of(VIDEO_PREFIX + video_id, self._parts)]
-
-    def _counter(self, video_id: str) -> bytes:
-        return self._partition(video_id).counter + video_id.encode()
-
-    async def _script(self, script: bytes, keys: list[bytes], args: list[bytes]) -> Any:
-        async with asyncio.timeout(REDIS_TIMEOUT):
-            return await self._redis.script(script, keys, args)
 
     async def change(self, video_id: str, change: Change) -> None:
         try:
@@ -552,10 +503,8 @@ class RedisHotCounts(_Loops):
             self._owed.add(video_id, change)
 
     async def _bump(self, video_id: str, change: Change) -> None:
-        part = self._partition(video_id)
-        keys = [part.counter + video_id.encode(), part.push, part.flush]
-        args = [*change.args(), self._ttl_ms, video_id.encode()]
-        if await self._script(_BUMP, keys, args) is not None:
+        deltas = _deltas(change)
+        if await self._counters.bump(video_id, deltas):
             return
         # No counter yet (or it expired): seed it from the store. Concurrent seeders read the
         # same stored totals (only a flush of this very counter changes them), and the script
@@ -564,49 +513,34 @@ class RedisHotCounts(_Loops):
         if video is None:
             return
         c = video.counts
-        seed = [str(v).encode() for v in (*_deltas(c), c.version)]
-        await self._script(_BUMP, keys, args + seed)
+        await self._counters.bump(video_id, deltas, (*_deltas(c), c.version))
 
     async def touch(self, video_id: str) -> None:
         await self.change(video_id, NOTHING)
 
     async def totals(self, video_id: str) -> VideoCounts | None:
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                found = await self._redis.call(b"HMGET", self._counter(video_id), *_FIELDS)
+            return await self._counters.read(video_id)
         except _FAILURES as exc:
             log.warning("hot counters: cannot read %s (%s); using stored totals", video_id, exc)
             return None
-        if not found or found[0] is None:
-            return None
-        return _counts(found)
 
     async def tick(self) -> int:
         """Run the push script of every partition: only the node that takes a partition's
         window lock pushes its videos."""
-        sent = await asyncio.gather(*(self._tick(part) for part in self._keys))
+        sent = await asyncio.gather(*(self._tick(part) for part in self._counters.partitions))
         count = sum(sent)
         self.pushed += count
         return count
 
-    async def _tick(self, part: _PartitionKeys) -> int:
-        args = [
-            self._window_ms,
-            self._node,
-            str(PUSH_BATCH).encode(),
-            part.counter,
-            part.viewers,
-            self._channel_prefix,
-            self._envelope_head,
-        ]
-        if self._publish is None:
-            return max(0, int(await self._script(_PUSH, [part.push, part.push_lock], args)))
-        found = await self._script(_PUSH, [part.push, part.push_lock], [*args, b"return"])
-        if not isinstance(found, list):
-            return 0  # another node holds this window
-        for i in range(0, len(found), 2):
-            await self._publish(VIDEO_PREFIX + bytes(found[i]).decode(), bytes(found[i + 1]))
-        return len(found) // 2
+    async def _tick(self, part: Partition) -> int:
+        found = await self._counters.push_marked(part, PUSH_BATCH)
+        if isinstance(found, int):
+            return found
+        assert self._publish is not None  # only a cluster hands its pushes back
+        for video_id, payload in found:
+            await self._publish(VIDEO_PREFIX + video_id, payload)
+        return len(found)
 
     async def flush(self) -> int:
         """Write every marked video's totals to the store, per partition whose lock this node
@@ -614,47 +548,19 @@ class RedisHotCounts(_Loops):
         for video_id, change in self._owed.take().items():
             await self.change(video_id, change)
         written = 0
-        for part in self._keys:
-            written += await self._flush_part(part)
+        for part in self._counters.partitions:
+            if not await self._counters.lock_flush(part):
+                continue  # another node flushes this partition this interval
+            async for members in self._counters.marked(part, FLUSH_BATCH):
+                written += await self._flush_batch(part, members)
         return written
 
-    async def _flush_part(self, part: _PartitionKeys) -> int:
-        async with asyncio.timeout(REDIS_TIMEOUT):
-            locked = await self._redis.call(
-                b"SET", part.flush_lock, self._node, b"NX", b"PX", self._flush_ms
-            )
-        if locked is None:
-            return 0  # another node flushes this partition this interval
-        written = 0
-        cursor = b"0"
-        while True:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                cursor, members = await self._redis.call(
-                    b"SSCAN", part.flush, cursor, b"COUNT", str(FLUSH_BATCH).encode()
-                )
-            if members:
-                written += await self._flush_batch(part, [bytes(m) for m in members])
-            if cursor in (b"0", 0):
-                return written
-
-    async def _flush_batch(self, part: _PartitionKeys, members: list[bytes]) -> int:
-        found = await self._script(_READ, [part.flush], [part.counter, *members])
-        batch: dict[str, VideoCounts] = {}
-        step = 1 + len(_FIELDS)
-        for i in range(0, len(found), step):
-            batch[bytes(found[i]).decode()] = _counts(found[i + 1 : i + step])
+    async def _flush_batch(self, part: Partition, members: list[bytes]) -> int:
+        batch = await self._counters.read_marked(part, members)
         if batch:
             # A failure leaves the videos marked: the next flush (any node's) retries.
             await self._store.save_video_counts(batch)
-        done: list[bytes] = [part.counter]
-        for video_id, counts in batch.items():
-            done += [video_id.encode(), str(counts.version).encode()]
-        # Videos without a counter any more are unmarked too (nothing left to write).
-        present = set(batch)
-        for member in members:
-            if member.decode() not in present:
-                done += [member, b"-1"]
-        await self._script(_DONE, [part.flush], done)
+        await self._counters.unmark(part, members, batch)
         self.flushed += len(batch)
         return len(batch)
 

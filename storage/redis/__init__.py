@@ -11,6 +11,8 @@ Map of the package:
   counters split their state into.
 - ``presence``: presence shared by every node (counters, node liveness and records, the reap
   of a dead node's entries), written by the ``presence_*`` scripts.
+- ``counts``: the hot counters' state (a hash per video, the marks of the next push and
+  flush, their locks), changed and pushed by the ``counts_*`` scripts.
 - ``lua``: the Lua scripts, one file each, named for what they do (read with ``client.lua``).
 - ``resp``: a pipelined RESP2 connection on hiredis (commands, scripts, push messages).
 - ``breaker``: the circuit breaker that stops callers waiting on a Redis that stopped answering.

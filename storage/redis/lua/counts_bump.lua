@@ -1,5 +1,5 @@
 -- Change a video's hot counter and mark the video for the next push and the next flush.
--- Run by gateway/fanout/counts.py (RedisHotCounts.change).
+-- Run by storage/redis/counts.py (RedisCounters.bump).
 -- KEYS: counter, push set, flush set. ARGV: likes, comments, shares, views, watch_ms deltas,
 -- ttl ms, video id, then optionally the stored likes, comments, shares, views, watch_ms and
 -- version to seed a missing counter.

@@ -1,6 +1,6 @@
 -- Publish the totals of every marked video, at most once per window across all nodes: only
 -- the node that takes the window's lock (SET NX PX, on Redis's clock) publishes.
--- Run by gateway/fanout/counts.py (RedisHotCounts.tick).
+-- Run by storage/redis/counts.py (RedisCounters.push_marked).
 -- KEYS: push set, push lock. ARGV: window ms, node, batch, counter key prefix, presence key
 -- prefix of video channels, pub/sub channel prefix, envelope head, and "return" to hand the
 -- pushes back instead of publishing them (a cluster: a video's channel lives in its own slot,

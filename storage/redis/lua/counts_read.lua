@@ -1,5 +1,5 @@
 -- Read the counters of videos to flush.
--- Run by gateway/fanout/counts.py (RedisHotCounts.flush).
+-- Run by storage/redis/counts.py (RedisCounters.read_marked).
 -- ARGV: counter key prefix, then video ids. Returns id, likes, comments, shares, views,
 -- watch_ms, version for each video that still has a counter.
 local out = {}

@@ -1,6 +1,6 @@
 -- Unmark the flushed videos whose version did not move since they were read (a video that
 -- changed after the read stays marked: the next flush writes the newer totals).
--- Run by gateway/fanout/counts.py (RedisHotCounts.flush).
+-- Run by storage/redis/counts.py (RedisCounters.unmark).
 -- KEYS: flush set. ARGV: counter key prefix, then (video id, version written) pairs.
 for i = 2, #ARGV, 2 do
   local now = redis.call('HGET', ARGV[1] .. ARGV[i], 'version')

@@ -1,7 +1,7 @@
 -- Count users in channels on this node: each "channel\nuser" pair this node's record did not
 -- hold yet adds one to the user's count in the channel's hash. Refused (false) while the node
 -- is not registered.
--- Run by gateway/fanout/presence.py (RedisPresence.add_pairs).
+-- Run by storage/redis/presence.py (RedisPresence.add_pairs).
 -- KEYS: nodes. ARGV: key prefix, node, pairs. Returns the pairs that joined.
 local p = ARGV[1]
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end

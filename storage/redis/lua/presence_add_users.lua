@@ -1,6 +1,6 @@
 -- Count users online on this node: each user this node's record did not hold yet adds one
 -- to the user's node count. Refused (false) while the node is not registered.
--- Run by gateway/fanout/presence.py (RedisPresence.add_users).
+-- Run by storage/redis/presence.py (RedisPresence.add_users).
 -- KEYS: nodes. ARGV: key prefix, node, users. Returns the users who came online.
 local p = ARGV[1]
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return false end

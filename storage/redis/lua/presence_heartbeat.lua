@@ -1,5 +1,5 @@
 -- Refresh this node's liveness entry (scored with Redis TIME) and list the expired nodes.
--- Run by gateway/fanout/presence.py (RedisPresence.sweep).
+-- Run by storage/redis/presence.py (RedisPresence.sweep).
 -- KEYS: nodes, nu:node, nc:node. ARGV: node, ttl (ms).
 -- Returns {1 when the node was not registered, record sizes, nodes whose score has passed}.
 local t = redis.call('TIME')

@@ -1,5 +1,5 @@
 -- Clear everything a dead node had added, and forget the node.
--- Run by gateway/fanout/presence.py (RedisPresence.sweep).
+-- Run by storage/redis/presence.py (RedisPresence.sweep).
 -- KEYS: nodes. ARGV: key prefix, dead node.
 -- The node's score is read again here, against Redis TIME: a node that refreshed since the
 -- caller saw it expired (it came back from a pause) is not reaped on that stale read (false).

@@ -1,5 +1,5 @@
 -- Take back "channel\nuser" pairs this node had counted (only those its record holds).
--- Run by gateway/fanout/presence.py (RedisPresence.remove_pairs).
+-- Run by storage/redis/presence.py (RedisPresence.remove_pairs).
 -- KEYS: nodes. ARGV: key prefix, node, pairs. Returns the pairs that left (on every node).
 local p = ARGV[1]
 local rec = p .. 'nc:' .. ARGV[2]

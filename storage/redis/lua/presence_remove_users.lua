@@ -1,5 +1,5 @@
 -- Take back users this node had counted online (only those its record holds).
--- Run by gateway/fanout/presence.py (RedisPresence.remove_users).
+-- Run by storage/redis/presence.py (RedisPresence.remove_users).
 -- KEYS: nodes. ARGV: key prefix, node, now (ms, their last seen), users.
 -- Returns the users who went offline (no node holds them any more).
 local p = ARGV[1]
