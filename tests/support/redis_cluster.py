@@ -115,7 +115,22 @@ class RedisCluster:
             check=True,
         )
         self.wait_healthy()
+        # The create assigns replicas through gossip: a node may still see a replica as a
+        # primary without slots for a moment after the slots are served. Wait for every view.
+        self._wait(self._roles_settled, "every replica known as one")
         return self
+
+    def _roles_settled(self) -> bool:
+        want = ["primary"] * self.primaries + ["replica"] * (self.primaries * self.replicas)
+        for node in self.nodes:
+            rows = []
+            for line in node.cli("CLUSTER", "NODES").splitlines():
+                parts = line.split()
+                if len(parts) >= 8:
+                    rows.append("primary" if "master" in parts[2] else "replica")
+            if sorted(rows) != want:
+                return False
+        return True
 
     def _wait(self, ready: object, what: str, timeout: float = READY_TIMEOUT) -> None:
         assert callable(ready)
