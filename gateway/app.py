@@ -326,6 +326,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
             email_token_ttl=settings.email_token_ttl,
             reset_token_ttl=settings.reset_token_ttl,
             max_devices=settings.max_devices,
+            max_mutes=settings.push_max_mutes,
         ),
         presence=presence,
         hot_counts=hot_counts,
