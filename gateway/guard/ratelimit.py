@@ -114,6 +114,7 @@ DEFAULT_RULES: dict[str, Rule] = {
     "track": Rule(120, 60),
     "set_notification_settings": Rule(60, 60),
     "mute_conversation": Rule(120, 60),
+    "unmute_conversation": Rule(120, 60),
 }
 """The limits in force unless ``MOOSIC_RATE_LIMITS`` says otherwise (see docs/security.md)."""
 
