@@ -291,38 +291,44 @@ class OfflineNotifier:
         if pending.recipients:
             key = pending.key
             recipients = [user for user in pending.recipients if user != pending.sender]
-            return await self._write(recipients, lambda user: key, pending, pending.preview)
+            reachable = await self._reachable(recipients)
+            return await self._write(reachable, lambda user: key, pending, pending.preview)
         channel = pending.key
         members = [user for user in await self._members(channel) if user != pending.sender]
-        if not members:
+        reachable = await self._reachable(members)
+        if not reachable:
             return 0
         text = _text_of(pending.data)
-        mentioned = await self._mentioned(text, set(members)) if "@" in text else set()
+        # Names are looked up only when someone can be told (no reads for online members).
+        mentioned = await self._mentioned(text, set(reachable)) if "@" in text else set()
         mention_key = f"{MENTION}:{channel}"
 
         def key_of(user: str) -> str:
             return mention_key if user in mentioned else channel
 
-        return await self._write(members, key_of, pending, shorten(text))
+        return await self._write(reachable, key_of, pending, shorten(text))
 
     async def _mentioned(self, text: str, members: set[str]) -> set[str]:
         names = mentioned_names(text)
         users = await asyncio.gather(*(self._store.get_user_by_username(n) for n in names))
         return {user.id for user in users if user is not None and user.id in members}
 
-    async def _write(
-        self, users: list[str], key_of: Callable[[str], str], pending: _Pending, preview: str
-    ) -> int:
-        """Write one event's notification for each of ``users`` who is offline, reachable and
-        wants it, under ``key_of(user)`` (a mention falls back to its message's key when
-        mentions are off)."""
+    async def _reachable(self, users: list[str]) -> list[str]:
+        """The users with no live socket on any node and a device."""
         if not users:
-            return 0
+            return []
         statuses = await self._presence.statuses(users)
         offline = [user for user in users if not (s := statuses.get(user)) or not s.online]
         self.stats.online += len(users) - len(offline)
         reachable = await self._with_devices(offline)
         self.stats.no_device += len(offline) - len(reachable)
+        return reachable
+
+    async def _write(
+        self, reachable: list[str], key_of: Callable[[str], str], pending: _Pending, preview: str
+    ) -> int:
+        """Write one event's notification for each reachable user who wants it, under
+        ``key_of(user)`` (a mention falls back to its message's key when mentions are off)."""
         if not reachable:
             return 0
         now = int(self._clock() * 1000)

@@ -23,11 +23,13 @@ class FakeStore:
         self.preferences: dict[str, PushPreferences] = {}
         self.usernames: dict[str, str] = {}
         self.delay_ms = 2000
+        self.name_reads = 0
 
     async def get_push_preferences(self, user_id: str) -> PushPreferences:
         return self.preferences.get(user_id, PushPreferences())
 
     async def get_user_by_username(self, username: str) -> User | None:
+        self.name_reads += 1
         user_id = self.usernames.get(username)
         return None if user_id is None else User(user_id, username, "", 0)
 
@@ -205,3 +207,12 @@ async def test_quiet_hours_make_a_notification_due_at_their_end() -> None:
     assert await decider.decide("dm:ann:bob", "ann", 1, b'{"text": "hi"}') == 1
     assert store.due == [7 * 3600 * 1000]
     assert decider.stats.held == 1
+
+
+async def test_names_are_not_looked_up_when_no_member_can_be_told() -> None:
+    store = FakeStore(["ann", "bob", "cid"], with_devices={"cid"}, full=set())
+    store.usernames = {"bob": "bob"}
+    decider = notifier(store, FakePresence({"cid"}))  # bob has no device, cid is online
+    assert await decider.decide("group:g1", "ann", 4, b'{"text": "@bob @cid"}') == 0
+    assert store.name_reads == 0
+    assert store.added == []
