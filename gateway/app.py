@@ -356,6 +356,7 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
             email_token_ttl=settings.mail.email_token_ttl,
             reset_token_ttl=settings.mail.reset_token_ttl,
             max_devices=settings.push.max_devices,
+            max_mutes=settings.push.push_max_mutes,
         ),
         presence=presence,
         hot_counts=hot_counts,

@@ -277,6 +277,8 @@ class PushSettings:
     push_retries: int = 5
     push_retry_backoff: float = 1.0
     push_max_age: float = 3600.0
+    # Push preferences and mutes (issue 16): handlers/preferences.py.
+    push_max_mutes: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -1158,6 +1160,12 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "push_max_age",
         _float(1, 7 * 86400),
         "seconds after its first message a notification not yet sent is given up",
+    ),
+    # Push preferences and mutes (issue 16): handlers/preferences.py.
+    "PUSH_MAX_MUTES": (
+        "push_max_mutes",
+        _int(1, 10_000),
+        "conversations a user may have muted at once (one more is refused: limit_exceeded)",
     ),
 }
 

@@ -23,8 +23,11 @@ Map of the package:
 - ``follows`` and ``feed``: the follow graph and blocks; home feeds (hybrid fan-out: written
   into followers' feeds in background batches, or merged in at read time for wide authors).
 - ``devices``: push devices (register, list, delete; bounded per user).
-- ``notify``: who is told of a DM or group message by push (offline members), written to the
-  store's push outbox, collapsed per conversation.
+- ``notify``: who is told by push of a DM or group message, a mention, a new follower, a
+  comment on their video, their video ready or rejected (offline users, as their preferences
+  allow), written to the store's push outbox, collapsed per key.
+- ``preferences``: push preferences (kinds on or off, quiet hours) and conversation mutes, and
+  the rules the decider and the sender apply.
 - ``cache``: the short per-node cache of records read on every request (videos).
 - ``presence``: who is in a channel, contacts' online status and its changes, typing.
 - ``media``: upload forms, playback links of ready videos, and the video ledger the media
@@ -36,7 +39,18 @@ Map of the package:
 ``OPERATIONS`` lists every op a signed-in client may call by name.
 """
 
-from handlers import auth, chat, devices, follows, groups, presence, receipts, social, trending
+from handlers import (
+    auth,
+    chat,
+    devices,
+    follows,
+    groups,
+    preferences,
+    presence,
+    receipts,
+    social,
+    trending,
+)
 from handlers.base import Operation
 
 OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
@@ -78,4 +92,8 @@ OPERATIONS: tuple[Operation, ...] = (  # type: ignore[type-arg]
     devices.register_device,
     devices.unregister_device,
     devices.devices,
+    preferences.notification_settings,
+    preferences.set_notification_settings,
+    preferences.mute_conversation,
+    preferences.unmute_conversation,
 )

@@ -147,6 +147,8 @@ class Limits:
     """Seconds a password reset token may be used."""
     max_devices: int = 20
     """Push devices kept per user (the least recently registered beyond them are dropped)."""
+    max_mutes: int = 200
+    """Conversations a user may have muted at once (``MOOSIC_PUSH_MAX_MUTES``)."""
 
 
 class Throttle:

@@ -103,6 +103,8 @@ async def follow(ctx: Context, params: FollowParams) -> Result:
     if await is_blocked(services, ctx.user_id, target):
         raise OpError(BLOCKED, "you blocked this user: unblock them first")
     changed = await services.store.follow(ctx.user_id, target)
+    if changed and services.notifier is not None:
+        services.notifier.follow(ctx.user_id, target)  # a push if they are not connected
     return {"user_id": target, "following": True, "changed": changed}
 
 

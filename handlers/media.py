@@ -5,7 +5,8 @@ through: it moves a video record's status with a compare-and-set (so a duplicate
 second worker changes nothing) and then tells the owner on ``user:{owner}``, as a stored event
 (so an owner who was offline finds "your video is ready" in the channel's history). A video
 that reaches ``ready`` is posted to its owner's followers' feeds (:mod:`handlers.feed`); one
-that is rejected, fails or waits for moderation never is.
+that is rejected, fails or waits for moderation never is. A video that reaches ``ready`` or
+``rejected`` is also told to an owner who is not connected by push (``Services.notifier``).
 
 A video held for review (the local backend's ``MOOSIC_MEDIA_MODERATION=hold``) is also noted in
 the review queue (:data:`REVIEW_CHANNEL`, a stored channel no client can name), which the
@@ -21,7 +22,7 @@ from typing import Annotated
 import msgspec
 import orjson
 
-from handlers.base import Context, Fanout, Feeds, Result
+from handlers.base import Context, Fanout, Feeds, Notifier, Result
 from handlers.errors import (
     INVALID_PARAMS,
     LINK_EXPIRED,
@@ -82,10 +83,17 @@ class UploadParams(msgspec.Struct, forbid_unknown_fields=False):
 class StoreLedger:
     """Video records in the store; each change pushed to the owner's ``user:`` channel."""
 
-    def __init__(self, store: Store, fanout: Fanout, feeds: Feeds | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fanout: Fanout,
+        feeds: Feeds | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._store = store
         self._fanout = fanout
         self._feeds = feeds
+        self._notifier = notifier
 
     async def get(self, video_id: str) -> VideoRef | None:
         video = await self._store.get_video(video_id)
@@ -110,7 +118,25 @@ class StoreLedger:
             await self.notify(change)
             if change.state is VideoState.READY:
                 await self.post(change.video_id)
+            if change.state in (VideoState.READY, VideoState.REJECTED):
+                await self.push(change)
         return moved
+
+    async def push(self, change: Change) -> None:
+        """Tell an owner who is not connected that their video is ready or rejected (by push,
+        decided in the background: :mod:`handlers.notify`)."""
+        if self._notifier is None:
+            return
+        ready = change.state is VideoState.READY
+        text = change.reason or ""
+        if ready:
+            try:
+                video = await self._store.get_video(change.video_id)
+                text = video.title if video is not None else ""
+            except Exception:
+                # The notification still goes, without the title.
+                log.exception("could not read video %s for its notification", change.video_id)
+        self._notifier.video(change.owner, change.video_id, ready, text)
 
     async def hold(self, change: Change) -> None:
         """Note a video waiting for review in the review queue (once per video)."""

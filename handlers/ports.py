@@ -228,11 +228,29 @@ class Mailer(Protocol):
 
 
 class Notifier(Protocol):
-    """Push notifications of stored messages (:class:`handlers.notify.OfflineNotifier`)."""
+    """Push notifications of what happens to users who are not connected
+    (:class:`handlers.notify.OfflineNotifier`). Each call queues a decision without waiting and
+    says False when nothing was queued (not for push, or the queue is full)."""
 
     def message(self, channel: str, sender: str, offset: int, data: bytes) -> bool:
-        """Queue a stored message for a decision of who is notified, without waiting; False
-        when its channel has no push (not ``dm:`` or ``group:``) or the queue is full."""
+        """A stored message: its members (mentioned ones told of the mention); only ``dm:``
+        and ``group:`` channels have push."""
+        ...
+
+    def follow(self, follower: str, followee: str) -> bool:
+        """``follower`` started following ``followee``."""
+        ...
+
+    def comment(self, owner: str, video_id: str, author: str, text: str) -> bool:
+        """A comment on ``owner``'s video (none when ``author`` is the owner)."""
+        ...
+
+    def video(self, owner: str, video_id: str, ready: bool, text: str) -> bool:
+        """The owner's video became ready (``text``: its title) or was rejected (why)."""
+        ...
+
+    def preferences_changed(self, user_id: str) -> None:
+        """The user changed their push preferences: forget what this node remembers of them."""
         ...
 
 

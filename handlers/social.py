@@ -221,6 +221,9 @@ async def comment(ctx: Context, params: CommentParams) -> Result:
         await services.hot_counts.add(video.id, comments=1)
         channel = video_channel(video.id)
         await services.fanout.publish(channel, comment_message(channel, stored.comment))
+        if services.notifier is not None:
+            # The video's owner, if not connected, is told by push.
+            services.notifier.comment(video.owner, video.id, ctx.user_id, text)
     return {**fields, "duplicate": stored.duplicate}
 
 

@@ -16,8 +16,8 @@ methods store, in the same write, so they never drift from it:
 
 Videos, likes, comments and their totals are :class:`storage.videos.VideoStore`; follows,
 blocks, posts and home feeds are :class:`storage.follows.FollowStore`; push devices are
-:class:`storage.push.DeviceStore` and the push outbox :class:`storage.push.NotificationStore`.
-:class:`Store` includes them all.
+:class:`storage.push.DeviceStore`, the push outbox :class:`storage.push.NotificationStore` and
+push preferences :class:`storage.push.PreferenceStore`. :class:`Store` includes them all.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from enum import Enum
 from typing import Protocol
 
 from storage.follows import FollowStore
-from storage.push import DeviceStore, NotificationStore
+from storage.push import DeviceStore, NotificationStore, PreferenceStore
 from storage.videos import VideoStore
 
 
@@ -320,6 +320,7 @@ class Store(
     FollowStore,
     DeviceStore,
     NotificationStore,
+    PreferenceStore,
     Protocol,
 ):
     """Everything the gateway persists, with a lifecycle."""

@@ -31,6 +31,16 @@ store so that any node drains them and a node's crash loses none.
   claimed stay pending when it completes (what was sent is subtracted).
 - **A cap per user and window**: :meth:`NotificationStore.take_push_slot` counts sends per user
   and minute, across nodes.
+
+:class:`PreferenceStore` keeps what each user wants to be told of (:class:`PushPreferences`):
+the kinds turned off, quiet hours, and muted conversations.
+
+- **Settings are replaced whole** (:meth:`PreferenceStore.set_push_preferences`): the kinds off
+  and the quiet hours are one record, the last write wins.
+- **Mutes are one per (user, conversation)**, each with an optional end; muting again moves the
+  end. **Bounded per user**: a new mute for a user with ``limit`` mutes (ended ones do not
+  count: they are deleted by the next mute) is refused. On DynamoDB the count and the write are
+  two calls, so concurrent mutes of one user may pass the bound together.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 PLATFORMS = ("apns", "fcm")
+PUSH_KINDS = ("message", "mention", "follow", "comment", "video")
+"""What a user may turn off, one switch each (``video``: their video ready or rejected)."""
 
 
 def token_key(platform: str, token: str) -> str:
@@ -172,4 +184,59 @@ class NotificationStore(Protocol):
     async def take_push_slot(self, user_id: str, window: int, cap: int) -> bool:
         """Count one send to the user in ``window`` (a number: the minute); False, counting
         nothing, when ``cap`` were counted in it already."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A daily window of local time in which notifications wait (``start`` == ``end`` never)."""
+
+    start: int
+    """Minutes after local midnight (0 to 1439) when it starts."""
+    end: int
+    """Minutes after local midnight when it ends; before ``start``: it crosses midnight."""
+    zone: str
+    """An IANA time zone (``Europe/Paris``) or a fixed offset from UTC (``+05:30``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    conversation: str
+    """The channel muted (``dm:…`` or ``group:…``)."""
+    until: int | None
+    """Milliseconds since the epoch when it ends; None: until unmuted."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushPreferences:
+    """What a user wants to be told of by push; the default: everything, at any time."""
+
+    kinds_off: frozenset[str] = frozenset()
+    """Kinds (:data:`PUSH_KINDS`) the user turned off."""
+    quiet: QuietHours | None = None
+    mutes: tuple[Mute, ...] = ()
+    """In conversation order; ended ones may still be listed (until the next mute)."""
+
+
+class PreferenceStore(Protocol):
+    async def get_push_preferences(self, user_id: str) -> PushPreferences:
+        """The user's preferences (the default record when they never set any)."""
+        ...
+
+    async def set_push_preferences(
+        self, user_id: str, *, kinds_off: frozenset[str], quiet: QuietHours | None
+    ) -> None:
+        """Replace the user's kinds off and quiet hours (their mutes stay)."""
+        ...
+
+    async def mute_conversation(
+        self, user_id: str, conversation: str, until: int | None, *, now: int, limit: int
+    ) -> bool:
+        """Mute the conversation until ``until`` (None: for good), or move an existing mute's
+        end; mutes ended at ``now`` are deleted first. False, changing nothing, when the user
+        has ``limit`` mutes and this conversation is not one of them."""
+        ...
+
+    async def unmute_conversation(self, user_id: str, conversation: str) -> bool:
+        """Remove the user's mute of the conversation; False when there was none."""
         ...

@@ -112,6 +112,9 @@ DEFAULT_RULES: dict[str, Rule] = {
     "block": Rule(100, 3600),
     "reshare": Rule(30, 60),
     "track": Rule(120, 60),
+    "set_notification_settings": Rule(60, 60),
+    "mute_conversation": Rule(120, 60),
+    "unmute_conversation": Rule(120, 60),
 }
 """The limits in force unless ``MOOSIC_RATE_LIMITS`` says otherwise (see docs/security.md)."""
 

@@ -14,6 +14,7 @@ Map of the package:
 - ``social``: videos, likes, comments and shares (ETag, Cache-Control, 304).
 - ``follows``: follows, blocks, the home feed and re-shares.
 - ``devices``: push devices (register, list, delete).
+- ``notifications``: push preferences (kinds, quiet hours) and conversation mutes.
 - ``media``: the media backend's lifecycle and the upload and playback routes.
 - ``server_api``: the server API for trusted back ends (``/server/v1``, API keys, audit) and
   its admin page (files in ``admin/``).

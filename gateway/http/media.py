@@ -115,7 +115,8 @@ def setup(app: web.Application) -> None:
 
 async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     backend = build_media(
-        app[SETTINGS], media_ops.StoreLedger(app[STORE], app[HUB], app[SERVICES].feeds)
+        app[SETTINGS],
+        media_ops.StoreLedger(app[STORE], app[HUB], app[SERVICES].feeds, app[SERVICES].notifier),
     )
     await backend.start()
     app[MEDIA] = backend

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.http import devices, follows, media, rest, social
+from gateway.http import devices, follows, media, notifications, rest, social
 from gateway.http.routes import INTEGER, JSON, STRING, Route, RouteTable, ref
 from gateway.keys import SETTINGS
 from gateway.settings import Settings
@@ -75,6 +75,7 @@ TABLES: tuple[RouteTable, ...] = (
     social.ROUTES,
     follows.ROUTES,
     devices.ROUTES,
+    notifications.ROUTES,
     media.ROUTES,
     ROUTES,
 )

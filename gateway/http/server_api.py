@@ -345,7 +345,9 @@ async def moderation(request: web.Request) -> web.Response:
     body = await read_body(request, ModerationBody)
     audit(request, index, "moderation", video_id=video_id, decision=body.decision)
     services = request.app[SERVICES]
-    ledger = media_ops.StoreLedger(services.store, services.fanout, services.feeds)
+    ledger = media_ops.StoreLedger(
+        services.store, services.fanout, services.feeds, services.notifier
+    )
     result = await media_ops.decide(
         services.store, ledger, video_id, body.decision == "approve", body.reason
     )

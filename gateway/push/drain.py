@@ -5,13 +5,18 @@ Every node runs one :class:`Drainer`. Each round it claims up to ``batch`` due n
 handles them concurrently, and polls again at once when the batch was full, else after
 ``poll`` seconds. A claimed notification is, in order:
 
-1. **given up** when older than ``max_age`` (its first message; nobody wants a day-old ping);
-2. **completed unsent** when its user has a live socket on some node now (they came back since
+1. **given up** when older than ``max_age`` (from its first event, or from the end of the quiet
+   hours it waited through; nobody wants a day-old ping);
+2. **completed unsent** when its user's preferences (read fresh, one read per user and round)
+   no longer want it (the kind turned off or the conversation muted since the decision);
+3. **held to the end of quiet hours** when its user is in them: released, due then, still
+   folding events in;
+4. **completed unsent** when its user has a live socket on some node now (they came back since
    the decision and see the messages in the app) or has no device;
-3. **held** when its user was sent ``per_minute`` notifications this minute (across nodes,
+5. **held** when its user was sent ``per_minute`` notifications this minute (across nodes,
    :meth:`~storage.push.NotificationStore.take_push_slot`): released, due at the next minute,
    still folding messages in;
-4. **sent** to each of the user's devices at once (one device's error does not stop the
+6. **sent** to each of the user's devices at once (one device's error does not stop the
    others). A device send that ``FAILED`` is tried ``DEVICE_TRIES`` times in all, after
    ``DEVICE_BACKOFF`` seconds doubled each time; a ``GONE`` device is deleted. One device sent
    completes the notification (messages folded in meanwhile stay pending, due after ``delay``).
@@ -38,9 +43,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.push.sink import Delivery, Push, PushSink, Verdict
+from handlers.notify import (
+    COMMENT,
+    FOLLOW,
+    MENTION,
+    SYSTEM,
+    VIDEO_READY,
+    VIDEO_REJECTED,
+    kind_of,
+    wanted,
+)
 from handlers.ports import PresenceView
+from handlers.preferences import held_until, last_quiet_end
 from storage.base import Store
-from storage.push import Device, Notification
+from storage.push import Device, Notification, PushPreferences
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +89,35 @@ class DrainStats:
     """Notifications given up after ``retries`` failed attempts."""
     expired: int = 0
     """Notifications given up because they were older than ``max_age``."""
+    suppressed: int = 0
+    """Notifications completed unsent because their user turned the kind off or muted the
+    conversation since the decision."""
+    quiet: int = 0
+    """Notifications held to the end of their user's quiet hours."""
     errors: int = 0
     """Rounds or notifications that stopped on an unexpected error (logged)."""
 
 
 def _title(count: int, sender_name: str, conversation: str) -> str:
-    place = "a group" if conversation.startswith("group:") else None
+    """A notification's title, by its kind (``docs/notifications.md``, "What a notification
+    says")."""
+    kind = kind_of(conversation)
+    if kind == FOLLOW:
+        return f"{sender_name} followed you" if count == 1 else f"{count} new followers"
+    if kind == COMMENT:
+        if count == 1:
+            return f"{sender_name} commented on your video"
+        return f"{count} new comments on your video"
+    if kind == VIDEO_READY:
+        return "Your video is ready"
+    if kind == VIDEO_REJECTED:
+        return "Your video was rejected"
+    channel = conversation.removeprefix(f"{MENTION}:")
+    place = "a group" if channel.startswith("group:") else None
+    if kind == MENTION:
+        if count == 1:
+            return f"{sender_name} mentioned you" + (f" in {place}" if place else "")
+        return f"{count} mentions" + (f" in {place}" if place else f" from {sender_name}")
     if count == 1:
         return f"{sender_name}" if place is None else f"{sender_name} in {place}"
     return f"{count} new messages" + (f" in {place}" if place else f" from {sender_name}")
@@ -158,26 +197,52 @@ class Drainer:
         )
         self.stats.claimed += len(claimed)
         online: set[str] = set()
+        users = list({n.user_id: None for n in claimed})
         if claimed and self._presence is not None:
-            statuses = await self._presence.statuses(list({n.user_id for n in claimed}))
+            statuses = await self._presence.statuses(users)
             online = {user for user, status in statuses.items() if status.online}
-        await asyncio.gather(*(self._guarded(n, n.user_id in online) for n in claimed))
+        read = await asyncio.gather(*(self._store.get_push_preferences(u) for u in users))
+        preferences = dict(zip(users, read, strict=True))
+        await asyncio.gather(
+            *(self._guarded(n, n.user_id in online, preferences[n.user_id]) for n in claimed)
+        )
         return len(claimed)
 
-    async def _guarded(self, notification: Notification, online: bool) -> None:
+    async def _guarded(
+        self, notification: Notification, online: bool, preferences: PushPreferences
+    ) -> None:
         try:
-            await self._handle(notification, online)
+            await self._handle(notification, online, preferences)
         except Exception:
             # Left leased: claimed again when the lease ends.
             self.stats.errors += 1
             log.exception("push notification for a user failed; retried after its lease")
 
-    async def _handle(self, n: Notification, online: bool = False) -> None:
+    async def _handle(
+        self,
+        n: Notification,
+        online: bool = False,
+        preferences: PushPreferences | None = None,
+    ) -> None:
         store = self._store
         now = self._now()
-        if now - n.first_at > self._max_age_ms:
+        preferences = preferences or PushPreferences()
+        since = n.first_at
+        if preferences.quiet is not None:
+            # Held through quiet hours: it ages from their end, not from its first event.
+            since = max(since, last_quiet_end(preferences.quiet, now))
+        if now - since > self._max_age_ms:
             self.stats.expired += 1
             await store.complete_notification(n, due_at=now + self._delay_ms)
+            return
+        if not wanted(preferences, n.conversation, now):
+            self.stats.suppressed += 1
+            await store.complete_notification(n, due_at=now + self._delay_ms)
+            return
+        quiet_end = held_until(preferences, now)
+        if quiet_end is not None:
+            self.stats.quiet += 1
+            await store.release_notification(n, due_at=quiet_end, failed=False)
             return
         if online:
             self.stats.online += 1
@@ -213,10 +278,12 @@ class Drainer:
         await store.release_notification(n, due_at=now + int(delay * 1000), failed=True)
 
     async def _render(self, n: Notification) -> Push:
-        user = await self._store.get_user(n.sender)
-        name = user.username if user is not None else n.sender
+        name = ""
+        if n.sender != SYSTEM:
+            user = await self._store.get_user(n.sender)
+            name = user.username if user is not None else n.sender
         return Push(
-            kind="message",
+            kind=kind_of(n.conversation),
             user_id=n.user_id,
             conversation=n.conversation,
             count=n.count,

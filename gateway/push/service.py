@@ -89,4 +89,9 @@ def build(
     metrics.counters["push_failed"] = lambda: drained.failed
     metrics.counters["push_expired"] = lambda: drained.expired
     metrics.counters["push_errors"] = lambda: drained.errors
+    metrics.counters["push_mentions_decided"] = lambda: decided.mentions
+    metrics.counters["push_recipients_suppressed"] = lambda: decided.suppressed
+    metrics.counters["push_held_for_quiet_hours"] = lambda: decided.held
+    metrics.counters["push_suppressed_when_due"] = lambda: drained.suppressed
+    metrics.counters["push_quiet_when_due"] = lambda: drained.quiet
     return notifier, drainer

@@ -37,12 +37,15 @@ class Push:
     """One notification, rendered once for all of a user's devices."""
 
     kind: str
-    """What it is (``message``)."""
+    """What it is: ``message``, ``mention``, ``follow``, ``comment``, ``video_ready``,
+    ``video_rejected``."""
     user_id: str
     conversation: str
+    """The notification's key: a message's channel, else ``{kind}:…`` (``mention:{channel}``,
+    ``follow:{user}``, ``comment:{video}``, ``video_ready:{video}``, ``video_rejected:{video}``)."""
     count: int
     sender: str
-    """The sender's user id."""
+    """The sender's user id (``system`` for a video's news)."""
     sender_name: str
     title: str
     body: str

@@ -16,6 +16,7 @@ Map of the package:
 - ``follows``: the ``follows`` table (the follow graph, blocks, feeds).
 - ``devices``: push devices, in the ``follows`` table (``dv#`` and ``dk#`` items).
 - ``outbox``: the push outbox and per-user send caps, in the ``follows`` table (``ob#``, ``pc#``).
+- ``preferences``: push preferences and conversation mutes, in the ``follows`` table (``np#``).
 - ``store``: :class:`DynamoDBStore`, the :class:`storage.base.Store` made of the aggregates.
 - ``__main__``: ``python -m storage.dynamodb create-tables`` for development.
 

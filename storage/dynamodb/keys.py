@@ -25,7 +25,9 @@ collide, and user-controlled parts sit where each key decodes one way only:
   user's push devices, sort key = device id) and ``dk#{token_key}`` (a push token's owner: the
   user and device id; sort key :data:`DEVICE_TOKEN_SK`), ``ob#{shard}`` (the push outbox,
   sort key ``{user}#{conversation}``, spread over :data:`OUTBOX_SHARDS` partitions by user) and
-  ``pc#{user}`` (sends per minute, sort key = the minute, TTL ``purge_at``).
+  ``pc#{user}`` (sends per minute, sort key = the minute, TTL ``purge_at``), ``np#{user}``
+  (push preferences: sort key :data:`PREFERENCES_SK` for the settings, ``m#{conversation}``
+  for each mute, so one query reads them all).
 """
 
 from __future__ import annotations
@@ -324,3 +326,16 @@ def outbox_sk(user_id: str, conversation: str) -> str:
 def push_cap_pk(user_id: str) -> str:
     """The user's sends per minute; sort key = the minute."""
     return f"pc#{user_id}"
+
+
+PREFERENCES_SK = "settings"
+"""Sort key of a user's push settings under :func:`push_preferences_pk` (mutes are ``m#…``)."""
+
+
+def push_preferences_pk(user_id: str) -> str:
+    """The user's push settings and conversation mutes (follows table)."""
+    return f"np#{user_id}"
+
+
+def mute_sk(conversation: str) -> str:
+    return f"m#{conversation}"

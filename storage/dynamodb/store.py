@@ -1,7 +1,7 @@
 """The DynamoDB backend of :class:`storage.base.Store`, on aioboto3, with optional DAX reads.
 
 :class:`DynamoDBStore` is its aggregates (messages and channels, conversations, accounts and
-refresh tokens, groups, videos and likes, follows and feeds, push devices and the push outbox), each a class on
+refresh tokens, groups, videos and likes, follows and feeds, push devices, the push outbox and push preferences), each a class on
 :class:`storage.dynamodb.base.DynamoDBBase`, which owns the client, the tables, retries and DAX.
 
 ``docs/storage.md`` has the table design, the cost of each operation and the consistency of
@@ -17,6 +17,7 @@ from storage.dynamodb.follows import DynamoDBFollows
 from storage.dynamodb.groups import DynamoDBGroups
 from storage.dynamodb.messages import DynamoDBMessages
 from storage.dynamodb.outbox import DynamoDBOutbox
+from storage.dynamodb.preferences import DynamoDBPreferences
 from storage.dynamodb.videos import DynamoDBVideos
 
 
@@ -29,6 +30,7 @@ class DynamoDBStore(
     DynamoDBFollows,
     DynamoDBDevices,
     DynamoDBOutbox,
+    DynamoDBPreferences,
 ):
     """:class:`storage.base.Store` on DynamoDB tables named ``{table_prefix}{table}``.
 

@@ -13,6 +13,7 @@ Map of the package:
 - ``follows``: follows, blocks, posts and home feeds.
 - ``devices``: push devices (one row per token, bounded per user).
 - ``outbox``: the push outbox (pending notifications, leases) and the per-user send caps.
+- ``preferences``: push preferences (kinds off, quiet hours) and conversation mutes.
 - ``commit``: group commit, the queue that writes appends and likes in batches.
 - ``health``: whether the store can keep writes (its files, its errors), and the checks before
   it opens.

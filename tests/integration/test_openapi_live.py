@@ -7,13 +7,16 @@ is checked to be exactly as strict as the server: a request it calls valid is no
 400 (``positive_data_acceptance``), one it calls invalid is refused (``negative_data_rejection``).
 Examples per operation are bounded and derandomized, so the run is short and the same every time.
 
-Two rules a JSON Schema cannot say are applied to generated valid requests here, and written in
-the document's descriptions: a DM channel's two user ids are different and sorted, and a logout
-without a refresh token needs an access token that has a session (each gets a fresh one).
+Rules a JSON Schema cannot say are applied to generated valid requests here, and written in
+the document's descriptions: a DM channel's two user ids are different and sorted, a logout
+without a refresh token needs an access token that has a session (each gets a fresh one), a
+mute's ``until`` is in the future (at most 366 days ahead), and quiet hours start and end at
+different times.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,11 @@ def as_the_server_reads(case: Any) -> None:
     if isinstance(case.body, dict):
         if "channel" in case.body:
             case.body["channel"] = canonical_dm(case.body["channel"])
+        if isinstance(case.body.get("until"), int):
+            case.body["until"] = int(time.time() * 1000) + 3_600_000
+        quiet = case.body.get("quiet_hours")
+        if isinstance(quiet, dict) and quiet.get("start") == quiet.get("end"):
+            quiet["end"] = "00:00" if quiet["start"] != "00:00" else "00:01"
         for name, value in case.body.items():
             # JSON Schema counts 16.0 as an integer; the server wants integers written as such.
             if isinstance(value, float) and value.is_integer():

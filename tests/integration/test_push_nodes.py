@@ -253,3 +253,42 @@ async def test_on_the_dynamodb_store_an_offline_member_gets_one_notification(
         await say(http, b, ann, channel, "four")
         lines = await until(lambda: len(sent(tmp_path / "push")) == 2 and sent(tmp_path / "push"))
         assert (lines[1]["count"], lines[1]["body"]) == (1, "four")
+
+
+async def test_a_follow_notifies_only_who_is_offline_on_every_node(
+    shared_redis: SharedRedis, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    env = node_env(shared_redis, tmp_path, MOOSIC_PUSH_DELAY="1", MOOSIC_PUSH_POLL="0.1")
+    with running_nodes(env, tmp_path) as (a, b):
+        ann = await register(http, "ann", base=a.base_url)
+        bob = await register(http, "bob", base=b.base_url)
+        cid = await register(http, "cid", base=a.base_url)
+        await device(http, b, bob)
+        cid_device = await device(http, b, cid)
+        bob_on_b = await WsClient.connect(http, bob["access_token"], url=b.base_url + "/ws")
+        await bob_on_b.result("ping")
+        ann_on_a = await WsClient.connect(http, ann["access_token"], url=a.base_url + "/ws")
+        async with asyncio.timeout(TIMEOUT):  # node a sees bob online (presence in Redis)
+            while not (await ann_on_a.result("watch_presence", users=[bob["user_id"]]))["users"][
+                bob["user_id"]
+            ]["online"]:
+                await asyncio.sleep(0.05)
+
+        # Through node a: bob is connected to node b, cid to none.
+        for user in (bob, cid):
+            async with http.put(
+                f"{a.base_url}/v1/users/{user['user_id']}/follow", headers=bearer(ann)
+            ) as r:
+                assert r.status == 200
+
+        (line,) = await until(lambda: sent(tmp_path / "push"))
+        assert (line["user_id"], line["device_id"]) == (cid["user_id"], cid_device)
+        assert (line["kind"], line["conversation"], line["title"]) == (
+            "follow",
+            f"follow:{cid['user_id']}",
+            "ann followed you",
+        )
+        await until(lambda: outbox(tmp_path) == [])
+        assert [x["user_id"] for x in sent(tmp_path / "push")] == [cid["user_id"]]
+        await bob_on_b.ws.close()
+        await ann_on_a.ws.close()

@@ -25,6 +25,7 @@ from storage.base import (
 )
 from storage.errors import Conflict, NotFound
 from storage.follows import FeedItem, FollowCounts
+from storage.push import Mute, PushPreferences, QuietHours
 from storage.videos import VideoCounts, VideoStatus
 from tests.storage.conftest import MakeStore
 
@@ -1284,3 +1285,46 @@ async def test_push_slots_are_capped_per_user_and_window(make_store: MakeStore) 
     assert sorted(taken) == [False, False, False, True, True, True]
     assert await node_a.take_push_slot("cid", 100, 3)
     assert await node_a.take_push_slot("bob", 101, 3)
+
+
+async def test_push_preferences_default_to_everything_and_are_replaced_whole(
+    make_store: MakeStore,
+) -> None:
+    node_a, node_b = await make_store(), await make_store()
+    assert await node_a.get_push_preferences("bob") == PushPreferences()
+    quiet = QuietHours(start=22 * 60, end=7 * 60, zone="Europe/Paris")
+    await node_a.set_push_preferences(
+        "bob", kinds_off=frozenset({"follow", "comment"}), quiet=quiet
+    )
+    found = await node_b.get_push_preferences("bob")
+    assert (found.kinds_off, found.quiet, found.mutes) == (
+        frozenset({"follow", "comment"}),
+        quiet,
+        (),
+    )
+    await node_b.set_push_preferences("bob", kinds_off=frozenset(), quiet=None)
+    assert await node_a.get_push_preferences("bob") == PushPreferences()
+    assert await node_a.get_push_preferences("cid") == PushPreferences()
+
+
+async def test_mutes_are_one_per_conversation_and_bounded_per_user(store: Store) -> None:
+    assert await store.mute_conversation("bob", "group:B", None, now=1000, limit=2)
+    assert await store.mute_conversation("bob", "dm:a:bob", 5000, now=1000, limit=2)
+    # Muting again moves the end, at the bound too.
+    assert await store.mute_conversation("bob", "dm:a:bob", 9000, now=1000, limit=2)
+    assert not await store.mute_conversation("bob", "group:C", None, now=1000, limit=2)
+    assert await store.mute_conversation("cid", "group:C", None, now=1000, limit=2)
+    found = await store.get_push_preferences("bob")
+    assert found.mutes == (Mute("dm:a:bob", 9000), Mute("group:B", None))
+    # Settings leave mutes alone.
+    await store.set_push_preferences("bob", kinds_off=frozenset({"message"}), quiet=None)
+    assert (await store.get_push_preferences("bob")).mutes == found.mutes
+    # An ended mute no longer counts against the bound: the next mute deletes it.
+    assert await store.mute_conversation("bob", "group:C", 20_000, now=10_000, limit=2)
+    found = await store.get_push_preferences("bob")
+    assert found.mutes == (Mute("group:B", None), Mute("group:C", 20_000))
+    assert found.kinds_off == frozenset({"message"})
+    assert await store.unmute_conversation("bob", "group:B")
+    assert not await store.unmute_conversation("bob", "group:B")
+    assert (await store.get_push_preferences("bob")).mutes == (Mute("group:C", 20_000),)
+    assert (await store.get_push_preferences("cid")).mutes == (Mute("group:C", None),)

@@ -15,6 +15,7 @@ from gateway.http.openapi import document
 from gateway.settings import Settings
 from handlers.channels import CHANNEL_PATTERN, ID_PATTERN, MAX_CHANNEL_LENGTH, parse_channel
 from handlers.errors import ALL_KINDS, OpError
+from handlers.preferences import zone_of
 from media.keys import CONTENT_TYPES
 from storage import ids
 
@@ -176,3 +177,49 @@ def test_the_dm_order_is_the_one_rule_the_channel_pattern_leaves_to_the_descript
         with pytest.raises(OpError):
             parse_channel(name)
     assert "sorted" in parameter["schema"]["description"]
+
+
+def test_every_reference_names_a_component() -> None:
+    """A nested params struct documented as msgspec names it (``KindSwitches``) would be a
+    reference to nothing; every one must resolve in ``components``."""
+    doc = document(SETTINGS)
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                found.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    names = {f"#/components/schemas/{name}" for name in doc["components"]["schemas"]}
+    assert found
+    assert sorted(set(found) - names) == []
+
+
+@pytest.mark.parametrize(
+    ("zone", "valid"),
+    [
+        ("Europe/Paris", True),
+        ("+05:30", True),
+        ("-14:00", True),
+        ("+14:30", False),
+        ("Mars/Base", False),
+    ],
+)
+def test_quiet_hours_take_the_zones_the_server_knows(zone: str, valid: bool) -> None:
+    body = _operation("/v1/notifications/settings", "put")["requestBody"]
+    quiet = body["content"]["application/json"]["schema"]["properties"]["quiet_hours"]
+    (hours, _null) = quiet["anyOf"]
+    names, offset = hours["properties"]["timezone"]["anyOf"]
+    documented = zone in names["enum"] or re.match(offset["pattern"], zone) is not None
+    try:
+        zone_of(zone)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert documented == accepted == valid

@@ -40,6 +40,16 @@ def test_a_long_text_is_cut_with_an_ellipsis() -> None:
         (4, "dm:a:b", "4 new messages from ann"),
         (1, "group:g", "ann in a group"),
         (2, "group:g", "2 new messages in a group"),
+        (1, "mention:dm:a:b", "ann mentioned you"),
+        (1, "mention:group:g", "ann mentioned you in a group"),
+        (3, "mention:dm:a:b", "3 mentions from ann"),
+        (3, "mention:group:g", "3 mentions in a group"),
+        (1, "follow:u", "ann followed you"),
+        (3, "follow:u", "3 new followers"),
+        (1, "comment:V", "ann commented on your video"),
+        (5, "comment:V", "5 new comments on your video"),
+        (1, "video_ready:V", "Your video is ready"),
+        (1, "video_rejected:V", "Your video was rejected"),
     ],
 )
 def test_titles(count: int, conversation: str, title: str) -> None:
