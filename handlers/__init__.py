@@ -10,6 +10,7 @@ Map of the package:
   (event, presence, join/leave, typing, read, comment, feed, counts, unsubscribed).
 - ``channels``: channel names and who may read or write them.
 - ``chat``: subscribe, unsubscribe, publish, history, events (long poll), ping.
+- ``regions``: which region is a channel's home (the one that orders it), read from names.
 - ``groups``: group conversations and their members.
 - ``receipts``: read positions with their pushes, and the conversation list with unread counts.
 - ``auth`` and ``passwords``: accounts, refresh-token rotation, logout, ``auth`` (a fresh token
