@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import cast
 
 from aiohttp import web
 
@@ -43,11 +44,13 @@ from gateway.http.security import add_security_headers, rest_limits
 from gateway.keys import (
     FEEDS,
     GATE,
+    HOME_LINKS,
     HUB,
     LIMITER,
     METRICS,
     METRICS_REGISTRY,
     REGISTRY,
+    RELAY,
     REVOCATIONS,
     SERVICES,
     SETTINGS,
@@ -59,6 +62,9 @@ from gateway.mail import service as mail_service
 from gateway.mail.service import MAIL
 from gateway.metrics import Metrics, registry_for
 from gateway.push import service as push_service
+from gateway.regions.forward import Forwarder
+from gateway.regions.home import HomeLinks
+from gateway.regions.relay import RegionalBroker, Relay, ReplicaStore
 from gateway.settings import Settings
 from gateway.timed_store import timed_store
 from gateway.ws.connection import Connection, WsNode
@@ -69,6 +75,7 @@ from handlers.cache import TtlCache
 from handlers.events import track_operation
 from handlers.feed import FeedFanout
 from handlers.passwords import ScryptHasher
+from handlers.regions import RegionPlan, id_tag
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
 from storage.redis.client import RedisClient
@@ -126,6 +133,9 @@ def create_app(settings: Settings) -> web.Application:
         )
         app.cleanup_ctx.append(partial(_emf_ctx, emf))
     app.on_shutdown.append(_close_websockets)
+    if settings.regions:
+        app[HOME_LINKS] = HomeLinks(max_channels=settings.region_relay_channels)
+        app.on_shutdown.append(_close_region_links)
     mount(app.router, openapi.TABLES)  # every route, /ws included (gateway.http.routes)
     media.setup(app)  # its cleanup context runs after the services'
     server_api.setup(app)  # /server/v1/*: trusted back ends and the admin page
@@ -141,6 +151,18 @@ async def _emf_ctx(emf: EmfWriter, app: web.Application) -> AsyncIterator[None]:
 
 def _country_of(ctx: Context) -> str | None:
     return ctx.country  # the country gate's reading, kept by the connection (or the request)
+
+
+def region_plan(settings: Settings) -> RegionPlan | None:
+    """Every region, this one and the rooms' home (docs/regions.md); None: one region."""
+    if not settings.regions:
+        return None
+    names = tuple(name for name, _url in settings.regions)
+    return RegionPlan(settings.region, names, settings.region_rooms or names[0])
+
+
+async def _close_region_links(app: web.Application) -> None:
+    await app[HOME_LINKS].close()
 
 
 def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:
@@ -227,6 +249,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             table_prefix=settings.dynamodb_table_prefix,
             dax_endpoint=settings.dax_endpoint,
         ),
+        id_tag=id_tag(settings.region) if settings.regions else "",
     )
     await store.open()
     app[STORE] = timed_store(store, app[METRICS].family("store_latency"), settings.store)
@@ -240,19 +263,50 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
+    broker = _broker(settings, metrics, redis)
+    relay = _relay(app, settings, metrics)
     hub = Hub(
-        _broker(settings, metrics, redis),
+        broker if relay is None else RegionalBroker(broker, relay),
         metrics,
         max_watchers=settings.max_longpolls,
         heartbeat=settings.ws_heartbeat,
     )
+    if relay is not None:
+        relay.publish = hub.publish  # relayed events enter the fan-out as local ones do
+        await relay.start()
     await hub.start()
     app[HUB] = hub
     metrics.gauges["ws_connections"] = lambda: hub.member_count
     metrics.gauges["channels"] = lambda: hub.channel_count
     metrics.gauges["ws_outbound_buffered_bytes"] = hub.buffered_bytes
     yield
+    if relay is not None:
+        await relay.close()  # no relayed event enters a closing hub
     await hub.close()
+
+
+def _relay(app: web.Application, settings: Settings, metrics: Metrics) -> Relay | None:
+    """The relay of remote-home channels, its figures in ``/metrics``; None: one region."""
+    plan = region_plan(settings)
+    if plan is None:
+        return None
+    relay = Relay(
+        plan,
+        dict(settings.regions),
+        settings.region_link_key,
+        cast(ReplicaStore, app[STORE]),  # SQLite's replicate (settings refuse other stores)
+        timeout=settings.region_timeout,
+        max_channels=settings.region_relay_channels,
+    )
+    app[RELAY] = relay
+    stats = relay.stats
+    metrics.counters["region_follows"] = lambda: stats.follows
+    metrics.counters["region_follows_refused"] = lambda: stats.follows_refused
+    metrics.counters["region_events_relayed"] = lambda: stats.relayed
+    metrics.counters["region_link_connects"] = lambda: stats.connects
+    metrics.counters["region_link_failures"] = lambda: stats.link_failures
+    metrics.gauges["region_channels_followed"] = lambda: relay.following
+    return relay
 
 
 async def _services_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
@@ -307,6 +361,17 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     )
     app[FEEDS] = feeds
     notifier, drainer = push_service.build(settings, app[STORE], presence, app[METRICS])
+    forwarder = None
+    if settings.regions:
+        forwarder = Forwarder(
+            dict(settings.regions),
+            settings.region_link_key,
+            timeout=settings.region_timeout,
+            concurrency=settings.region_forward_concurrency,
+        )
+        await forwarder.start()
+        app[METRICS].counters["region_publishes_forwarded"] = lambda: forwarder.forwarded
+        app[METRICS].counters["region_forwards_failed"] = lambda: forwarder.failed
     app[SERVICES] = Services(
         store=app[STORE],
         fanout=app[HUB],
@@ -338,6 +403,8 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         mailer=app[MAIL],
         notifier=notifier,
         observe_op=app[METRICS].family("op_latency").observe,
+        regions=region_plan(settings),
+        forwarder=forwarder,
     )
     app[HUB].backfill = partial(chat.backfill, app[SERVICES])
     counters = app[SERVICES].counters
@@ -382,6 +449,8 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     await drainer.close()  # the round under way finishes; what is left stays in the outbox
     await tally.close()  # views and watch time summed so far go to the hot counters
     await hot_counts.close()  # the last flush: a clean stop loses no counted change
+    if forwarder is not None:
+        await forwarder.close()
 
 
 def _close_session(hub: Hub, session_id: str, user_id: str) -> None:

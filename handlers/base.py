@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
@@ -22,6 +22,7 @@ from handlers.errors import FORBIDDEN, OpError
 from handlers.ports import (
     Fanout,
     Feeds,
+    HomeForwarder,
     HotCounts,
     Identity,
     Mailer,
@@ -40,11 +41,15 @@ from handlers.ports import (
 from storage.base import Store
 from storage.videos import Video
 
+if TYPE_CHECKING:
+    from handlers.regions import RegionPlan  # it reads channel names (handlers.channels)
+
 __all__ = [
     "Context",
     "Counters",
     "Fanout",
     "Feeds",
+    "HomeForwarder",
     "HotCounts",
     "Identity",
     "Limits",
@@ -204,6 +209,10 @@ class Services:
     observe_op: Callable[[float, str], None] | None = None
     """Called with (seconds, op name) after every op call, failed ones too (the gateway's
     ``moosic_op_latency_seconds``); None: not measured."""
+    regions: RegionPlan | None = None
+    """Every region and this one (docs/regions.md); None: one region, every channel is local."""
+    forwarder: HomeForwarder | None = None
+    """Where publishes to a channel homed in another region go (with ``regions``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Annotated
 import msgspec
 import orjson
 
+from handlers import channels
 from handlers.base import Context, Params, Result, Services, operation
 from handlers.channels import authorize_read, authorize_write, parse_channel
 from handlers.errors import (
@@ -197,7 +198,24 @@ async def publish(ctx: Context, params: PublishParams) -> Result:
     await authorize_write(ctx, channel)
     services = ctx.services
     body = message_body(params.data, services.limits.max_message_bytes)
-    return await post(services, channel.name, ctx.user_id, body, params.client_msg_id)
+    return await post_at_home(services, channel, ctx.user_id, body, params.client_msg_id)
+
+
+async def post_at_home(
+    services: Services,
+    channel: channels.Channel,
+    sender: str,
+    body: bytes,
+    client_msg_id: str | None,
+) -> Result:
+    """:func:`post` in the region that orders the channel: here, or forwarded to its home
+    (docs/regions.md), whose answer (its offset) is the sender's."""
+    plan = services.regions
+    if plan is not None and services.forwarder is not None:
+        home = plan.remote_home(channel)
+        if home is not None:
+            return await services.forwarder.publish(home, channel.name, sender, body, client_msg_id)
+    return await post(services, channel.name, sender, body, client_msg_id)
 
 
 async def post(
@@ -205,7 +223,8 @@ async def post(
 ) -> Result:
     """Store a checked message body from ``sender``, then fan it out: ``publish``'s answer.
 
-    ``publish`` and the server API's publish as ``system`` both come through here.
+    ``publish`` and the server API's publish as ``system`` both come through here (through
+    :func:`post_at_home`), and so do publishes another region forwarded to this one.
     """
     stored = await services.store.append(channel, sender, body, client_msg_id)
     message = stored.message

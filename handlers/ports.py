@@ -3,7 +3,7 @@
 Handlers depend on these shapes, never on the gateway classes that implement them: the hub
 (:class:`Fanout`, :class:`Session`), presence (:class:`PresenceView`), the hot counters
 (:class:`HotCounts`), tokens, revocations, rate limits, password hashing, the feed fan-out, mail (:class:`Mailer`) and push
-(:class:`Notifier`).
+(:class:`Notifier`), and publishes forwarded to another region (:class:`HomeForwarder`).
 The gateway's implementations import their values (:class:`Recent`, :class:`UserStatus`,
 :class:`Identity`) from here, so nothing below the gateway reaches up to it.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from storage.follows import FeedItem
 from storage.videos import Video, VideoCounts
@@ -238,6 +238,18 @@ class Notifier(Protocol):
     def message(self, channel: str, sender: str, offset: int, data: bytes) -> bool:
         """Queue a stored message for a decision of who is notified, without waiting; False
         when its channel has no push (not ``dm:`` or ``group:``) or the queue is full."""
+        ...
+
+
+class HomeForwarder(Protocol):
+    """Publishes sent to the channel's home region (``gateway.regions.forward``)."""
+
+    async def publish(
+        self, home: str, channel: str, sender: str, body: bytes, client_msg_id: str | None
+    ) -> dict[str, Any]:
+        """Have ``home`` store and fan out the message; return its answer (``post``'s shape,
+        with the home's offset). Raises ``unavailable`` when the home cannot be reached in
+        time, or the home's own error."""
         ...
 
 
