@@ -164,6 +164,7 @@ async def test_a_cut_link_loses_and_doubles_nothing(
         )
 
     await regions.cut()
+    await asyncio.sleep(3)  # a few seconds cut: the relay abroad retries meanwhile
     # The home region goes on; abroad, a publish to the remote-home channel is refused, retryable.
     for n in range(5, 10):
         acked.append(
@@ -218,3 +219,46 @@ async def test_a_first_subscriber_abroad_starts_at_the_homes_position(
         f"{regions[away].node.base_url}/v1/channels/{dm}/messages", headers=bearer(abroad)
     ) as response:
         assert [m["offset"] for m in (await response.json())["messages"]] == [4, 3, 2, 1]
+
+
+async def test_two_nodes_abroad_relay_without_doubles(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Both nodes of the region abroad follow the channel, write one copy and publish into one
+    regional Redis: each socket still gets every event once, in order, across a cut."""
+    async with running_regions(tmp_path, ["kh", "au"], nodes={"kh": 2, "au": 2}) as regions:
+        alice, bob, dm = await dm_pair(http, regions)
+        home = region_of(min(alice["user_id"], bob["user_id"]))
+        away = "au" if home == "kh" else "kh"
+        at_home, abroad = (alice, bob) if home == "kh" else (bob, alice)
+        writer = await connect(http, regions, home, at_home)
+        readers = [
+            await WsClient.connect(http, abroad["access_token"], url=node.base_url + "/ws")
+            for node in regions[away].nodes
+        ]
+        for reader in readers:
+            await reader.result("subscribe", channel=dm)
+        acked = []
+        for n in range(10):
+            acked.append(
+                await writer.result("publish", channel=dm, data={"n": n}, client_msg_id=f"h{n}")
+            )
+            sender = readers[n % 2]
+            acked.append(
+                await sender.result("publish", channel=dm, data={"n": n}, client_msg_id=f"a{n}")
+            )
+        await regions.cut()
+        await asyncio.sleep(3)
+        for n in range(10, 15):
+            acked.append(
+                await writer.result("publish", channel=dm, data={"n": n}, client_msg_id=f"h{n}")
+            )
+        await regions.restore()
+        acked.append(await publish_until_taken(readers[1], dm, {"n": 15}, "a15"))
+        offsets = [ack["offset"] for ack in acked]
+        assert offsets == list(range(1, 27))
+        for reader in readers:
+            events = await events_until(reader, 26)
+            assert [e["offset"] for e in events] == offsets
+            assert [e["message_id"] for e in events] == [ack["message_id"] for ack in acked]
+            await no_more_events(reader)

@@ -147,11 +147,10 @@ class Regions:
 
 
 def _region_env(
-    region: Region, everyone: list[Region], tmp_path: Path, **extra: str
+    region: Region, everyone: list[Region], tmp_path: Path, api_port: int, **extra: str
 ) -> dict[str, str]:
     urls = ",".join(
-        f"{other.name}="
-        + (f"http://127.0.0.1:{other.api_port}" if other is region else other.proxy.url)
+        f"{other.name}=" + (f"http://127.0.0.1:{api_port}" if other is region else other.proxy.url)
         for other in everyone
     )
     return node_env(
@@ -161,17 +160,28 @@ def _region_env(
         MOOSIC_REGIONS=urls,
         MOOSIC_REGION_LINK_KEY=LINK_KEY,
         MOOSIC_SERVER_API_KEYS=LINK_KEY,
-        MOOSIC_SERVER_API_PORT=str(region.api_port),
+        MOOSIC_SERVER_API_PORT=str(api_port),
         MOOSIC_REGION_TIMEOUT="3",
+        MOOSIC_REDIS_PREFIX=f"t{region.name}:",  # one per region: its nodes share pub/sub
         **extra,
     )
 
 
 @contextlib.asynccontextmanager
 async def running_regions(
-    tmp_path: Path, names: list[str], *, delay: float = 0.08, **extra: str
+    tmp_path: Path,
+    names: list[str],
+    *,
+    delay: float = 0.08,
+    nodes: dict[str, int] | None = None,
+    **extra: str,
 ) -> AsyncIterator[Regions]:
-    """Start one Redis, one linking proxy and one gateway per region; always stop them all."""
+    """Start one Redis, one linking proxy and gateways (``nodes[name]``, default one) per
+    region; always stop them all.
+
+    A region's nodes share its Redis and its SQLite file; the other regions reach the first
+    node's server API (through the proxy), as if a load balancer had one target.
+    """
     made: list[Region] = []
     try:
         for name in names:
@@ -182,10 +192,12 @@ async def running_regions(
             made.append(Region(name, redis, api_port, proxy))
             await proxy.start()
         for region in made:
-            env = _region_env(region, made, tmp_path, **extra)
-            node = GatewayNode(env, tmp_path / region.name / "node-0.log")
-            region.nodes.append(node)
-            await asyncio.to_thread(node.start)
+            for index in range((nodes or {}).get(region.name, 1)):
+                api_port = region.api_port if index == 0 else free_port()
+                env = _region_env(region, made, tmp_path, api_port, **extra)
+                node = GatewayNode(env, tmp_path / region.name / f"node-{index}.log")
+                region.nodes.append(node)
+                await asyncio.to_thread(node.start)
         yield Regions({region.name: region for region in made})
     finally:
         for region in made:
