@@ -179,6 +179,15 @@ async def test_a_cut_link_loses_and_doubles_nothing(
     local = await far.result("publish", channel=local_room, data={"local": True})
     assert local["offset"] == 1
     assert (await listener.next_event())["data"] == {"local": True}
+    # Recovery abroad works from the local copy while the link is down: a gap-free prefix of
+    # what was acknowledged (what crossed before the cut).
+    late = await connect(http, regions, away, abroad)
+    copy = await late.result("subscribe", channel=dm, since={"offset": 0, "epoch": ""})
+    assert copy["recovered"] is True
+    assert 1 <= copy["missed"] == copy["offset"] <= 10
+    replayed = [await late.next_event() for _ in range(copy["missed"])]
+    assert [e["message_id"] for e in replayed] == [a["message_id"] for a in acked[: copy["missed"]]]
+    await late.close()
 
     await regions.restore()
     # Abroad, publishing works again once the link is back (the same client_msg_id: one copy).
@@ -262,3 +271,24 @@ async def test_two_nodes_abroad_relay_without_doubles(
             assert [e["offset"] for e in events] == offsets
             assert [e["message_id"] for e in events] == [ack["message_id"] for ack in acked]
             await no_more_events(reader)
+
+
+async def test_a_traveller_uses_their_token_in_the_other_region(
+    regions: Regions, http: aiohttp.ClientSession
+) -> None:
+    """Tokens are valid in every region without a store lookup: Alice (signed up in kh) opens
+    a socket in au, where the store has no account of hers, and chats in her DM from there."""
+    alice, bob, dm = await dm_pair(http, regions)
+    travelling = await connect(http, regions, "au", alice)
+    at_home = await connect(http, regions, "kh", alice)
+    bob_ws = await connect(http, regions, "au", bob)
+    for conn in (travelling, at_home, bob_ws):
+        await conn.result("subscribe", channel=dm)
+    sent = await travelling.result("publish", channel=dm, data={"from": "abroad"})
+    answer = await bob_ws.result("publish", channel=dm, data={"from": "bob"})
+    assert (sent["offset"], answer["offset"]) == (1, 2)
+    for conn in (travelling, at_home, bob_ws):
+        events = await events_until(conn, 2)
+        assert [e["data"] for e in events] == [{"from": "abroad"}, {"from": "bob"}]
+        assert [e["from"] for e in events] == [alice["user_id"], bob["user_id"]]
+        await no_more_events(conn)
