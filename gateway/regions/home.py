@@ -53,6 +53,8 @@ class Follow(msgspec.Struct, tag="follow", tag_field="op"):
 
 class Unfollow(msgspec.Struct, tag="unfollow", tag_field="op"):
     channel: str
+    ref: int = 0
+    """The follow it ends: a later follow of the channel (sent before this arrived) stays."""
 
 
 class Events(msgspec.Struct, tag="events", tag_field="op"):
@@ -99,7 +101,8 @@ class HomeLink:
         self._services = services
         self._hub = hub
         self._max_channels = max_channels
-        self._streams: dict[str, asyncio.Task[None]] = {}
+        self._streams: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        """Channel -> (the follow's ref, its stream)."""
         self._lock = asyncio.Lock()
 
     @property
@@ -116,7 +119,7 @@ class HomeLink:
                 elif message.type is WSMsgType.ERROR:
                     break
         finally:
-            streams = list(self._streams.values())
+            streams = [task for _ref, task in self._streams.values()]
             self._streams.clear()
             for task in streams:
                 task.cancel()
@@ -131,11 +134,15 @@ class HomeLink:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("region link: ignoring a malformed command (%s)", exc)
             return
-        old = self._streams.pop(command.channel, None)
-        if old is not None:
-            old.cancel()
+        current = self._streams.get(command.channel)
         if isinstance(command, Unfollow):
+            if current is not None and current[0] == command.ref:
+                del self._streams[command.channel]
+                current[1].cancel()
             return
+        if current is not None:
+            del self._streams[command.channel]
+            current[1].cancel()
         try:
             parse_channel(command.channel)
         except OpError as exc:
@@ -147,7 +154,7 @@ class HomeLink:
         task = asyncio.get_running_loop().create_task(
             self._stream(command.channel, command.since, command.epoch, command.ref)
         )
-        self._streams[command.channel] = task
+        self._streams[command.channel] = (command.ref, task)
 
     async def _refuse(self, command: Follow, message: str) -> None:
         refused = {"op": "refused", "channel": command.channel, "message": message}

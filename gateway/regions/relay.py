@@ -219,11 +219,13 @@ class _Link:
             log.info("relay: first catch-up of %s from %s not done (%r)", channel, self.home, exc)
 
     def unfollow(self, channel: str) -> None:
-        if self.wanted.pop(channel, None) is None or self.ws is None:
+        wanted = self.wanted.pop(channel, None)
+        if wanted is None or self.ws is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._send(orjson.dumps({"op": "unfollow", "channel": channel}))
-        )
+        # Sent from a task, so a follow of the channel may overtake it: the ref says which
+        # follow it ends, and the home keeps a later one.
+        unfollow = {"op": "unfollow", "channel": channel, "ref": wanted.ref}
+        task = asyncio.get_running_loop().create_task(self._send(orjson.dumps(unfollow)))
         self._sends.add(task)
         task.add_done_callback(self._sent)
 
