@@ -370,6 +370,8 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
             concurrency=settings.region_forward_concurrency,
         )
         await forwarder.start()
+        if RELAY in app:
+            forwarder.fresh = app[RELAY].is_fresh  # history from the local copy when current
         app[METRICS].counters["region_publishes_forwarded"] = lambda: forwarder.forwarded
         app[METRICS].counters["region_forwards_failed"] = lambda: forwarder.failed
     app[SERVICES] = Services(

@@ -16,6 +16,7 @@ from handlers.errors import (
     INVALID_PARAMS,
     MESSAGE_TOO_LARGE,
     TOO_MANY_SUBSCRIPTIONS,
+    UNAVAILABLE,
     OpError,
 )
 from handlers.messages import event_message, message_fields
@@ -253,7 +254,18 @@ async def history(ctx: Context, params: HistoryParams) -> Result:
     if params.limit > limit:
         raise OpError(INVALID_PARAMS, f"limit is at most {limit} - at `$.limit`")
     await authorize_read(ctx, channel)
-    return await history_page(ctx.services, channel.name, params.limit, params.before)
+    services = ctx.services
+    plan, forwarder = services.regions, services.forwarder
+    home = plan.remote_home(channel) if plan is not None and forwarder is not None else None
+    if home is not None and forwarder is not None and not forwarder.is_fresh(channel.name):
+        # The local copy may be behind (nobody here follows the channel now): ask the home;
+        # when it cannot be reached, the copy is better than nothing.
+        try:
+            return await forwarder.history(home, channel.name, params.limit, params.before)
+        except OpError as exc:
+            if exc.kind is not UNAVAILABLE:
+                raise
+    return await history_page(services, channel.name, params.limit, params.before)
 
 
 async def history_page(services: Services, channel: str, limit: int, before: str | None) -> Result:

@@ -252,6 +252,17 @@ class HomeForwarder(Protocol):
         time, or the home's own error."""
         ...
 
+    def is_fresh(self, channel: str) -> bool:
+        """Whether this region's copy of the remote-home channel is current (followed live)."""
+        ...
+
+    async def history(
+        self, home: str, channel: str, limit: int, before: str | None
+    ) -> dict[str, Any]:
+        """A page of the channel's history from ``home`` (``history``'s shape); raises as
+        :meth:`publish` does."""
+        ...
+
 
 class PasswordHasher(Protocol):
     async def hash(self, password: str) -> str: ...

@@ -2,7 +2,8 @@
 
 Map of the package:
 - ``forward``: the client that sends a publish to the channel's home region's server API
-  (bounded concurrency, a timeout, ``unavailable`` when the home cannot be reached).
+  (bounded concurrency, a timeout, ``unavailable`` when the home cannot be reached), and reads
+  history there when the local copy is not current.
 - ``home``: the home side of a link: a relay's WebSocket, each followed channel streamed
   from the recent window, else the store, after the relay's offset.
 - ``relay``: this region's side: one link per home region, the followed channels' events

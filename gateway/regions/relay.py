@@ -82,6 +82,9 @@ class _Wanted:
     """The last offset this node published into the fan-out."""
     ref: int = 0
     """The number of the latest follow sent: frames of earlier ones are ignored."""
+    live: bool = False
+    """Caught up with the home over a link that is up: the local copy is current (up to the
+    events on their way), so history is read from it."""
 
 
 @dataclass(slots=True)
@@ -127,6 +130,15 @@ class Relay:
     def connected(self, region: str) -> bool:
         link = self._links.get(region)
         return link is not None and link.ws is not None
+
+    def is_fresh(self, channel: str) -> bool:
+        """Whether this node follows the channel live: its local copy is current."""
+        home = self.home_of(channel)
+        link = self._links.get(home) if home is not None else None
+        if link is None or link.ws is None:
+            return False
+        wanted = link.wanted.get(channel)
+        return wanted is not None and wanted.live
 
     def home_of(self, channel: str) -> str | None:
         """The channel's home when it is another region; None for local and internal ones."""
@@ -245,6 +257,7 @@ class _Link:
         position = await self._relay.replica.position(channel)
         wanted.relayed = max(wanted.relayed, position.offset)
         wanted.ref = next(self._refs)
+        wanted.live = False
         follow = {"op": "follow", "channel": channel, "since": position.offset}
         await self._send(orjson.dumps({**follow, "epoch": position.epoch, "ref": wanted.ref}))
 
@@ -287,6 +300,7 @@ class _Link:
                 self.ws = None
                 self.tried.set()
                 for wanted in self.wanted.values():
+                    wanted.live = False
                     wanted.ready.set()  # nobody waits for a link that is down
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -343,6 +357,7 @@ class _Link:
             await self._send_follow(channel, wanted)
             return
         if position.offset >= frame.last:
+            wanted.live = True
             wanted.ready.set()
 
 

@@ -179,6 +179,15 @@ async def test_a_cut_link_loses_and_doubles_nothing(
     local = await far.result("publish", channel=local_room, data={"local": True})
     assert local["offset"] == 1
     assert (await listener.next_event())["data"] == {"local": True}
+    # History abroad: the node there no longer follows the DM live (its link is down), and
+    # the home cannot be asked: the local copy answers with what it has.
+    async with http.get(
+        f"{regions[away].node.base_url}/v1/channels/{dm}/messages", headers=bearer(abroad)
+    ) as response:
+        assert response.status == 200
+        copied = [m["message_id"] for m in (await response.json())["messages"]]
+    assert 1 <= len(copied) <= 10
+    assert copied == [a["message_id"] for a in reversed(acked[: len(copied)])]
     # Recovery abroad works from the local copy while the link is down: a gap-free prefix of
     # what was acknowledged (what crossed before the cut).
     late = await connect(http, regions, away, abroad)
@@ -292,3 +301,32 @@ async def test_a_traveller_uses_their_token_in_the_other_region(
         assert [e["data"] for e in events] == [{"from": "abroad"}, {"from": "bob"}]
         assert [e["from"] for e in events] == [alice["user_id"], bob["user_id"]]
         await no_more_events(conn)
+
+
+async def test_history_abroad_comes_from_the_home_until_followed(
+    regions: Regions, http: aiohttp.ClientSession
+) -> None:
+    """A region that has never followed the channel has no copy of it: its history is the
+    home's; once a subscriber there follows it live, the copy answers (the same pages)."""
+    alice, bob, dm = await dm_pair(http, regions)
+    home = region_of(min(alice["user_id"], bob["user_id"]))
+    away = "au" if home == "kh" else "kh"
+    at_home, abroad = (alice, bob) if home == "kh" else (bob, alice)
+    writer = await connect(http, regions, home, at_home)
+    acked = [await writer.result("publish", channel=dm, data={"n": n}) for n in range(5)]
+    url = f"{regions[away].node.base_url}/v1/channels/{dm}/messages?limit=3"
+
+    async def page(before: str | None = None) -> list[str]:
+        async with http.get(
+            url + (f"&before={before}" if before else ""), headers=bearer(abroad)
+        ) as response:
+            assert response.status == 200
+            return [m["message_id"] for m in (await response.json())["messages"]]
+
+    ids = [a["message_id"] for a in reversed(acked)]
+    assert await page() == ids[:3]
+    assert await page(ids[2]) == ids[3:]
+    reader = await connect(http, regions, away, abroad)
+    await reader.result("subscribe", channel=dm)
+    assert await page() == ids[:3]
+    assert await page(ids[2]) == ids[3:]
