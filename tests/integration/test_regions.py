@@ -5,6 +5,7 @@ recoverable, and survives a cut link (docs/regions.md). Correctness only: no dur
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,40 @@ async def test_history_abroad_comes_from_the_home_until_followed(
     await reader.result("subscribe", channel=dm)
     assert await page() == ids[:3]
     assert await page(ids[2]) == ids[3:]
+
+
+async def test_a_dead_region_leaves_the_others_their_local_channels(
+    regions: Regions, http: aiohttp.ClientSession
+) -> None:
+    """The whole home region is killed (its gateway and its Redis): abroad, channels homed
+    there refuse publishes (unavailable) and keep their copy; channels homed abroad go on."""
+    alice, bob, dm = await dm_pair(http, regions)
+    home = region_of(min(alice["user_id"], bob["user_id"]))
+    away = "au" if home == "kh" else "kh"
+    at_home, abroad = (alice, bob) if home == "kh" else (bob, alice)
+    writer = await connect(http, regions, home, at_home)
+    reader = await connect(http, regions, away, abroad)
+    await reader.result("subscribe", channel=dm)
+    acked = [await writer.result("publish", channel=dm, data={"n": n}) for n in range(3)]
+    assert [e["offset"] for e in await events_until(reader, 3)] == [1, 2, 3]
+    for node in regions[home].nodes:
+        await asyncio.to_thread(node.stop, signal.SIGKILL)
+    regions[home].redis.stop()
+    refused = await reader.call("publish", channel=dm, data={"n": 3})
+    assert (refused["op"], refused["code"]) == ("error", "unavailable")
+    # A second user abroad, in a room homed there: unaffected.
+    carol = await register(http, "carol", base=regions[away].node.base_url)
+    room = f"room:{away}.still-here"
+    listener = await connect(http, regions, away, carol)
+    await listener.result("subscribe", channel=room)
+    for n in range(3):
+        sent = await reader.result("publish", channel=room, data={"n": n})
+        assert sent["offset"] == n + 1
+    assert [e["data"]["n"] for e in await events_until(listener, 3)] == [0, 1, 2]
+    # The DM's history abroad is its copy: everything that crossed before the region died.
+    async with http.get(
+        f"{regions[away].node.base_url}/v1/channels/{dm}/messages", headers=bearer(abroad)
+    ) as response:
+        assert response.status == 200
+        copied = [m["message_id"] for m in (await response.json())["messages"]]
+    assert copied == [a["message_id"] for a in reversed(acked)]
