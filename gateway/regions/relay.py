@@ -220,8 +220,11 @@ class _Link:
         try:
             async with asyncio.timeout(self._relay.timeout):
                 if not self.tried.is_set():
-                    # A new link: on connecting it follows every wanted channel, this one too.
+                    # A new link: on connecting it follows every wanted channel, this one too
+                    # (unless it was added after the link listed them: ref is still 0 then).
                     await self.tried.wait()
+                    if self.ws is not None and wanted.ref == 0:
+                        await self._send_follow(channel, wanted)
                 elif self.ws is not None:
                     await self._send_follow(channel, wanted)
                 if self.ws is None:
