@@ -20,6 +20,8 @@ Map of the package (one sub-package per job; each has its own map):
   Kinesis).
 - ``mail``: the per-node queue of outgoing mail (verification, password reset) and its sinks
   (``.eml`` files, SES).
+- ``regions``: several regions as one service: publishes forwarded to a channel's home
+  region, its events relayed into this region's fan-out and store (docs/regions.md).
 - ``push``: the drainer of the store's push outbox (claims under a lease, the per-user cap) and
   its sinks (JSON lines, SNS mobile push).
 

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import cast
 
 from aiohttp import web
 
@@ -43,6 +44,7 @@ from gateway.http.security import add_security_headers, rest_limits
 from gateway.keys import (
     FEEDS,
     GATE,
+    HOME_LINKS,
     HOT_COUNTS,
     HUB,
     LIMITER,
@@ -50,6 +52,7 @@ from gateway.keys import (
     METRICS_REGISTRY,
     PRESENCE,
     REGISTRY,
+    RELAY,
     REPLAY,
     REVOCATIONS,
     SERVICES,
@@ -62,6 +65,9 @@ from gateway.mail import service as mail_service
 from gateway.mail.service import MAIL
 from gateway.metrics import Metrics, registry_for
 from gateway.push import service as push_service
+from gateway.regions.forward import Forwarder
+from gateway.regions.home import HomeLinks
+from gateway.regions.relay import RegionalBroker, Relay, ReplicaStore
 from gateway.settings import Settings
 from gateway.timed_store import timed_store
 from gateway.ws.connection import Connection, WsNode
@@ -72,6 +78,7 @@ from handlers.cache import TtlCache
 from handlers.events import track_operation
 from handlers.feed import FeedFanout
 from handlers.passwords import ScryptHasher
+from handlers.regions import RegionPlan, id_tag
 from handlers.replay import Replay
 from storage.dynamodb import DynamoDBConfig
 from storage.factory import build_store
@@ -134,6 +141,9 @@ def create_app(settings: Settings) -> web.Application:
         )
         app.cleanup_ctx.append(partial(_emf_ctx, emf))
     app.on_shutdown.append(_close_websockets)
+    if settings.regions.regions:
+        app[HOME_LINKS] = HomeLinks(max_channels=settings.regions.region_relay_channels)
+        app.on_shutdown.append(_close_region_links)
     mount(app.router, openapi.TABLES)  # every route, /ws included (gateway.http.routes)
     media.setup(app)  # its cleanup context runs after the services'
     server_api.setup(app)  # /server/v1/*: trusted back ends and the admin page
@@ -149,6 +159,18 @@ async def _emf_ctx(emf: EmfWriter, app: web.Application) -> AsyncIterator[None]:
 
 def _country_of(ctx: Context) -> str | None:
     return ctx.country  # the country gate's reading, kept by the connection (or the request)
+
+
+def region_plan(settings: Settings) -> RegionPlan | None:
+    """Every region, this one and the rooms' home (docs/regions.md); None: one region."""
+    if not settings.regions.regions:
+        return None
+    names = tuple(name for name, _url in settings.regions.regions)
+    return RegionPlan(settings.server.region, names, settings.regions.region_rooms or names[0])
+
+
+async def _close_region_links(app: web.Application) -> None:
+    await app[HOME_LINKS].close()
 
 
 def _redis_client(settings: Settings, metrics: Metrics) -> RedisClient | None:
@@ -235,6 +257,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             table_prefix=settings.storage.dynamodb_table_prefix,
             dax_endpoint=settings.storage.dax_endpoint,
         ),
+        id_tag=id_tag(settings.server.region) if settings.regions.regions else "",
     )
     await store.open()
     app[STORE] = timed_store(store, app[METRICS].family("store_latency"), settings.storage.store)
@@ -250,16 +273,18 @@ async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIter
     settings = app[SETTINGS]
     metrics = app[METRICS]
     broker = _broker(settings, metrics, redis)
-    publish = Publisher(broker, metrics)
+    relay = _relay(app, settings, metrics)
+    fanout = broker if relay is None else RegionalBroker(broker, relay)
+    publish = Publisher(fanout, metrics)
     presence: LocalPresence | RedisPresence = LocalPresence()
     if redis is not None:
         presence = RedisPresence(
             redis, prefix=settings.redis.redis_prefix, ttl=settings.presence.presence_ttl
         )
     hot_counts = build_hot_counts(settings, app[STORE], publish, presence, redis)
-    replay = Replay(app[STORE], broker)
+    replay = Replay(app[STORE], fanout)
     hub = Hub(
-        broker,
+        fanout,
         metrics,
         max_watchers=settings.http.max_longpolls,
         heartbeat=settings.ws.ws_heartbeat,
@@ -280,6 +305,9 @@ async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIter
         "connections": hub.member_count,
         "channels": hub.channel_count,
     }
+    if relay is not None:
+        relay.publish = publish  # relayed events enter the fan-out as local ones do
+        await relay.start()
     await hub.start()
     app[HUB] = hub
     app[PRESENCE] = presence
@@ -296,7 +324,33 @@ async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIter
     await hot_counts.start()
     yield
     await hot_counts.close()  # the last flush: a clean stop loses no counted change
+    if relay is not None:
+        await relay.close()  # no relayed event enters a closing hub
     await hub.close()
+
+
+def _relay(app: web.Application, settings: Settings, metrics: Metrics) -> Relay | None:
+    """The relay of remote-home channels, its figures in ``/metrics``; None: one region."""
+    plan = region_plan(settings)
+    if plan is None:
+        return None
+    relay = Relay(
+        plan,
+        dict(settings.regions.regions),
+        settings.regions.region_link_key,
+        cast(ReplicaStore, app[STORE]),  # SQLite's replicate (settings refuse other stores)
+        timeout=settings.regions.region_timeout,
+        max_channels=settings.regions.region_relay_channels,
+    )
+    app[RELAY] = relay
+    stats = relay.stats
+    metrics.counters["region_follows"] = lambda: stats.follows
+    metrics.counters["region_follows_refused"] = lambda: stats.follows_refused
+    metrics.counters["region_events_relayed"] = lambda: stats.relayed
+    metrics.counters["region_link_connects"] = lambda: stats.connects
+    metrics.counters["region_link_failures"] = lambda: stats.link_failures
+    metrics.gauges["region_channels_followed"] = lambda: relay.following
+    return relay
 
 
 async def _services_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIterator[None]:
@@ -337,6 +391,19 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     )
     app[FEEDS] = feeds
     notifier, drainer = push_service.build(settings, app[STORE], presence, app[METRICS])
+    forwarder = None
+    if settings.regions.regions:
+        forwarder = Forwarder(
+            dict(settings.regions.regions),
+            settings.regions.region_link_key,
+            timeout=settings.regions.region_timeout,
+            concurrency=settings.regions.region_forward_concurrency,
+        )
+        await forwarder.start()
+        if RELAY in app:
+            forwarder.fresh = app[RELAY].is_fresh  # history from the local copy when current
+        app[METRICS].counters["region_publishes_forwarded"] = lambda: forwarder.forwarded
+        app[METRICS].counters["region_forwards_failed"] = lambda: forwarder.failed
     app[SERVICES] = Services(
         store=app[STORE],
         fanout=app[HUB],
@@ -370,6 +437,8 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
         mailer=app[MAIL],
         notifier=notifier,
         observe_op=app[METRICS].family("op_latency").observe,
+        regions=region_plan(settings),
+        forwarder=forwarder,
     )
     metrics = app[METRICS]
     metrics.counters["feed_posts"] = lambda: feeds.stats.posts
@@ -406,6 +475,8 @@ async def _services_ctx(redis: RedisClient | None, app: web.Application) -> Asyn
     await notifier.close(settings.server.shutdown_timeout)  # decisions queued are written, bounded
     await drainer.close()  # the round under way finishes; what is left stays in the outbox
     await tally.close()  # views and watch time summed so far go to the hot counters
+    if forwarder is not None:
+        await forwarder.close()
 
 
 def _close_session(hub: Hub, session_id: str, user_id: str) -> None:

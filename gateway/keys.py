@@ -12,6 +12,8 @@ from gateway.fanout.hub import Hub
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
 from gateway.metrics import Metrics
+from gateway.regions.home import HomeLinks
+from gateway.regions.relay import Relay
 from gateway.settings import Settings
 from gateway.ws.connection import WsNode
 from gateway.ws.registry import Registry
@@ -38,3 +40,7 @@ WS_NODE = web.AppKey("ws_node", WsNode)
 LIMITER = web.AppKey("limiter", Limiter)
 REVOCATIONS = web.AppKey("revocations", Revocations)
 FEEDS = web.AppKey("feeds", FeedFanout)
+RELAY = web.AppKey("relay", Relay)
+"""This node's relay of remote-home channels (only with ``MOOSIC_REGIONS``)."""
+HOME_LINKS = web.AppKey("home_links", HomeLinks)
+"""The region links this node serves as a home (only with ``MOOSIC_REGIONS``)."""

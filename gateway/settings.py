@@ -5,7 +5,7 @@ The README's configuration table lists each variable; :data:`FIELDS` is its sour
 
 :class:`Settings` holds one small frozen dataclass per concern (``server``, ``auth``, ``guard``,
 ``redis``, ``storage``, ``ws``, ``http``, ``chat``, ``presence``, ``counts``, ``feed``, ``media``,
-``clickstream``, ``mail``, ``push``), so a reader finds a setting beside its neighbours and
+``clickstream``, ``mail``, ``push``, ``regions``), so a reader finds a setting beside its neighbours and
 the wiring in ``gateway/app.py`` reads one concern at a time. Inside its section a setting
 keeps its variable's name: ``MOOSIC_PUSH_DELAY`` is ``settings.push.push_delay``.
 """
@@ -282,6 +282,20 @@ class PushSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RegionsSettings:
+    """Regions: each user's socket in the nearest one, each channel ordered by its home
+    (docs/regions.md, handlers/regions.py, gateway/regions/)."""
+
+    regions: tuple[tuple[str, str], ...] = ()
+    """(name, server API URL) of every region, the original one first; () = one region."""
+    region_link_key: str = ""
+    region_rooms: str | None = None
+    region_timeout: float = 5.0
+    region_forward_concurrency: int = 64
+    region_relay_channels: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting, one small dataclass per concern (as Synapse's config classes).
 
@@ -305,6 +319,7 @@ class Settings:
     clickstream: ClickstreamSettings = field(default_factory=ClickstreamSettings)
     mail: MailSettings = field(default_factory=MailSettings)
     push: PushSettings = field(default_factory=PushSettings)
+    regions: RegionsSettings = field(default_factory=RegionsSettings)
 
     @classmethod
     def of(cls, **values: Any) -> Settings:
@@ -487,6 +502,35 @@ def _jwks_url(text: str) -> str | None:
 
 def _optional(text: str) -> str | None:
     return text.strip() or None
+
+
+REGION_NAME = re.compile(r"[a-z0-9-]{1,32}")
+"""A region's name: no ``_``, which tags ids with their region (``handlers/regions.py``)."""
+
+
+def _region_name(text: str) -> str:
+    if REGION_NAME.fullmatch(text) is None:
+        raise ValueError("a region name is 1-32 of lowercase letters, digits and '-'")
+    return text
+
+
+def _optional_region(text: str) -> str | None:
+    return _region_name(text) if text else None
+
+
+def _regions(text: str) -> tuple[tuple[str, str], ...]:
+    found: list[tuple[str, str]] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, url = part.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ValueError(f"{part!r} is not name=http(s)://host:port")
+        found.append((_region_name(name.strip()), url.strip().rstrip("/")))
+    names = [name for name, _url in found]
+    if len(set(names)) != len(names):
+        raise ValueError("a region is listed twice")
+    if len(found) == 1:
+        raise ValueError("list at least two regions (or none: one region)")
+    return tuple(found)
 
 
 def _known_rule(name: str) -> bool:
@@ -956,7 +1000,10 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "REGION": (
         "region",
         _nonempty,
-        "region this node reports in every clickstream event (enrichment)",
+        (
+            "region this node runs in: reported in every clickstream event; with "
+            "MOOSIC_REGIONS, one of its names"
+        ),
     ),
     "CLICKSTREAM_SINK": (
         "clickstream_sink",
@@ -1167,13 +1214,48 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         _int(1, 10_000),
         "conversations a user may have muted at once (one more is refused: limit_exceeded)",
     ),
+    "REGIONS": (
+        "regions",
+        _regions,
+        (
+            "every region as name=URL of its gateways' server API, comma-separated, the "
+            "original region first (docs/regions.md); unset = one region"
+        ),
+    ),
+    "REGION_LINK_KEY": (
+        "region_link_key",
+        _secret,
+        "the key this region presents to the others (one of their MOOSIC_SERVER_API_KEYS)",
+    ),
+    "REGION_ROOMS": (
+        "region_rooms",
+        _optional_region,
+        "home region of rooms whose name names no region; unset = the original region",
+    ),
+    "REGION_TIMEOUT": (
+        "region_timeout",
+        _float(0.1, 60),
+        "seconds a forwarded publish (slot wait included) or a first catch-up may take",
+    ),
+    "REGION_FORWARD_CONCURRENCY": (
+        "region_forward_concurrency",
+        _int(1, 10_000),
+        "publishes a node forwards to home regions at once; more wait for a slot",
+    ),
+    "REGION_RELAY_CHANNELS": (
+        "region_relay_channels",
+        _int(1, 1_000_000),
+        "remote-home channels a node follows, and channels one link may follow at a home",
+    ),
 }
 
 PREFIX = "MOOSIC_"
 
 # Settings whose values carry secrets (keys, passwords in URLs): a bad value is named, not shown,
 # so the startup log never holds it.
-_UNECHOED = frozenset({"JWT_SECRET", "JWT_PREVIOUS_SECRETS", "REDIS_URL", "SERVER_API_KEYS"})
+_UNECHOED = frozenset(
+    {"JWT_SECRET", "JWT_PREVIOUS_SECRETS", "REDIS_URL", "SERVER_API_KEYS", "REGION_LINK_KEY"}
+)
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -1274,6 +1356,32 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     api_port = values.get("server_api_port")
     if api_port is not None and api_port == setting("port"):
         problems.append(f"{PREFIX}SERVER_API_PORT: must differ from {PREFIX}PORT")
+    problems.extend(_region_problems(values, environ, defaults))
     if problems:
         raise SettingsError(problems)
     return Settings.of(**values)
+
+
+def _region_problems(
+    values: dict[str, Any], environ: Mapping[str, str], defaults: Settings
+) -> list[str]:
+    """What a region map needs: this region in it, a link key, the SQLite store (for now)."""
+    regions = values.get("regions")
+    if not regions:
+        return []
+    names = [name for name, _url in regions]
+    problems = []
+    region = values.get("region", defaults.server.region)
+    if region not in names:
+        problems.append(f"{PREFIX}REGION: must be one of {PREFIX}REGIONS ({', '.join(names)})")
+    if not values.get("region_link_key") and PREFIX + "REGION_LINK_KEY" not in environ:
+        problems.append(f"{PREFIX}REGION_LINK_KEY: required with {PREFIX}REGIONS")
+    rooms = values.get("region_rooms")
+    if rooms is not None and rooms not in names:
+        problems.append(f"{PREFIX}REGION_ROOMS: must be one of {PREFIX}REGIONS")
+    if values.get("store", defaults.storage.store) != "sqlite":
+        problems.append(
+            f"{PREFIX}REGIONS: needs {PREFIX}STORE=sqlite for now (the relay's replica writes "
+            "are built on SQLite only; docs/regions.md)"
+        )
+    return problems

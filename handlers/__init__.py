@@ -13,6 +13,7 @@ Map of the package:
 - ``replay``: subscribe, replay, go live: the one owner of catching a subscriber up (from the
   recent window, else the store), for ``subscribe`` with ``since``, long polls and the hub's
   gap fill.
+- ``regions``: which region is a channel's home (the one that orders it), read from names.
 - ``groups``: group conversations and their members.
 - ``receipts``: read positions with their pushes, and the conversation list with unread counts.
 - ``auth`` and ``passwords``: accounts, refresh-token rotation, logout, ``auth`` (a fresh token

@@ -22,6 +22,7 @@ from handlers.errors import FORBIDDEN, OpError
 from handlers.ports import (
     Fanout,
     Feeds,
+    HomeForwarder,
     HotCounts,
     Identity,
     Mailer,
@@ -41,12 +42,14 @@ from storage.presence import UserStatus
 from storage.videos import Video
 
 if TYPE_CHECKING:
+    from handlers.regions import RegionPlan  # it reads channel names (handlers.channels)
     from handlers.replay import Replay
 
 __all__ = [
     "Context",
     "Fanout",
     "Feeds",
+    "HomeForwarder",
     "HotCounts",
     "Identity",
     "Limits",
@@ -201,6 +204,10 @@ class Services:
     observe_op: Callable[[float, str], None] | None = None
     """Called with (seconds, op name) after every op call, failed ones too (the gateway's
     ``moosic_op_latency_seconds``); None: not measured."""
+    regions: RegionPlan | None = None
+    """Every region and this one (docs/regions.md); None: one region, every channel is local."""
+    forwarder: HomeForwarder | None = None
+    """Where publishes to a channel homed in another region go (with ``regions``)."""
 
 
 @dataclass(frozen=True, slots=True)

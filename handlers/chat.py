@@ -8,12 +8,14 @@ from typing import Annotated
 import msgspec
 import orjson
 
+from handlers import channels
 from handlers.base import Context, Params, Result, Services, operation
 from handlers.channels import authorize_read, authorize_write, parse_channel
 from handlers.errors import (
     INVALID_PARAMS,
     MESSAGE_TOO_LARGE,
     TOO_MANY_SUBSCRIPTIONS,
+    UNAVAILABLE,
     OpError,
 )
 from handlers.messages import event_message, message_fields
@@ -114,7 +116,24 @@ async def publish(ctx: Context, params: PublishParams) -> Result:
     await authorize_write(ctx, channel)
     services = ctx.services
     body = message_body(params.data, services.limits.max_message_bytes)
-    return await post(services, channel.name, ctx.user_id, body, params.client_msg_id)
+    return await post_at_home(services, channel, ctx.user_id, body, params.client_msg_id)
+
+
+async def post_at_home(
+    services: Services,
+    channel: channels.Channel,
+    sender: str,
+    body: bytes,
+    client_msg_id: str | None,
+) -> Result:
+    """:func:`post` in the region that orders the channel: here, or forwarded to its home
+    (docs/regions.md), whose answer (its offset) is the sender's."""
+    plan = services.regions
+    if plan is not None and services.forwarder is not None:
+        home = plan.remote_home(channel)
+        if home is not None:
+            return await services.forwarder.publish(home, channel.name, sender, body, client_msg_id)
+    return await post(services, channel.name, sender, body, client_msg_id)
 
 
 async def post(
@@ -122,7 +141,8 @@ async def post(
 ) -> Result:
     """Store a checked message body from ``sender``, then fan it out: ``publish``'s answer.
 
-    ``publish`` and the server API's publish as ``system`` both come through here.
+    ``publish`` and the server API's publish as ``system`` both come through here (through
+    :func:`post_at_home`), and so do publishes another region forwarded to this one.
     """
     stored = await services.store.append(channel, sender, body, client_msg_id)
     message = stored.message
@@ -151,7 +171,18 @@ async def history(ctx: Context, params: HistoryParams) -> Result:
     if params.limit > limit:
         raise OpError(INVALID_PARAMS, f"limit is at most {limit} - at `$.limit`")
     await authorize_read(ctx, channel)
-    return await history_page(ctx.services, channel.name, params.limit, params.before)
+    services = ctx.services
+    plan, forwarder = services.regions, services.forwarder
+    home = plan.remote_home(channel) if plan is not None and forwarder is not None else None
+    if home is not None and forwarder is not None and not forwarder.is_fresh(channel.name):
+        # The local copy may be behind (nobody here follows the channel now): ask the home;
+        # when it cannot be reached, the copy is better than nothing.
+        try:
+            return await forwarder.history(home, channel.name, params.limit, params.before)
+        except OpError as exc:
+            if exc.kind is not UNAVAILABLE:
+                raise
+    return await history_page(services, channel.name, params.limit, params.before)
 
 
 async def history_page(services: Services, channel: str, limit: int, before: str | None) -> Result:

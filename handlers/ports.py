@@ -3,7 +3,7 @@
 Handlers depend on these shapes, never on the gateway classes that implement them: the hub
 (:class:`Fanout`, :class:`Session`), presence (:class:`PresenceView`), the hot counters
 (:class:`HotCounts`), tokens, revocations, rate limits, password hashing, the feed fan-out, mail (:class:`Mailer`) and push
-(:class:`Notifier`).
+(:class:`Notifier`), and publishes forwarded to another region (:class:`HomeForwarder`).
 The gateway's implementations import their values (:class:`Recent`, :class:`Identity`) from
 here, so nothing below the gateway reaches up to it; :class:`UserStatus` is the presence
 state's own (``storage/presence.py``).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from storage.follows import FeedItem
 from storage.presence import UserStatus
@@ -251,6 +251,29 @@ class Notifier(Protocol):
 
     def preferences_changed(self, user_id: str) -> None:
         """The user changed their push preferences: forget what this node remembers of them."""
+        ...
+
+
+class HomeForwarder(Protocol):
+    """Publishes sent to the channel's home region (``gateway.regions.forward``)."""
+
+    async def publish(
+        self, home: str, channel: str, sender: str, body: bytes, client_msg_id: str | None
+    ) -> dict[str, Any]:
+        """Have ``home`` store and fan out the message; return its answer (``post``'s shape,
+        with the home's offset). Raises ``unavailable`` when the home cannot be reached in
+        time, or the home's own error."""
+        ...
+
+    def is_fresh(self, channel: str) -> bool:
+        """Whether this region's copy of the remote-home channel is current (followed live)."""
+        ...
+
+    async def history(
+        self, home: str, channel: str, limit: int, before: str | None
+    ) -> dict[str, Any]:
+        """A page of the channel's history from ``home`` (``history``'s shape); raises as
+        :meth:`publish` does."""
         ...
 
 

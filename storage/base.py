@@ -184,6 +184,20 @@ class MessageStore(Protocol):
         ...
 
 
+class MessageReplica(Protocol):
+    """A copy of channels another region orders (docs/regions.md): written by the relay only."""
+
+    async def replicate(self, channel: str, epoch: str, messages: list[Message]) -> ChannelPosition:
+        """Add the home's messages (its ids, offsets and times) in offset order, and return the
+        channel's position after them.
+
+        Messages at or below the channel's last offset are skipped (a second copy changes
+        nothing); the first one that would leave a gap stops the batch. A new ``epoch`` (the
+        home reset the channel's history) empties the copy first.
+        """
+        ...
+
+
 class AccountStore(Protocol):
     async def create_user(self, username: str, password_hash: str) -> User:
         """Create an account; raise :class:`storage.errors.Conflict` when the name is taken."""

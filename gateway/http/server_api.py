@@ -33,7 +33,7 @@ from gateway.auth.api_keys import ApiKeys, presented_key
 from gateway.http.errors import json_response
 from gateway.http.request import read_body
 from gateway.http.server import BROADCAST_MAX_BODY_BYTES, BROADCAST_PATH, GatewayRequestHandler
-from gateway.keys import HUB, METRICS, METRICS_REGISTRY, SERVICES, SETTINGS, STORE
+from gateway.keys import HOME_LINKS, HUB, METRICS, METRICS_REGISTRY, SERVICES, SETTINGS, STORE
 from gateway.metrics import exposition
 from gateway.ws.connection import Connection
 from gateway.ws.frames import CloseCode
@@ -87,6 +87,13 @@ class PublishBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class BroadcastBody(msgspec.Struct, forbid_unknown_fields=True):
     channels: ChannelList
+    data: msgspec.Raw
+    client_msg_id: chat.ClientMsgId | None = None
+
+
+class RegionPublishBody(msgspec.Struct, forbid_unknown_fields=True):
+    channel: chat.Channel
+    sender: Annotated[str, msgspec.Meta(pattern=f"^{ID_PATTERN}$")]
     data: msgspec.Raw
     client_msg_id: chat.ClientMsgId | None = None
 
@@ -184,7 +191,9 @@ async def publish(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     data = chat.message_body(body.data, services.limits.max_message_bytes)
     audit(request, index, "publish", channel=channel.name)
-    result = await chat.post(services, channel.name, media_ops.NOTIFIER, data, body.client_msg_id)
+    result = await chat.post_at_home(
+        services, channel, media_ops.NOTIFIER, data, body.client_msg_id
+    )
     return json_response(result, status=200 if result["duplicate"] else 201)
 
 
@@ -203,8 +212,8 @@ async def broadcast(request: web.Request) -> web.Response:
         try:
             channel = parse_channel(name)
             async with room:
-                result = await chat.post(
-                    services, channel.name, media_ops.NOTIFIER, data, body.client_msg_id
+                result = await chat.post_at_home(
+                    services, channel, media_ops.NOTIFIER, data, body.client_msg_id
                 )
         except Exception as exc:
             error = as_op_error(exc)
@@ -246,6 +255,36 @@ async def history(request: web.Request) -> web.Response:
         raise OpError(INVALID_PARAMS, "before is a message id - at `before`")
     audit(request, index, "history", channel=channel.name)
     return json_response(await chat.history_page(services, channel.name, limit, before))
+
+
+# -- regions (docs/regions.md) ----------------------------------------------------------------
+
+
+@routes.post(PREFIX + "/regions/publish")
+async def region_publish(request: web.Request) -> web.Response:
+    """A publish another region forwarded to this one, the channel's home: stored here."""
+    index = caller(request)
+    body = await read_body(request, RegionPublishBody)
+    channel = parse_channel(body.channel)
+    services = request.app[SERVICES]
+    plan = services.regions
+    if plan is None or plan.home(channel) != plan.local:
+        raise OpError(INVALID_PARAMS, f"this region is not the home of {channel.name}")
+    data = chat.message_body(body.data, services.limits.max_message_bytes)
+    audit(request, index, "region_publish", channel=channel.name, sender=body.sender)
+    result = await chat.post(services, channel.name, body.sender, data, body.client_msg_id)
+    return json_response(result, status=200 if result["duplicate"] else 201)
+
+
+@routes.get(PREFIX + "/regions/link")
+async def region_link(request: web.Request) -> web.StreamResponse:
+    """Another region's relay follows channels homed here (gateway/regions/home.py)."""
+    index = caller(request)
+    if HOME_LINKS not in request.app:
+        raise OpError(NOT_FOUND, "this gateway has no regions (MOOSIC_REGIONS)")
+    audit(request, index, "region_link")
+    app = request.app
+    return await app[HOME_LINKS].serve(request, app[SERVICES], app[HUB])
 
 
 # -- users -----------------------------------------------------------------------------------

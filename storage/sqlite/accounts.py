@@ -75,7 +75,7 @@ class SQLiteAccounts(SQLiteBase):
     async def create_user(self, username: str, password_hash: str) -> User:
         def run() -> User:
             # Ids are made on the store's thread only: IdGenerator is not thread-safe.
-            user = User(self._ids.new(), username, password_hash, int(time.time()))
+            user = User(self._ids.new() + self._id_tag, username, password_hash, int(time.time()))
             try:
                 self._conn().execute(
                     "INSERT INTO users (id, username, password_hash, created_at)"

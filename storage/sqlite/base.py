@@ -78,9 +78,13 @@ class SQLiteBase:
     """(table, column, declaration) added after a table was first made: added when missing."""
     """The tables of the aggregates (the store's class names them all); health's come after."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_pending: int = 1024, id_tag: str = ""
+    ) -> None:
         self._path = Path(path)
         self._ids = IdGenerator()
+        self._id_tag = id_tag
+        """Appended to the user and group ids minted here (the region's tag; docs/regions.md)."""
         self._max_pending = max_pending
         self._pending = 0
         self._room = asyncio.Event()

@@ -34,7 +34,7 @@ class SQLiteGroups(SQLiteBase):
 
         def run() -> Group:
             now = now_ms()
-            group = Group(self._ids.new(now), name, owner, now // 1000)
+            group = Group(self._ids.new(now) + self._id_tag, name, owner, now // 1000)
             channel = group_channel(group.id)
             key = list_key(now, channel)
             db = self._conn()

@@ -60,8 +60,10 @@ def _message(row: _Row) -> Message:
 class SQLiteMessages(SQLiteBase):
     """:class:`storage.base.MessageStore` on SQLite."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
-        super().__init__(path, max_pending=max_pending)
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_pending: int = 1024, id_tag: str = ""
+    ) -> None:
+        super().__init__(path, max_pending=max_pending, id_tag=id_tag)
         self._appends: GroupCommit[Append, AppendResult] = self._group_commit(self._append_batch)
 
     # -- writing ---------------------------------------------------------------------------
@@ -141,6 +143,63 @@ class SQLiteMessages(SQLiteBase):
         if is_conversation(channel):
             note_append(db, channel, sender, message.offset, created=row is None, ts=ts)
         return AppendResult(message, epoch, duplicate=False)
+
+    async def replicate(self, channel: str, epoch: str, messages: list[Message]) -> ChannelPosition:
+        """:meth:`storage.base.MessageReplica.replicate`: one transaction per batch."""
+
+        def run() -> ChannelPosition:
+            db = self._conn()
+            with immediate(db):
+                row = db.execute(
+                    "SELECT last_offset, epoch FROM channels WHERE name = ?", (channel,)
+                ).fetchone()
+                created = row is None
+                if row is None:
+                    last = 0
+                    db.execute(
+                        "INSERT INTO channels (name, last_offset, epoch) VALUES (?, 0, ?)",
+                        (channel, epoch),
+                    )
+                elif row[1] != epoch:
+                    last = 0
+                    db.execute("DELETE FROM messages WHERE channel = ?", (channel,))
+                    db.execute(
+                        "UPDATE channels SET last_offset = 0, epoch = ? WHERE name = ?",
+                        (epoch, channel),
+                    )
+                else:
+                    last = row[0]
+                for message in messages:
+                    if message.offset <= last:
+                        continue
+                    if message.offset != last + 1:
+                        break
+                    db.execute(
+                        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            message.id,
+                            channel,
+                            message.offset,
+                            message.sender,
+                            message.data,
+                            message.client_msg_id,
+                            message.ts,
+                        ),
+                    )
+                    if is_conversation(channel):
+                        note_append(
+                            db,
+                            channel,
+                            message.sender,
+                            message.offset,
+                            created=created and last == 0,
+                            ts=message.ts,
+                        )
+                    last = message.offset
+                db.execute("UPDATE channels SET last_offset = ? WHERE name = ?", (last, channel))
+            return ChannelPosition(last, epoch)
+
+        return await self._run(run)
 
     # -- reading ---------------------------------------------------------------------------
 

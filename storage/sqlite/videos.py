@@ -99,8 +99,10 @@ def _comment(row: _CommentRow) -> Comment:
 class SQLiteVideos(SQLiteBase):
     """:class:`storage.videos.VideoStore` on SQLite."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 1024) -> None:
-        super().__init__(path, max_pending=max_pending)
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_pending: int = 1024, id_tag: str = ""
+    ) -> None:
+        super().__init__(path, max_pending=max_pending, id_tag=id_tag)
         self._likes: GroupCommit[LikeChange, bool] = self._group_commit(self._like_batch)
 
     # -- videos ----------------------------------------------------------------------------

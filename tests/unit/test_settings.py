@@ -200,3 +200,53 @@ def test_mail_settings() -> None:
         assert f"MOOSIC_{name}" in text
     with pytest.raises(SettingsError, match="MOOSIC_MAIL_FROM: required"):
         load_settings({"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_MAIL_SINK": "ses"})
+
+
+REGION_KEY = "k" * 32
+
+
+def test_region_map_settings() -> None:
+    settings = load_settings(
+        {
+            "MOOSIC_JWT_SECRET": SECRET,
+            "MOOSIC_REGION": "au",
+            "MOOSIC_REGIONS": "kh=http://127.0.0.1:9001/, au=https://au.internal:9443",
+            "MOOSIC_REGION_LINK_KEY": REGION_KEY,
+            "MOOSIC_REGION_ROOMS": "au",
+        }
+    )
+    assert settings.regions.regions == (
+        ("kh", "http://127.0.0.1:9001"),
+        ("au", "https://au.internal:9443"),
+    )
+    assert (settings.server.region, settings.regions.region_rooms) == ("au", "au")
+    assert settings.regions.region_link_key == REGION_KEY
+
+
+def test_region_map_problems_are_each_reported() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "MOOSIC_JWT_SECRET": SECRET,
+                "MOOSIC_REGION": "us",
+                "MOOSIC_REGIONS": "kh=http://a:1,au=http://b:2",
+                "MOOSIC_REGION_ROOMS": "eu",
+                "MOOSIC_STORE": "dynamodb",
+            }
+        )
+    text = str(caught.value)
+    assert "MOOSIC_REGION: must be one of MOOSIC_REGIONS (kh, au)" in text
+    assert "MOOSIC_REGION_LINK_KEY: required" in text
+    assert "MOOSIC_REGION_ROOMS: must be one of" in text
+    assert "needs MOOSIC_STORE=sqlite" in text
+    for bad in (
+        "kh=http://a:1",
+        "kh=ftp://a,au=http://b",
+        "k_h=http://a,au=http://b",
+        "kh=http://a,kh=http://b",
+    ):
+        with pytest.raises(SettingsError):
+            load_settings({"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_REGIONS": bad})
+    with pytest.raises(SettingsError) as short:
+        load_settings({"MOOSIC_JWT_SECRET": SECRET, "MOOSIC_REGION_LINK_KEY": "secret-but-short"})
+    assert "secret-but-short" not in str(short.value)
