@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.clients import WsClient, bearer, register
 from tests.support.regions import Regions, running_regions
@@ -113,6 +114,23 @@ async def test_a_dm_across_regions_is_one_ordered_gap_free_channel(
             pages.append((await response.json())["messages"])
     assert pages[0] == pages[1]
     assert [m["offset"] for m in pages[0]] == list(range(20, 0, -1))
+    # Each region's node counts what crossed (docs/regions.md, "Metrics").
+    home = region_of(min(alice["user_id"], bob["user_id"]))
+    away = "au" if home == "kh" else "kh"
+    async with http.get(regions[away].node.base_url + "/metrics") as response:
+        found = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(await response.text())
+            for sample in family.samples
+        }
+    assert found["moosic_region_publishes_forwarded_total"] == 11  # 10 and the retry
+    assert found["moosic_region_events_relayed_total"] == 20
+    assert found["moosic_region_follows_total"] == 1
+    assert found["moosic_region_channels_followed"] == 1
+    assert found["moosic_region_link_connects_total"] == 1
+    assert found["moosic_region_forwards_failed_total"] == 0
+    assert found["moosic_region_follows_refused_total"] == 0
+    assert "moosic_region_link_failures_total" in found
 
 
 async def test_since_recovery_in_the_region_that_is_not_home(
