@@ -1,7 +1,8 @@
-"""One aioboto3 client, opened and closed with the sink that owns it (SES, SNS, Kinesis).
+"""The base of the sinks on one AWS service (SES, SNS, Kinesis): its aioboto3 client.
 
-botocore's own retries are off: each owner retries, and only what failed. aioboto3 is imported
-only when a client is opened, so a node with the default sinks never loads it.
+The client is made at :meth:`AwsSink.open` and released at :meth:`AwsSink.close`. botocore's own
+retries are off: each sink retries, and only what failed. aioboto3 is imported only when a
+client is opened, so a node with the default sinks never loads it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 
-class AwsClient:
-    """The client of one AWS service, made at :meth:`open` and released at :meth:`close`."""
+class AwsSink:
+    """A sink on one AWS service: ``_client`` is live between :meth:`open` and :meth:`close`."""
 
     def __init__(
         self,
@@ -30,8 +31,9 @@ class AwsClient:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._stack: AsyncExitStack | None = None
+        self._client: Any = None
 
-    async def open(self) -> Any:
+    async def open(self) -> None:
         from botocore.config import Config
 
         session = self._session
@@ -45,7 +47,7 @@ class AwsClient:
             read_timeout=self._read_timeout,
         )
         stack = AsyncExitStack()
-        client = await stack.enter_async_context(
+        self._client = await stack.enter_async_context(
             session.client(
                 self.service,
                 region_name=self.region,
@@ -54,9 +56,9 @@ class AwsClient:
             )
         )
         self._stack = stack
-        return client
 
     async def close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None
+        self._client = None

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.aws import AwsClient
+from gateway.aws import AwsSink
 from gateway.clickstream.files import FileSink
 from gateway.metrics import Metrics
 from handlers.events import Record
@@ -67,7 +67,7 @@ def chunks(records: Sequence[Record]) -> Iterator[list[Record]]:
         yield chunk
 
 
-class KinesisSink:
+class KinesisSink(AwsSink):
     """Records into one Kinesis stream (see the module docstring)."""
 
     def __init__(
@@ -82,32 +82,28 @@ class KinesisSink:
         metrics: Metrics,
         session: Any = None,
     ) -> None:
+        super().__init__(
+            "kinesis",
+            region=region,
+            endpoint_url=endpoint_url,
+            session=session,
+            connect_timeout=5,
+            read_timeout=15,
+        )
         self.stream = stream
-        self.region = region
-        self.endpoint_url = endpoint_url
         self.retries = retries
         self.retry_backoff = retry_backoff
         self._policy = RetryPolicy(retries + 1, retry_backoff, MAX_BACKOFF)
         """The same capped, jittered backoff as the DynamoDB store's retries."""
         self.dead_letter = dead_letter
         self._metrics = metrics
-        self._client: Any = None
-        self._aws = AwsClient(
-            "kinesis",
-            region=self.region,
-            endpoint_url=self.endpoint_url,
-            session=session,
-            connect_timeout=5,
-            read_timeout=15,
-        )
 
     async def open(self) -> None:
-        self._client = await self._aws.open()
+        await super().open()
         await self.dead_letter.open()
 
     async def close(self) -> None:
-        await self._aws.close()
-        self._client = None
+        await super().close()
         await self.dead_letter.close()
 
     async def write(self, records: Sequence[Record]) -> None:

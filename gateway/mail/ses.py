@@ -11,7 +11,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
-from gateway.aws import AwsClient
+from gateway.aws import AwsSink
 from gateway.mail.message import to_bytes
 from gateway.mail.outbox import MailError, PermanentMailError
 
@@ -27,7 +27,7 @@ PERMANENT_CODES = frozenset(
 )
 
 
-class SesSink:
+class SesSink(AwsSink):
     """:class:`gateway.mail.outbox.MailSink` on SES."""
 
     def __init__(
@@ -39,25 +39,15 @@ class SesSink:
         session: Any = None,
         timeout: float = 10.0,
     ) -> None:
-        self.sender = sender
-        self.region = region
-        self.endpoint_url = endpoint_url
-        self._client: Any = None
-        self._aws = AwsClient(
+        super().__init__(
             "ses",
-            region=self.region,
-            endpoint_url=self.endpoint_url,
+            region=region,
+            endpoint_url=endpoint_url,
             session=session,
             connect_timeout=timeout,
             read_timeout=timeout,
         )
-
-    async def open(self) -> None:
-        self._client = await self._aws.open()
-
-    async def close(self) -> None:
-        await self._aws.close()
-        self._client = None
+        self.sender = sender
 
     async def deliver(self, message: EmailMessage, kind: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

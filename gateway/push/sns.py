@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from gateway.aws import AwsClient
+from gateway.aws import AwsSink
 from gateway.push.sink import Delivery, Push, Verdict
 from storage.push import Device
 
@@ -63,7 +63,7 @@ def _code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
-class SnsSink:
+class SnsSink(AwsSink):
     """:class:`gateway.push.sink.PushSink` on SNS platform endpoints."""
 
     def __init__(
@@ -75,26 +75,16 @@ class SnsSink:
         session: Any = None,
         timeout: float = 5.0,
     ) -> None:
-        self.applications = applications
-        """Platform application ARN by device platform (``apns``, ``fcm``)."""
-        self.region = region
-        self.endpoint_url = endpoint_url
-        self._client: Any = None
-        self._aws = AwsClient(
+        super().__init__(
             "sns",
-            region=self.region,
-            endpoint_url=self.endpoint_url,
+            region=region,
+            endpoint_url=endpoint_url,
             session=session,
             connect_timeout=timeout,
             read_timeout=timeout,
         )
-
-    async def open(self) -> None:
-        self._client = await self._aws.open()
-
-    async def close(self) -> None:
-        await self._aws.close()
-        self._client = None
+        self.applications = applications
+        """Platform application ARN by device platform (``apns``, ``fcm``)."""
 
     async def _endpoint(self, device: Device) -> str | Delivery:
         if device.endpoint is not None:
