@@ -8,7 +8,7 @@ Map of the package (one sub-package per job; each has its own map):
 - ``metrics``: the counters, gauges and latency histograms served at ``GET /metrics``
   (through ``prometheus-client``, OpenMetrics on request).
 - ``timed_store``: the store as handed out, each call timed per backend and operation.
-- ``aws``: one aioboto3 client opened and closed with its sink (SES, SNS, Kinesis).
+- ``aws``: the base of the sinks on one AWS service (SES, SNS, Kinesis): its aioboto3 client.
 - ``emf``: the same metrics as CloudWatch Embedded Metric Format lines on stdout (optional).
 - ``logs``: log lines as text or JSON (``MOOSIC_LOG_FORMAT``), scrubbed of tokens, sampled in floods.
 - ``ws``: the WebSocket transport (upgrade, frame codec, connection, op registry).
