@@ -235,30 +235,17 @@ class DynamoDBAccounts(DynamoDBBase):
                 },
                 expected=CONDITION_FAILED_EXC,
             )
-        marker = uuid.uuid4().hex
-        try:
-            await self._call(
-                "put_item",
-                {
-                    "TableName": self._tables[keys.REFRESH_TOKENS],
-                    "Item": {
-                        "pk": s(keys.token_pk(token_hash)),
-                        "user_id": s(user_id),
-                        "family_id": s(family_id),
-                        "expires_at": n(expires_at),
-                        "used": boolean(False),
-                        "put_by": s(marker),
-                        keys.PURGE_ATTRIBUTE: n(expires_at + self._config.refresh_token_grace),
-                    },
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                },
-                expected=CONDITION_FAILED_EXC,
-            )
-        except ClientError as exc:
-            existing = exc.response.get("Item") or {}
-            if opt_s(existing, "put_by") != marker:  # not this call's own attempt, retried
-                raise Conflict("the refresh token already exists") from exc
+        await self._put_token(
+            {
+                "pk": s(keys.token_pk(token_hash)),
+                "user_id": s(user_id),
+                "family_id": s(family_id),
+                "expires_at": n(expires_at),
+                "used": boolean(False),
+                keys.PURGE_ATTRIBUTE: n(expires_at + self._config.refresh_token_grace),
+            },
+            "the refresh token already exists",
+        )
 
     async def use_refresh_token(self, token_hash: str, now: int) -> RefreshUse:
         # One transaction claims the token only while its family is not revoked, so a claim
@@ -361,27 +348,16 @@ class DynamoDBAccounts(DynamoDBBase):
         )
         return [get_s(item, "sk") for item in items[:limit]]
 
-    # -- one-time tokens -------------------------------------------------------------------
-
-    async def add_one_time_token(
-        self, token_hash: str, purpose: str, user_id: str, subject: str, expires_at: int
-    ) -> None:
+    async def _put_token(self, item: Item, taken: str) -> None:
+        """Write a new token item once: a random marker tells this call's own attempt, applied
+        and retried after its answer was lost, from an item that was there (``Conflict``)."""
         marker = uuid.uuid4().hex
         try:
             await self._call(
                 "put_item",
                 {
                     "TableName": self._tables[keys.REFRESH_TOKENS],
-                    "Item": {
-                        "pk": s(keys.one_time_pk(token_hash)),
-                        "purpose": s(purpose),
-                        "user_id": s(user_id),
-                        "subject": s(subject),
-                        "expires_at": n(expires_at),
-                        "used": boolean(False),
-                        "put_by": s(marker),
-                        keys.PURGE_ATTRIBUTE: n(expires_at + self._config.refresh_token_grace),
-                    },
+                    "Item": {**item, "put_by": s(marker)},
                     "ConditionExpression": "attribute_not_exists(pk)",
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
@@ -390,7 +366,25 @@ class DynamoDBAccounts(DynamoDBBase):
         except ClientError as exc:
             existing = exc.response.get("Item") or {}
             if opt_s(existing, "put_by") != marker:  # not this call's own attempt, retried
-                raise Conflict("the token already exists") from exc
+                raise Conflict(taken) from exc
+
+    # -- one-time tokens -------------------------------------------------------------------
+
+    async def add_one_time_token(
+        self, token_hash: str, purpose: str, user_id: str, subject: str, expires_at: int
+    ) -> None:
+        await self._put_token(
+            {
+                "pk": s(keys.one_time_pk(token_hash)),
+                "purpose": s(purpose),
+                "user_id": s(user_id),
+                "subject": s(subject),
+                "expires_at": n(expires_at),
+                "used": boolean(False),
+                keys.PURGE_ATTRIBUTE: n(expires_at + self._config.refresh_token_grace),
+            },
+            "the token already exists",
+        )
 
     async def use_one_time_token(self, token_hash: str, purpose: str, now: int) -> OneTimeUse:
         marker = uuid.uuid4().hex
