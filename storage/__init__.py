@@ -12,6 +12,8 @@ Map of the package:
   ``DeviceStore`` and ``NotificationStore``, part of ``base.Store``).
 - ``presence``: the state of presence (who is online, who is in a channel) behind ``Backend``,
   and its in-process twin ``LocalPresence`` (the Redis one is ``redis.presence``).
+- ``counts``: the hot counters' state in this process (totals and versions of videos, what
+  waits for the store), the in-process twin of ``redis.counts``.
 - ``conversations``: what both backends agree on about conversation lists (which channels,
   a DM's users, the list's order key).
 - ``sqlite``: the embedded single-node default (one SQLite file in WAL mode): one module per

@@ -22,8 +22,8 @@ that changed something, one increment here. Two jobs run on every node:
 
 Two backends, chosen with the broker (Redis when the nodes share one):
 
-``LocalHotCounts`` (one node, no Redis) keeps the totals in a dict, seeded from the store on a
-video's first change. A :class:`Coalescer` gates pushes: a sweep of every changed video, then
+``LocalHotCounts`` (one node, no Redis) keeps the totals in a dict (``storage/counts.py``),
+seeded from the store on a video's first change. A :class:`Coalescer` gates pushes: a sweep of every changed video, then
 nothing for a window, so a video gets at most ``ceil(D / window) + 1`` pushes in D seconds.
 
 ``RedisHotCounts`` (several nodes) keeps its state in Redis (``storage/redis/counts.py``: the
@@ -63,6 +63,7 @@ from gateway.fanout.hub import Publisher
 from gateway.settings import Settings
 from handlers.messages import counts_message
 from storage.base import Store
+from storage.counts import Entry, LocalCounters
 from storage.errors import StorageError
 from storage.presence import LocalPresence
 from storage.redis.client import RedisClient
@@ -218,22 +219,6 @@ NOTHING = Change()
 
 
 @dataclass(slots=True)
-class _Entry:
-    likes: int
-    comments: int
-    shares: int
-    views: int
-    watch_ms: int
-    version: int
-    changed_at: float
-
-    def counts(self) -> VideoCounts:
-        return VideoCounts(
-            self.likes, self.comments, self.shares, self.version, self.views, self.watch_ms
-        )
-
-
-@dataclass(slots=True)
 class _Owed:
     """Changes that could not be counted yet, per video."""
 
@@ -354,25 +339,19 @@ class LocalHotCounts(_Loops):
         self._clock = clock
         self._coalescer = Coalescer(window, clock)
         self._seeds = _Seeds(store, clock)
-        self._entries: dict[str, _Entry] = {}
-        self._unflushed: set[str] = set()
+        self._counters = LocalCounters(clock)
         self._owed = _Owed()
         self._tasks = []
 
-    async def _entry(self, video_id: str) -> _Entry | None:
+    async def _entry(self, video_id: str) -> Entry | None:
         """The video's counter, seeded from the store once (None: no such video)."""
-        entry = self._entries.get(video_id)
+        entry = self._counters.get(video_id)
         if entry is not None:
             return entry
         video = await self._seeds.get(video_id)
         if video is None:
             return None
-        entry = self._entries.get(video_id)  # another caller may have made it meanwhile
-        if entry is None:
-            c = video.counts
-            entry = _Entry(*_deltas(c), c.version, self._clock())
-            self._entries[video_id] = entry
-        return entry
+        return self._counters.seed(video_id, video.counts)  # unless made meanwhile
 
     async def change(self, video_id: str, change: Change) -> None:
         try:
@@ -384,14 +363,7 @@ class LocalHotCounts(_Loops):
         if entry is None:
             return
         if change:
-            entry.likes += change.likes
-            entry.comments += change.comments
-            entry.shares += change.shares
-            entry.views += change.views
-            entry.watch_ms += change.watch_ms
-            entry.version += 1
-            entry.changed_at = self._clock()
-            self._unflushed.add(video_id)
+            self._counters.bump(video_id, entry, _deltas(change))
         self._coalescer.mark(video_id)
 
     async def touch(self, video_id: str) -> None:
@@ -399,8 +371,7 @@ class LocalHotCounts(_Loops):
         await self.change(video_id, NOTHING)
 
     async def totals(self, video_id: str) -> VideoCounts | None:
-        entry = self._entries.get(video_id)
-        return None if entry is None else entry.counts()
+        return self._counters.totals(video_id)
 
     def _push_delay(self) -> float:
         return self._coalescer.delay()
@@ -409,7 +380,7 @@ class LocalHotCounts(_Loops):
         """Push the totals of the videos that changed, if the window allows it now."""
         sent = 0
         for video_id in self._coalescer.due():
-            entry = self._entries.get(video_id)
+            entry = self._counters.get(video_id)
             if entry is None:
                 continue
             viewers = await self._viewers(VIDEO_PREFIX + video_id)
@@ -426,20 +397,17 @@ class LocalHotCounts(_Loops):
             await self.change(video_id, change)
         written = 0
         batch: dict[str, VideoCounts] = {}
-        for video_id in list(self._unflushed):
-            batch[video_id] = self._entries[video_id].counts()
+        for video_id in self._counters.unflushed():
+            counts = self._counters.totals(video_id)
+            if counts is None:  # never: a video waiting for its flush is not forgotten
+                continue
+            batch[video_id] = counts
             if len(batch) >= FLUSH_BATCH:
                 written += await self._save(batch)
                 batch = {}
         if batch:
             written += await self._save(batch)
-        cutoff = self._clock() - IDLE_SECONDS
-        for video_id in [
-            v
-            for v, e in self._entries.items()
-            if e.changed_at < cutoff and v not in self._unflushed
-        ]:
-            del self._entries[video_id]
+        self._counters.forget_idle(IDLE_SECONDS)
         return written
 
     async def _save(self, batch: dict[str, VideoCounts]) -> int:
@@ -449,9 +417,7 @@ class LocalHotCounts(_Loops):
             log.warning("hot counters: flush of %d videos failed (%s); retrying", len(batch), exc)
             return 0
         for video_id, written in batch.items():
-            entry = self._entries.get(video_id)
-            if entry is None or entry.version == written.version:
-                self._unflushed.discard(video_id)
+            self._counters.flushed(video_id, written.version)
         self.flushed += len(batch)
         return len(batch)
 
