@@ -32,7 +32,6 @@ from gateway.fanout.broker_redis import RedisBroker
 from gateway.fanout.counts import build_hot_counts, touch_channel
 from gateway.fanout.hub import Hub, Publisher
 from gateway.fanout.presence import PresenceTracker
-from gateway.fanout.trending import LocalTrending, RedisTrending
 from gateway.guard.geo import CountryGate
 from gateway.guard.ratelimit import Limiter
 from gateway.http import media, openapi, server, server_api
@@ -86,6 +85,8 @@ from storage.presence import LocalPresence
 from storage.redis.client import RedisClient
 from storage.redis.cluster import ClusterClient
 from storage.redis.presence import RedisPresence
+from storage.redis.trending import RedisTrending
+from storage.trending import LocalTrending
 
 log = logging.getLogger(__name__)
 

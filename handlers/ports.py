@@ -127,7 +127,7 @@ class Identity:
 
 
 class TrendingView(Protocol):
-    """The videos with the most engagement in a sliding window (``gateway.fanout.trending``)."""
+    """The videos with the most engagement in a sliding window (``storage/trending.py``)."""
 
     window: float
     """Seconds the window spans."""

@@ -2,7 +2,7 @@
 
 Scores come from the clickstream (views, watch time, likes, shares: see
 ``gateway.clickstream.tally``), summed in a sliding window by the gateway's trending service
-(``gateway.fanout.trending``), overall or for one country. A client can name any video id in
+(``storage/trending.py``, ``storage/redis/trending.py``), overall or for one country. A client can name any video id in
 its events, so only videos the store knows and that are ready are answered, with their live
 totals, best first.
 """

@@ -14,6 +14,8 @@ Map of the package:
   and its in-process twin ``LocalPresence`` (the Redis one is ``redis.presence``).
 - ``counts``: the hot counters' state in this process (totals and versions of videos, what
   waits for the store), the in-process twin of ``redis.counts``.
+- ``trending``: the videos with the most engagement in a sliding window, overall and per
+  country, in this process (the Redis one is ``redis.trending``).
 - ``conversations``: what both backends agree on about conversation lists (which channels,
   a DM's users, the list's order key).
 - ``sqlite``: the embedded single-node default (one SQLite file in WAL mode): one module per

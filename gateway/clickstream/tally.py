@@ -8,7 +8,7 @@ sends its offline buffer twice counts once); that is a dict update, no I/O. Ever
   and ``view_end``) to each video's hot counters, so they reach the video's totals, its
   ``counts`` pushes and the store like likes do: one change per video per node per interval,
   however many people watch it;
-- engagement scores to :mod:`gateway.fanout.trending`, for everyone and for the viewer's
+- engagement scores to :mod:`storage.trending`, for everyone and for the viewer's
   country, weighted by :data:`WEIGHTS`.
 
 Bounded: at most ``max_videos`` videos wait per interval. Events about further videos wait for
@@ -26,11 +26,12 @@ import logging
 from dataclasses import dataclass
 
 from gateway.fanout.counts import Change, LocalHotCounts, RedisHotCounts
-from gateway.fanout.trending import LocalTrending, RedisTrending
 from handlers.events import Event, Like, Share, ViewEnd, ViewStart, WatchProgress
 from handlers.trending import EVERYONE
 from storage.redis.client import FAILURES
 from storage.redis.resp import RespError
+from storage.redis.trending import RedisTrending
+from storage.trending import LocalTrending
 
 log = logging.getLogger(__name__)
 

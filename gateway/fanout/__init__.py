@@ -7,6 +7,4 @@ Map of the package:
   ``broker_cluster`` (the same on a Redis Cluster: sharded pub/sub, a subscriber per shard).
 - ``presence``: who is online and in which channel, shared by every node, and its pushes.
 - ``counts``: the videos' hot counters (coalesced ``counts`` pushes, batch flushes to the store).
-- ``trending``: the videos with the most engagement in a sliding window, overall and per
-  country, in time buckets (in memory, or sorted sets in Redis).
 """

@@ -13,6 +13,8 @@ Map of the package:
   of a dead node's entries), written by the ``presence_*`` scripts.
 - ``counts``: the hot counters' state (a hash per video, the marks of the next push and
   flush, their locks), changed and pushed by the ``counts_*`` scripts.
+- ``trending``: trending shared by every node (a sorted set per scope and bucket), by the
+  ``trending_*`` scripts.
 - ``lua``: the Lua scripts, one file each, named for what they do (read with ``client.lua``).
 - ``resp``: a pipelined RESP2 connection on hiredis (commands, scripts, push messages).
 - ``breaker``: the circuit breaker that stops callers waiting on a Redis that stopped answering.

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.fanout.trending import BUCKETS, KEEP, RedisTrending
 from storage.redis.client import RedisClient
 from storage.redis.cluster import ClusterClient
+from storage.redis.trending import RedisTrending
+from storage.trending import BUCKETS, KEEP
 from tests.support.servers import SharedRedis
 from tests.unit.test_counts import Clock
 

@@ -7,8 +7,8 @@ import msgspec
 import pytest
 
 from gateway.clickstream.tally import WEIGHTS, Tally, engagement
-from gateway.fanout.trending import BUCKETS, KEEP, LocalTrending
 from handlers.events import AnyEvent, Event
+from storage.trending import BUCKETS, KEEP, LocalTrending
 from storage.videos import VideoCounts
 from tests.unit.test_counts import Clock, FakeStore, Pushes, make_counts
 

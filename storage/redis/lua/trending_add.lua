@@ -1,5 +1,5 @@
 -- Add engagement to one scope's bucket of trending videos; keep the bucket bounded.
--- Run by gateway/fanout/trending.py (RedisTrending.add).
+-- Run by storage/redis/trending.py (RedisTrending.add).
 -- KEYS: the bucket (a sorted set: video id -> score). ARGV: ttl ms, videos kept, then
 -- (score, video id) pairs. A bucket past twice the kept number is cut to its best.
 for i = 3, #ARGV, 2 do

@@ -1,5 +1,5 @@
 -- Read the best videos of one scope over its live buckets.
--- Run by gateway/fanout/trending.py (RedisTrending.top).
+-- Run by storage/redis/trending.py (RedisTrending.top).
 -- KEYS: the live buckets, then a scratch key (same hash tag). ARGV: how many.
 -- Returns {video id, score, ...}, best first.
 local n = #KEYS

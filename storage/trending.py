@@ -1,7 +1,7 @@
 """Trending: the videos with the most engagement in a sliding window, overall and per country.
 
 Fed by the clickstream: each node sums its events' engagement per video for a moment
-(:class:`gateway.clickstream.tally.Tally`) and hands the sums here; read by the ``trending`` op
+(``gateway/clickstream/tally.py``) and hands the sums here; read by the ``trending`` op
 (and ``GET /v1/trending``). Nothing here scans the store or every key.
 
 The window (``MOOSIC_TRENDING_WINDOW``, 3,600 s) is :data:`BUCKETS` buckets of ``window / 12``
@@ -15,8 +15,8 @@ is cut to the ``KEEP`` best, so a video with little engagement in a busy bucket 
 forgotten there (it could not be near the top of that bucket anyway). A read's answer is cached
 for :data:`READ_CACHE_SECONDS` per scope (at most :data:`MAX_CACHED` scopes).
 
-Two backends, chosen with the broker: :class:`LocalTrending` (one node, in memory) and
-:class:`RedisTrending` (all nodes): one sorted set per scope and bucket, every key of a scope
+Two backends, chosen with the broker: :class:`LocalTrending` (one node, in memory, here) and
+``RedisTrending`` (all nodes, ``storage/redis/trending.py``): one sorted set per scope and bucket, every key of a scope
 under one hash tag, so the add script (``ZINCRBY``, the cut, the expiry) and the read script
 (``ZUNIONSTORE`` of the scope's buckets into a scratch key, the best ``limit``, ``DEL``) each
 run in one slot of a Redis Cluster.
@@ -24,14 +24,9 @@ run in one slot of a Redis Cluster.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-
-from storage.errors import Unavailable
-from storage.redis.client import RedisClient, lua
-from storage.redis.resp import RespError
 
 BUCKETS = 12
 """Buckets per window."""
@@ -51,7 +46,7 @@ Top = list[tuple[str, float]]
 """(video id, score), best first."""
 
 
-class _Cache:
+class ReadCache:
     """The last answer per scope, for a short time (bounded, oldest forgotten first)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
@@ -71,7 +66,7 @@ class _Cache:
             self._answers.popitem(last=False)
 
 
-class _Buckets:
+class Buckets:
     """Bucket arithmetic shared by both backends."""
 
     def __init__(self, window: float, clock: Callable[[], float]) -> None:
@@ -92,7 +87,7 @@ class LocalTrending:
     """Trending on one node, in memory."""
 
     def __init__(self, *, window: float, clock: Callable[[], float] = time.time) -> None:
-        self._buckets = _Buckets(window, clock)
+        self._buckets = Buckets(window, clock)
         self.window = window
         self._scores: dict[str, dict[int, dict[str, float]]] = {}
         """scope -> bucket -> video -> score."""
@@ -119,59 +114,3 @@ class LocalTrending:
         # Best first; equal scores in reverse id order, as Redis's ZREVRANGE has them.
         ranked = sorted(totals.items(), key=lambda item: (item[1], item[0]), reverse=True)
         return [(video_id, score) for video_id, score in ranked if score > 0][:limit]
-
-
-_ADD = lua("trending_add")
-_READ = lua("trending_read")
-
-
-class RedisTrending:
-    """Trending shared by every node through Redis (see the module docstring)."""
-
-    def __init__(
-        self,
-        redis: RedisClient,
-        *,
-        prefix: str,
-        window: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._buckets = _Buckets(window, clock)
-        self.window = window
-        self._cache = _Cache(time.monotonic)
-        self._ttl_ms = str(int((window + self._buckets.bucket_seconds) * 1000)).encode()
-
-    def _key(self, scope: str, bucket: int | str) -> bytes:
-        return f"{self._prefix}tr:{{{scope}}}:{bucket}".encode()
-
-    async def add(self, scores: Scores) -> None:
-        bucket = self._buckets.now()
-        by_scope: dict[str, list[bytes]] = {}
-        for (scope, video_id), score in scores.items():
-            by_scope.setdefault(scope, []).extend((repr(score).encode(), video_id.encode()))
-        head = [self._ttl_ms, str(KEEP).encode()]
-        calls = [
-            self._redis.script(_ADD, [self._key(scope, bucket)], [*head, *pairs[i : i + ADD_BATCH]])
-            for scope, pairs in by_scope.items()
-            for i in range(0, len(pairs), ADD_BATCH)
-        ]
-        async with asyncio.timeout(REDIS_TIMEOUT):
-            await asyncio.gather(*calls)
-
-    async def top(self, scope: str, limit: int) -> Top:
-        cached = self._cache.get(scope)
-        if cached is not None:
-            return cached[:limit]
-        keys = [self._key(scope, b) for b in self._buckets.live()]
-        keys.append(self._key(scope, "sum"))  # the scratch key, deleted by the script
-        try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                flat = await self._redis.script(_READ, keys, [str(MAX_LIMIT).encode()])
-        except RespError as exc:
-            raise Unavailable(f"Redis refused the trending read: {exc}") from exc
-        top = [(bytes(flat[i]).decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)]
-        top = [(video_id, score) for video_id, score in top if score > 0]
-        self._cache.put(scope, top)
-        return top[:limit]
