@@ -116,9 +116,7 @@ def test_without_a_region_map_no_region_resource_or_setting() -> None:
         PREFIX + "MEDIA_REGION",
     }
     assert PREFIX + "SERVER_API_KEYS" not in check.all_moosic_names(script)
-    assert _props(resolver, "GatewayGroup")["TargetGroupARNs"] == [
-        _ref(resolver, "GatewayTargets")
-    ]
+    assert _props(resolver, "GatewayGroup")["TargetGroupARNs"] == [_ref(resolver, "GatewayTargets")]
 
 
 def _ref(resolver: check.Resolver, resource: str) -> Any:
@@ -175,7 +173,7 @@ def test_region_settings_parse_as_the_gateway_reads_them() -> None:
 
 
 @pytest.mark.parametrize(
-    "value, allowed",
+    ("value", "allowed"),
     [
         (MAP, True),
         ("", True),
@@ -200,7 +198,9 @@ def test_region_link_key_is_readable_by_the_gateway_role_only_with_regions() -> 
     (statement,) = policy["PolicyDocument"]["Statement"]
     assert statement["Action"] == "secretsmanager:GetSecretValue"
     region, account = check.PSEUDO["AWS::Region"], check.PSEUDO["AWS::AccountId"]
-    assert statement["Resource"] == f"arn:aws:secretsmanager:{region}:{account}:secret:{LINK_SECRET}-*"
+    assert (
+        statement["Resource"] == f"arn:aws:secretsmanager:{region}:{account}:secret:{LINK_SECRET}-*"
+    )
     assert "GatewayRegionLinkPolicy" not in _created(_resolver())
 
 
@@ -209,7 +209,7 @@ def test_region_link_key_is_readable_by_the_gateway_role_only_with_regions() -> 
 
 def test_server_api_is_internal_and_reachable_from_the_peer_regions_only() -> None:
     resolver = _resolver(**REGIONS)
-    assert REGION_RESOURCES <= _created(resolver)
+    assert _created(resolver) >= REGION_RESOURCES
     exports = check.stack_exports("compute", STAGE)
     alb = _props(resolver, "ServerApiAlb")
     assert alb["Scheme"] == "internal"
@@ -254,7 +254,9 @@ def test_server_api_forwards_only_the_server_paths() -> None:
         _ref(resolver, "ServerApiTargets"),
     ]
     # The relay's link is a WebSocket: the idle timeout stays above the heartbeat.
-    idle = {a["Key"]: a["Value"] for a in _props(resolver, "ServerApiAlb")["LoadBalancerAttributes"]}
+    idle = {
+        a["Key"]: a["Value"] for a in _props(resolver, "ServerApiAlb")["LoadBalancerAttributes"]
+    }
     assert int(idle["idle_timeout.timeout_seconds"]) > int(resolver.parameter("HeartbeatSeconds"))
 
 
