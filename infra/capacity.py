@@ -472,6 +472,124 @@ def plan(
     return [scenario(inputs, name, users, m) for name, m in scenarios]
 
 
+# -- regions (issue 20): each region's users, and the traffic between regions ---------------
+
+HOME_REGION = ("kh", "ap-southeast-1")
+"""The original region: Cambodia's users, and whoever no other region takes."""
+OTHER_REGIONS: tuple[tuple[str, str, str], ...] = (
+    # (name, AWS region its users are served from, share input)
+    ("in", "ap-south-1", "region_share_in"),
+    ("us", "us-east-1", "region_share_us"),
+    ("cn", "ap-southeast-1", "region_share_cn"),
+    ("au", "ap-southeast-2", "region_share_au"),
+)
+PRICED_AS = {"ap-south-1": "ap-southeast-1", "ap-southeast-2": "ap-southeast-1"}
+"""Regions without prices in the inputs are priced as the nearest one that has them."""
+
+
+@dataclass(frozen=True)
+class RegionLink:
+    """One region's cross-region traffic at its peak, caused by its own users' publishes."""
+
+    cross_messages: float
+    """messages/s published in this region in a channel with members in another region"""
+    forwarded: float
+    """publishes/s this region forwards to their channel's home"""
+    relayed: float
+    """events/s relayed between regions for this region's cross-region messages"""
+    mbps: float
+    """megabits/s on the links: forwarded publishes plus relayed events"""
+    gb_month: float
+    cost_month: float
+    """USD a month of inter-region data transfer, at this region's rate"""
+
+
+@dataclass(frozen=True)
+class RegionPlan:
+    name: str
+    aws_region: str
+    users: float
+    scenario: Scenario
+    link: RegionLink
+
+
+def region_users(v: Mapping[str, float], users: float) -> list[tuple[str, str, float]]:
+    """(name, AWS region, users) per deployed region; the home region keeps what the others do
+    not take, and the users of a share served from the home's AWS region (China's)."""
+    shares = [(name, aws, v[key]) for name, aws, key in OTHER_REGIONS]
+    if any(share < 0 for _n, _a, share in shares):
+        raise InputError("region shares must not be negative")
+    home_share = 1.0 - sum(share for _n, aws, share in shares if aws != HOME_REGION[1])
+    if home_share <= 0:
+        raise InputError("the other regions' shares leave no users to the home region")
+    return [(HOME_REGION[0], HOME_REGION[1], users * home_share)] + [
+        (name, aws, users * share)
+        for name, aws, share in shares
+        if share > 0 and aws != HOME_REGION[1]
+    ]
+
+
+def region_link(v: Mapping[str, float], price: Mapping[str, float], load: Load) -> RegionLink:
+    """Each cross-region message is forwarded once when it is published outside its home
+    (``forward_share``) and relayed once to each other region that follows it
+    (``relay_regions_per_message``); a relayed event is sent by the home region, counted here,
+    with the region that published it (over all regions the two countings agree)."""
+    cross = load.messages * v["cross_region_message_share"]
+    forwarded = cross * v["forward_share"]
+    relayed = cross * v["relay_regions_per_message"]
+    bytes_per_s = forwarded * v["link_forward_bytes"] + relayed * v["link_event_bytes"]
+    avg_seconds = v["hours_per_month"] * 3600.0 / v["peak_to_average"]
+    gb_month = bytes_per_s * avg_seconds / 1e9
+    return RegionLink(
+        cross_messages=cross,
+        forwarded=forwarded,
+        relayed=relayed,
+        mbps=bytes_per_s * 8 / 1e6,
+        gb_month=gb_month,
+        cost_month=gb_month * price["inter_region_gb"],
+    )
+
+
+def region_plan(inputs: Inputs, users: float, multiplier: float = 1.0) -> list[RegionPlan]:
+    """Every region sized on its own users (its own nodes, Redis, tables, DAX), plus its link."""
+    if users <= 0:
+        raise InputError("--users must be positive")
+    v = inputs.values
+    plans = []
+    for name, aws, region_count in region_users(v, users * multiplier):
+        one = scenario(inputs, name, region_count, 1.0)
+        price = inputs.prices[PRICED_AS.get(aws, aws)]
+        plans.append(RegionPlan(name, aws, region_count, one, region_link(v, price, one.load)))
+    return plans
+
+
+def regions_markdown(inputs: Inputs, users: float, plans: Sequence[RegionPlan]) -> str:
+    rows = [
+        (
+            f"Per region, {_n(users)} users (prices as of {inputs.prices_as_of}; "
+            "ap-south-1 and ap-southeast-2 priced as ap-southeast-1; China's users in kh):"
+        ),
+        "",
+        (
+            "| region | AWS region | users | gateway nodes | Redis shards | DAX nodes "
+            "| cross-region msgs/s | forwarded/s | relayed/s | link Mbit/s | link GB/month "
+            "| link USD/month | region USD/month |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in plans:
+        tiers, link = p.scenario.tiers, p.link
+        price_region = PRICED_AS.get(p.aws_region, p.aws_region)
+        total = p.scenario.cost[price_region]["total"] if price_region in REGIONS else math.nan
+        rows.append(
+            f"| {p.name} | {p.aws_region} | {_n(p.users)} | {tiers['gateway'].count} "
+            f"| {tiers['redis'].count} | {tiers['dax'].count} | {_n(link.cross_messages)} "
+            f"| {_n(link.forwarded)} | {_n(link.relayed)} | {link.mbps:.2f} "
+            f"| {_n(link.gb_month)} | ${link.cost_month:,.2f} | {_usd(total + link.cost_month)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 # -- output ---------------------------------------------------------------------------------
 
 
@@ -625,6 +743,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any input"
     )
     parser.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    parser.add_argument(
+        "--regions", action="store_true", help="per region (docs/regions.md) instead of tiers"
+    )
     return parser.parse_args(argv)
 
 
@@ -656,9 +777,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         inputs = build_inputs(args)
         scenarios = plan(inputs, args.users)
+        regions = region_plan(inputs, args.users) if args.regions else None
     except (InputError, OSError, json.JSONDecodeError) as exc:
         sys.stderr.write(f"infra.capacity: {exc}\n")
         return 2
+    if regions is not None:
+        if args.json:
+            found = [asdict(r) for r in regions]
+            sys.stdout.write(json.dumps(found, indent=2, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(regions_markdown(inputs, args.users, regions))
+        return 0
     if args.json:
         sys.stdout.write(
             json.dumps(as_json(inputs, args.users, scenarios), indent=2, ensure_ascii=False) + "\n"

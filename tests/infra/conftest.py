@@ -61,7 +61,10 @@ def _public_key() -> str:
     )
 
 
-def deploy(server: MotoServer, stage: str) -> Deployment:
+def deploy(
+    server: MotoServer, stage: str, extra: dict[str, dict[str, Any]] | None = None
+) -> Deployment:
+    """Every stack, in order; ``extra``: more parameters by stack (the defaults otherwise)."""
     deployment = Deployment(server, stage)
     zone = deployment.client("route53").create_hosted_zone(Name=DOMAIN, CallerReference=stage)
     deployment.hosted_zone = zone["HostedZone"]["Id"].split("/")[-1]
@@ -95,6 +98,7 @@ def deploy(server: MotoServer, stage: str) -> Deployment:
             "Stage": stage,
             **check.REQUIRED_PARAMETERS.get(name, {}),
             **overrides.get(name, {}),
+            **(extra or {}).get(name, {}),
         }
         stack = f"moosic-{stage}-{name}"
         cloudformation.create_stack(

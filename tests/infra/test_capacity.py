@@ -240,6 +240,7 @@ PRICES = {
     "alb_lcu_hour": 0.01,
     "nat_hour": 0.05,
     "cloudfront_10k_requests": 0.01,
+    "inter_region_gb": 0.05,
 }
 
 
@@ -500,3 +501,99 @@ def test_tables_past_their_quota_are_counted_once() -> None:
     # 15,400 stay under 40,000: 4 tables.
     s = one(fixed_inputs(), 100_000_000)
     assert s.tiers["dynamodb"].count == 4
+
+
+# -- regions (issue 20) ---------------------------------------------------------------------
+
+REGIONS_FIXED = {
+    "region_share_in": 0.1,
+    "region_share_us": 0.1,
+    "region_share_cn": 0.05,  # served from ap-southeast-1: KH's region
+    "region_share_au": 0.1,
+    "cross_region_message_share": 0.3,
+    "forward_share": 0.5,
+    "relay_regions_per_message": 1.0,
+    "link_forward_bytes": 900.0,
+    "link_event_bytes": 450.0,
+}
+
+
+def test_users_per_region_on_fixed_inputs() -> None:
+    v = fixed_inputs(**REGIONS_FIXED).values
+    found = capacity.region_users(v, 1_000_000)
+    assert [(n, a) for n, a, _u in found] == [
+        ("kh", "ap-southeast-1"),
+        ("in", "ap-south-1"),
+        ("us", "us-east-1"),
+        ("au", "ap-southeast-2"),
+    ]
+    # KH keeps 1 - 0.3 (China's 5% are served from KH's region, not a region of their own).
+    assert [u for _n, _a, u in found] == pytest.approx([700_000, 100_000, 100_000, 100_000])
+    assert sum(u for _n, _a, u in found) == pytest.approx(1_000_000)
+
+
+def test_region_shares_must_leave_users_at_home() -> None:
+    with pytest.raises(capacity.InputError, match="no users to the home region"):
+        capacity.region_users(fixed_inputs(**{**REGIONS_FIXED, "region_share_au": 0.8}).values, 1)
+    with pytest.raises(capacity.InputError, match="negative"):
+        capacity.region_users(fixed_inputs(**{**REGIONS_FIXED, "region_share_in": -0.1}).values, 1)
+    no_india = capacity.region_users(
+        fixed_inputs(**{**REGIONS_FIXED, "region_share_in": 0.0}).values, 1_000_000
+    )
+    assert [n for n, _a, _u in no_india] == ["kh", "us", "au"]
+
+
+def test_link_traffic_on_fixed_inputs() -> None:
+    inputs = fixed_inputs(**REGIONS_FIXED)
+    plans = {p.name: p for p in capacity.region_plan(inputs, 1_000_000)}
+    india = plans["in"]
+    # 100,000 users → 10,000 online x 36/h = 100 messages/s; 30% cross-region = 30/s;
+    # half of those published away from home: 15 forwarded/s; each relayed to 1 region: 30/s.
+    assert india.scenario.load.messages == pytest.approx(100)
+    assert india.link.cross_messages == pytest.approx(30)
+    assert india.link.forwarded == pytest.approx(15)
+    assert india.link.relayed == pytest.approx(30)
+    # 15 x 900 + 30 x 450 = 27,000 B/s = 0.216 Mbit/s at the peak; a month at the average
+    # (peak ÷ 2): 27,000 x 730 x 3600 / 2 = 35.478 GB, at 0.05 USD/GB = 1.7739 USD.
+    assert india.link.mbps == pytest.approx(0.216)
+    assert india.link.gb_month == pytest.approx(35.478)
+    assert india.link.cost_month == pytest.approx(1.7739)
+    kh = plans["kh"]
+    assert kh.link.forwarded == pytest.approx(7 * 15)
+    # Each region is sized on its own users: KH's scenario is the one-region model at 700,000.
+    assert kh.scenario.tiers["gateway"].count == one(inputs, 700_000).tiers["gateway"].count
+
+
+def test_no_cross_region_messages_no_link_traffic() -> None:
+    inputs = fixed_inputs(**{**REGIONS_FIXED, "cross_region_message_share": 0.0})
+    for plan in capacity.region_plan(inputs, 1_000_000):
+        assert (plan.link.forwarded, plan.link.relayed, plan.link.cost_month) == (0, 0, 0)
+
+
+def test_link_traffic_grows_with_the_cross_region_share() -> None:
+    low = capacity.region_plan(fixed_inputs(**REGIONS_FIXED), 1_000_000)
+    high = capacity.region_plan(
+        fixed_inputs(**{**REGIONS_FIXED, "cross_region_message_share": 0.6}), 1_000_000
+    )
+    for a, b in zip(low, high, strict=True):
+        assert b.link.gb_month == pytest.approx(2 * a.link.gb_month)
+
+
+def test_regions_priced_as_their_nearest_priced_region() -> None:
+    inputs = fixed_inputs(**REGIONS_FIXED)
+    inputs.prices["us-east-1"]["inter_region_gb"] = 0.02
+    plans = {p.name: p for p in capacity.region_plan(inputs, 1_000_000)}
+    assert plans["us"].link.cost_month == pytest.approx(plans["us"].link.gb_month * 0.02)
+    assert plans["au"].link.cost_month == pytest.approx(plans["au"].link.gb_month * 0.05)
+
+
+def test_the_cli_prints_the_regions_table() -> None:
+    out = run("--users", "200000", "--regions")
+    assert out.returncode == 0, out.stderr
+    inputs = capacity.load_inputs()
+    assert out.stdout == capacity.regions_markdown(
+        inputs, 200_000, capacity.region_plan(inputs, 200_000)
+    )
+    doc = (ROOT / "docs/capacity.md").read_text()
+    assert "`.venv/bin/python -m infra.capacity --users 200000 --regions`" in doc
+    assert out.stdout in doc, "docs/capacity.md: run the command again and paste its table"

@@ -46,7 +46,8 @@ EXPECTED_LEFT_OUT: dict[str, tuple[set[str], set[str]]] = {
         {"ApiRecord"},
     ),
     "compute": (
-        {"GatewayCpuScaling", "GatewayConnectionsScaling", "WorkerQueueScaling", "JwtSecret"},
+        {"GatewayCpuScaling", "GatewayConnectionsScaling", "WorkerQueueScaling", "JwtSecret"}
+        | {"GatewayRegionLinkPolicy"},
         {"OriginRecord"},
     ),
     "analytics": (
