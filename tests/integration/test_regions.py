@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.clients import WsClient, bearer, register
 from tests.support.regions import Regions, running_regions
@@ -408,6 +409,19 @@ async def each_once(conns: Iterable[WsClient], op: str, user: str) -> list[dict[
     return [pushes[0] for pushes in found]
 
 
+async def region_metrics(
+    http: aiohttp.ClientSession, regions: Regions, name: str
+) -> dict[str, float]:
+    """The region metrics of the region's first node, by name after ``moosic_region_``."""
+    async with http.get(f"{regions[name].node.base_url}/metrics") as response:
+        text = await response.text()
+    return {
+        family.name.removeprefix("moosic_region_"): family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("moosic_region_")
+    }
+
+
 async def test_typing_and_read_receipts_cross_both_ways_once(
     regions: Regions, http: aiohttp.ClientSession
 ) -> None:
@@ -447,6 +461,12 @@ async def test_typing_and_read_receipts_cross_both_ways_once(
         assert (read["channel"], read["offset"]) == (dm, 2)
     for conn in everyone:
         await no_more_events(conn)
+    # At least a typing push and a receipt crossed each way (join pushes may have too).
+    for name in (home, away):
+        counts = await region_metrics(http, regions, name)
+        assert counts["pushes_sent"] >= 2, name
+        assert counts["pushes_received"] >= 2, name
+        assert counts["pushes_dropped"] == 0, name
 
 
 async def test_join_and_leave_cross_both_ways_once(
@@ -496,9 +516,14 @@ async def test_pushes_cross_again_after_a_cut_and_events_stay_exactly_once(
     for conn in everyone:
         await conn.result("subscribe", channel=dm)
     acked = [await near.result("publish", channel=dm, data={"n": 0}, client_msg_id="h0")]
+    failures = (await region_metrics(http, regions, away))["link_failures"]
     await regions.cut()
+    async with asyncio.timeout(READY):  # the relay abroad saw the link go (a reconnect failed)
+        while (await region_metrics(http, regions, away))["link_failures"] == failures:
+            await asyncio.sleep(0.1)
     assert (await far.result("typing", channel=dm))["sent"] is True
     await each_once([far, far_peer], "typing", abroad["user_id"])  # its region still has it
+    assert (await region_metrics(http, regions, away))["pushes_dropped"] == 1
     acked.append(await near.result("publish", channel=dm, data={"n": 1}, client_msg_id="h1"))
     await asyncio.sleep(3)
     await regions.restore()
