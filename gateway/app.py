@@ -308,6 +308,7 @@ async def _hub_ctx(redis: RedisClient | None, app: web.Application) -> AsyncIter
     }
     if relay is not None:
         relay.publish = publish  # relayed events enter the fan-out as local ones do
+        relay.deliver_push = hub.deliver_push  # relayed pushes: this node's subscribers only
         await relay.start()
     await hub.start()
     app[HUB] = hub
@@ -351,6 +352,12 @@ def _relay(app: web.Application, settings: Settings, metrics: Metrics) -> Relay 
     metrics.counters["region_link_connects"] = lambda: stats.connects
     metrics.counters["region_link_failures"] = lambda: stats.link_failures
     metrics.gauges["region_channels_followed"] = lambda: relay.following
+    pushes = relay.push_stats
+    homes = app[HOME_LINKS].push_stats
+    metrics.counters["region_pushes_sent"] = lambda: pushes.sent + homes.sent
+    metrics.counters["region_pushes_received"] = lambda: pushes.received + homes.received
+    metrics.counters["region_pushes_coalesced"] = lambda: pushes.coalesced + homes.coalesced
+    metrics.counters["region_pushes_dropped"] = lambda: pushes.dropped + homes.dropped
     return relay
 
 

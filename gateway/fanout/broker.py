@@ -7,7 +7,9 @@ one Redis subscription per channel that has local subscribers) and keeps the rec
 Redis, so any node can replay it.
 
 Every event carries its channel offset and epoch; offset 0 marks an ephemeral push (typing,
-receipts, presence) that is neither ordered nor remembered. A stored event also carries its
+receipts, presence) that is neither ordered nor remembered, and has no epoch: in its place, the
+region it came from when it was made in another one ("" when made in this region; see
+``gateway/regions``). A stored event also carries its
 store time (milliseconds since the epoch, 0 when unknown), so that every node can observe its
 publish-to-deliver lag (``moosic_delivery_lag_seconds``) without parsing the payload.
 """

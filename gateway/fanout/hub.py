@@ -13,6 +13,10 @@ Each stored event handed to this node's subscribers is observed once (not once p
 broker carries beside the payload. Events a gap fill fetched are observed too (their store
 time read from the payload's ``ts``: that path is rare), so late events are in the histogram;
 a recovering client's replay is not (it was not live).
+
+Ephemeral pushes (offset 0) carry, in the epoch's place, the region they were made in when that
+is not this one ("" when it is: see ``gateway/regions``); a tap (:meth:`Hub.tap`: a region
+link's home side) gets each with that origin, so it can leave out the region it came from.
 """
 
 from __future__ import annotations
@@ -79,6 +83,13 @@ class Publisher:
 class Subscriber(Protocol):
     def deliver(self, frame: bytes) -> None:
         """Take one encoded frame; must not block and must not change the hub synchronously."""
+        ...
+
+
+class Tap(Protocol):
+    def push(self, payload: bytes, origin: str) -> None:
+        """Take one ephemeral push of the channel and the region it was made in ("" : this
+        one); must not block and must not change the hub synchronously."""
         ...
 
 
@@ -159,6 +170,7 @@ class _Channel:
         "refill",
         "starting",
         "subscribers",
+        "taps",
         "users",
     )
 
@@ -180,6 +192,8 @@ class _Channel:
         """True once a subscriber's position gave ``last`` a known starting point."""
         self.users: dict[str, int] | None = None
         """Local subscriptions per user, for channel presence (client channels only)."""
+        self.taps: set[Tap] | None = None
+        """Who gets the channel's ephemeral pushes with their origin (:meth:`Hub.tap`)."""
 
     def add(self, subscriber: Subscriber, *, pending: bool) -> None:
         if pending:
@@ -399,6 +413,29 @@ class Hub:
             del self._channels[channel]
             self.broker.unsubscribe(channel)
 
+    def tap(self, channel: str, tap: Tap) -> None:
+        """Give ``tap`` the channel's ephemeral pushes with their origin region; the channel
+        must have a subscriber on this node (the tap's owner subscribes first)."""
+        state = self._channels.get(channel)
+        if state is None:
+            raise ValueError(f"{channel} has no subscriber on this node")
+        if state.taps is None:
+            state.taps = set()
+        state.taps.add(tap)
+
+    def untap(self, channel: str, tap: Tap) -> None:
+        state = self._channels.get(channel)
+        if state is not None and state.taps is not None:
+            state.taps.discard(tap)
+            if not state.taps:
+                state.taps = None
+
+    def deliver_push(self, channel: str, payload: bytes, origin: str) -> None:
+        """Hand an ephemeral push that came from another region (``origin``) to this node's
+        subscribers of the channel only: every node with subscribers of it gets its own copy
+        over its own region link, so the push does not cross the region's broker."""
+        self._on_broker_message(channel, 0, origin, payload)
+
     @asynccontextmanager
     async def watch(self, channel: str) -> AsyncIterator[_Watch]:
         """Subscribe a long-poll waiter for the duration of the block (bounded per node).
@@ -459,8 +496,11 @@ class Hub:
         state = self._channels.get(channel)
         if state is None:
             return
-        if offset == 0:  # ephemeral: no order to keep
+        if offset == 0:  # ephemeral: no order to keep; the epoch's place holds its origin
             self._fan_out(state, 0, payload)
+            if state.taps:
+                for tap in state.taps:
+                    tap.push(payload, epoch)
             return
         if epoch != state.epoch:
             if not state.epoch and state.based:

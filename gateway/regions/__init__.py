@@ -9,4 +9,6 @@ Map of the package:
 - ``relay``: this region's side: one link per home region, the followed channels' events
   written into the local store's replica and published into the local fan-out, in order; the
   broker wrapper that follows a remote-home channel when the node's first subscriber arrives.
+- ``pushes``: the ephemeral pushes (typing, read, join/leave) waiting for a link, each way:
+  coalesced, bounded, the newest dropped when full.
 """

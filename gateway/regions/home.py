@@ -9,9 +9,18 @@ order. The first frame of a follow is sent even when empty: its ``last`` tells t
 the channel ends, so it knows when it has caught up. Then each wake (an event on the channel)
 reads again from the last offset sent: nothing is skipped, whatever the wakes.
 
+Ephemeral pushes cross too (:mod:`gateway.regions.pushes`): the waiter of each followed
+channel is also a hub tap, so the channel's pushes (typing, read, join/leave) go to the relay
+as ``push`` frames, except those that came from the relay's own region (no echo: the relay
+names its region in the link's ``region`` query parameter, and the hub carries each push's
+origin). A relay sends the pushes made in its region on channels homed here as ``push``
+commands; they are published into this region's fan-out with their origin, from where every
+other region's link carries them on.
+
 Bounds: at most ``max_channels`` follows per link (one more is answered ``refused``); each
 stream awaits the socket's drain before reading more, so a slow link holds one frame per
-stream, not a queue.
+stream, not a queue; at most :data:`~gateway.regions.pushes.MAX_QUEUED` pushes wait per link
+(coalesced; newest dropped, counted).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from gateway.fanout.hub import Hub
+from gateway.regions.pushes import PushQueue, PushStats
 from handlers.base import Services
 from handlers.channels import parse_channel
 from handlers.errors import OpError
@@ -56,6 +66,15 @@ class Unfollow(msgspec.Struct, tag="unfollow", tag_field="op"):
     """The follow it ends: a later follow of the channel (sent before this arrived) stays."""
 
 
+class Push(msgspec.Struct, tag="push", tag_field="op"):
+    """An ephemeral push of ``channel``, either way: the payload its subscribers get."""
+
+    channel: str
+    payload: msgspec.Raw
+    origin: str = ""
+    """The region it was made in (in frames from the home)."""
+
+
 class Events(msgspec.Struct, tag="events", tag_field="op"):
     """Stored events of one channel after the follow's offset, oldest first."""
 
@@ -74,32 +93,56 @@ class Refused(msgspec.Struct, tag="refused", tag_field="op"):
     ref: int
 
 
-COMMANDS = msgspec.json.Decoder(Follow | Unfollow)
-ANSWERS = msgspec.json.Decoder(Events | Refused)
+COMMANDS = msgspec.json.Decoder(Follow | Unfollow | Push)
+ANSWERS = msgspec.json.Decoder(Events | Refused | Push)
+
+
+def push_frame(channel: str, payload: bytes, origin: str = "") -> bytes:
+    frame: dict[str, Any] = {"op": "push", "channel": channel, "payload": orjson.Fragment(payload)}
+    if origin:
+        frame["origin"] = origin
+    return orjson.dumps(frame)
 
 
 class _Wake:
-    """A hub subscriber that only notes that the channel had an event."""
+    """A hub subscriber that only notes that the channel had an event, and a tap that queues
+    the channel's ephemeral pushes for the link (those not from the link's own region)."""
 
-    __slots__ = ("event",)
+    __slots__ = ("_channel", "_link", "event")
 
-    def __init__(self) -> None:
+    def __init__(self, link: HomeLink, channel: str) -> None:
         self.event = asyncio.Event()
+        self._link = link
+        self._channel = channel
 
     def deliver(self, frame: bytes) -> None:
         self.event.set()
+
+    def push(self, payload: bytes, origin: str) -> None:
+        self._link.queue_push(self._channel, payload, origin)
 
 
 class HomeLink:
     """One relay's link: its follows, each a task streaming one channel."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, services: Services, hub: Hub, *, max_channels: int
+        self,
+        ws: web.WebSocketResponse,
+        services: Services,
+        hub: Hub,
+        *,
+        max_channels: int,
+        region: str = "",
+        stats: PushStats | None = None,
     ) -> None:
         self._ws = ws
         self._services = services
         self._hub = hub
         self._max_channels = max_channels
+        self.region = region
+        """The relay's region ("" if it did not say): its own pushes are not sent back."""
+        self.stats = stats if stats is not None else PushStats()
+        self._pushes = PushQueue(self.stats)
         self._streams: dict[str, tuple[int, asyncio.Task[None]]] = {}
         """Channel -> (the follow's ref, its stream)."""
         self._lock = asyncio.Lock()
@@ -110,6 +153,7 @@ class HomeLink:
 
     async def run(self) -> None:
         """Serve the link until the relay closes it (or the node shuts down)."""
+        pusher = asyncio.get_running_loop().create_task(self._send_pushes())
         try:
             async for message in self._ws:
                 if message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
@@ -120,9 +164,10 @@ class HomeLink:
         finally:
             streams = [task for _ref, task in self._streams.values()]
             self._streams.clear()
-            for task in streams:
+            for task in [*streams, pusher]:
                 task.cancel()
-            await asyncio.gather(*streams, return_exceptions=True)
+            await asyncio.gather(*streams, pusher, return_exceptions=True)
+            self._pushes.clear()
 
     async def close(self) -> None:
         await self._ws.close()
@@ -132,6 +177,9 @@ class HomeLink:
             command = COMMANDS.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("region link: ignoring a malformed command (%s)", exc)
+            return
+        if isinstance(command, Push):
+            await self._take_push(command)
             return
         current = self._streams.get(command.channel)
         if isinstance(command, Unfollow):
@@ -155,6 +203,40 @@ class HomeLink:
         )
         self._streams[command.channel] = (command.ref, task)
 
+    async def _take_push(self, command: Push) -> None:
+        """A push made in the relay's region on a channel homed here: into this region's
+        fan-out, marked with its origin (the links to the other regions carry it on)."""
+        plan = self._services.regions
+        try:
+            channel = parse_channel(command.channel)
+        except OpError:
+            channel = None
+        if plan is None or channel is None or plan.home(channel) != plan.local:
+            log.warning("region link: ignoring a push to %s (not homed here)", command.channel)
+            return
+        self.stats.received += 1
+        await self._hub.publish(command.channel, bytes(command.payload), 0, self.region)
+
+    def queue_push(self, channel: str, payload: bytes, origin: str) -> None:
+        if origin and origin == self.region:
+            return  # it came from the relay's region: its subscribers there have it
+        self._pushes.put(channel, payload, origin)
+
+    async def _send_pushes(self) -> None:
+        """Write the queued pushes, one frame at a time (a stored frame waits for one at most)."""
+        plan = self._services.regions
+        local = plan.local if plan is not None else ""
+        try:
+            while True:
+                channel, payload, origin = await self._pushes.get()
+                await self._send(push_frame(channel, payload, origin or local))
+                self.stats.sent += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("region link: a push could not be sent; closing the link")
+            await self._ws.close()
+
     async def _refuse(self, command: Follow, message: str) -> None:
         refused = {"op": "refused", "channel": command.channel, "message": message}
         await self._send(orjson.dumps({**refused, "ref": command.ref}))
@@ -175,8 +257,9 @@ class HomeLink:
             await self._ws.close()
 
     async def _follow(self, channel: str, since: int, epoch: str, ref: int) -> None:
-        wake = _Wake()
+        wake = _Wake(self, channel)
         await self._hub.subscribe(channel, wake)  # before the first read: no event falls between
+        self._hub.tap(channel, wake)
         try:
             first = True
             while True:
@@ -200,6 +283,7 @@ class HomeLink:
                     continue
                 await wake.event.wait()
         finally:
+            self._hub.untap(channel, wake)
             self._hub.unsubscribe(channel, wake)
 
 
@@ -221,6 +305,8 @@ class HomeLinks:
     def __init__(self, *, max_channels: int) -> None:
         self.max_channels = max_channels
         self._links: set[HomeLink] = set()
+        self.push_stats = PushStats()
+        """Pushes over every link this node serves (the home side)."""
 
     @property
     def count(self) -> int:
@@ -233,7 +319,14 @@ class HomeLinks:
             heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_COMMAND_BYTES
         )
         await ws.prepare(request)
-        link = HomeLink(ws, services, hub, max_channels=self.max_channels)
+        link = HomeLink(
+            ws,
+            services,
+            hub,
+            max_channels=self.max_channels,
+            region=request.query.get("region", ""),
+            stats=self.push_stats,
+        )
         self._links.add(link)
         try:
             await link.run()

@@ -16,9 +16,18 @@ window, the region's other nodes), before the next frame is read. A lost link re
 a capped, jittered backoff and follows everything again from the store's position: nothing
 lost, nothing doubled.
 
+Ephemeral pushes (offset 0: typing, read, join/leave) cross both ways over the same link
+(:mod:`gateway.regions.pushes`): one this node publishes on a remote-home channel is queued for
+the home's link (only the node that made it sends it, so the home gets it once); a ``push``
+frame from the home is handed to this node's subscribers of the channel only (every node with
+subscribers follows the channel over its own link, so it does not cross the regional broker
+again, and nothing the relay injects is published, so nothing goes back).
+
 Bounds: at most ``max_channels`` followed channels per node (the next is not followed: logged
 and counted; its subscribers get what the local copy has); one frame handled at a time per link
-(TCP holds the rest back at the home).
+(TCP holds the rest back at the home); at most :data:`~gateway.regions.pushes.MAX_QUEUED`
+pushes wait per link (coalesced; the newest dropped when full, and every push made while the
+link is down, counted).
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ import msgspec
 import orjson
 
 from gateway.fanout.broker import Broker, Deliver, Recent
-from gateway.regions.home import ANSWERS, HEARTBEAT, Events
+from gateway.regions.home import ANSWERS, HEARTBEAT, MAX_COMMAND_BYTES, Events, Push, push_frame
+from gateway.regions.pushes import PushQueue, PushStats
 from handlers.channels import parse_channel
 from handlers.errors import OpError
 from handlers.regions import RegionPlan
@@ -53,6 +63,8 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 Publish = Callable[[str, bytes, int, str, int], Awaitable[None]]
 """``Fanout.publish(channel, payload, offset, epoch, stored_at)``."""
+DeliverPush = Callable[[str, bytes, str], None]
+"""``Hub.deliver_push(channel, payload, origin)``: to this node's subscribers only."""
 
 
 class ReplicaStore(MessageReplica, Protocol):
@@ -119,9 +131,12 @@ class Relay:
         self._max_channels = max_channels
         self.publish: Publish | None = None
         """Where relayed events go (the hub's publish; set once the hub exists)."""
+        self.deliver_push: DeliverPush | None = None
+        """Where pushes from the homes go (the hub's deliver_push; set once the hub exists)."""
         self._links: dict[str, _Link] = {}
         self._session: aiohttp.ClientSession | None = None
         self.stats = RelayStats()
+        self.push_stats = PushStats()
 
     @property
     def following(self) -> int:
@@ -170,7 +185,8 @@ class Relay:
             return
         link = self._links.get(home)
         if link is None:
-            link = self._links[home] = _Link(self, home, self._urls[home] + LINK_PATH)
+            url = f"{self._urls[home]}{LINK_PATH}?region={self.plan.local}"
+            link = self._links[home] = _Link(self, home, url)
             link.start(self._session, self._headers)
         self.stats.follows += 1
         await link.follow(channel)
@@ -180,6 +196,18 @@ class Relay:
         link = self._links.get(home) if home is not None else None
         if link is not None:
             link.unfollow(channel)
+
+    def push(self, channel: str, payload: bytes) -> None:
+        """An ephemeral push this node made: to the channel's home when it is another region
+        (dropped, counted, when the link to it is down or was never opened: best-effort)."""
+        home = self.home_of(channel)
+        if home is None:
+            return
+        link = self._links.get(home)
+        if link is None or link.ws is None:
+            self.push_stats.dropped += 1
+            return
+        link.pushes.put(channel, payload)
 
 
 class _Link:
@@ -195,6 +223,7 @@ class _Link:
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(1)
+        self.pushes = PushQueue(relay.push_stats)
         self.tried = asyncio.Event()
         """Set once the first connection attempt ended (linked, or failed)."""
 
@@ -286,11 +315,16 @@ class _Link:
                     for channel, wanted in list(self.wanted.items()):
                         await self._send_follow(channel, wanted)
                     self.tried.set()
-                    async for message in ws:
-                        if message.type is aiohttp.WSMsgType.BINARY:
-                            await self._on_frame(message.data)
-                        elif message.type is aiohttp.WSMsgType.ERROR:
-                            break
+                    pusher = asyncio.get_running_loop().create_task(self._send_pushes(ws))
+                    try:
+                        async for message in ws:
+                            if message.type is aiohttp.WSMsgType.BINARY:
+                                await self._on_frame(message.data)
+                            elif message.type is aiohttp.WSMsgType.ERROR:
+                                break
+                    finally:
+                        pusher.cancel()
+                        await asyncio.gather(pusher, return_exceptions=True)
             except (aiohttp.ClientError, OSError, TimeoutError, Unavailable) as exc:
                 stats.link_failures += 1
                 log.warning("relay: link to %s lost (%s)", self.home, exc.__class__.__name__)
@@ -301,6 +335,7 @@ class _Link:
                 log.exception("relay: link to %s failed; reconnecting", self.home)
             finally:
                 self.ws = None
+                self.pushes.clear()  # stale by the time the link is back
                 self.tried.set()
                 for wanted in self.wanted.values():
                     wanted.live = False
@@ -308,11 +343,35 @@ class _Link:
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+    async def _send_pushes(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Write the queued pushes, one frame at a time, through the send lock (a follow
+        waits for one at most); one that does not fit the home's command size is dropped."""
+        stats = self._relay.push_stats
+        try:
+            while True:
+                channel, payload, _origin = await self.pushes.get()
+                frame = push_frame(channel, payload)
+                if len(frame) > MAX_COMMAND_BYTES:
+                    stats.dropped += 1
+                    continue
+                async with self._lock:
+                    await ws.send_bytes(frame)
+                stats.sent += 1
+        except (aiohttp.ClientError, OSError) as exc:
+            log.info("relay: a push to %s was not sent (%s); the link resets", self.home, exc)
+            await ws.close()
+
     async def _on_frame(self, data: bytes) -> None:
         try:
             frame = ANSWERS.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("relay: ignoring a malformed frame from %s (%s)", self.home, exc)
+            return
+        if isinstance(frame, Push):
+            deliver = self._relay.deliver_push
+            if frame.channel in self.wanted and deliver is not None:
+                self._relay.push_stats.received += 1
+                deliver(frame.channel, bytes(frame.payload), frame.origin or self.home)
             return
         wanted = self.wanted.get(frame.channel)
         if wanted is None or frame.ref != wanted.ref:
@@ -389,6 +448,10 @@ class RegionalBroker:
         self, channel: str, payload: bytes, offset: int = 0, epoch: str = "", stored_at: int = 0
     ) -> None:
         await self.inner.publish(channel, payload, offset, epoch, stored_at)
+        if offset == 0 and not epoch:
+            # An ephemeral push made here (one with an origin came from another region): the
+            # home of a remote-home channel gets it too, and carries it to the other regions.
+            self.relay.push(channel, payload)
 
     async def recent(self, channel: str, since: int, limit: int) -> Recent | None:
         return await self.inner.recent(channel, since, limit)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +386,197 @@ async def test_a_dead_region_leaves_the_others_their_local_channels(
         assert response.status == 200
         copied = [m["message_id"] for m in (await response.json())["messages"]]
     assert copied == [a["message_id"] for a in reversed(acked)]
+
+
+# -- ephemeral pushes across regions ------------------------------------------------------------
+
+QUIET = 1.0
+"""Seconds a socket must stay quiet after a push for the push to count as delivered once: an
+echo would come back within two link trips (160 ms here)."""
+
+
+async def next_push_about(conn: WsClient, op: str, user: str, timeout: float) -> dict[str, Any]:
+    """The next ``op`` push about ``user``; every other frame stays queued (events included)."""
+    for frame in list(conn.pushes):
+        if frame.get("op") == op and frame.get("user") == user:
+            conn.pushes.remove(frame)
+            return frame
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await conn.receive(timeout)
+            if frame.get("op") == op and frame.get("user") == user:
+                return frame
+            conn.pushes.append(frame)
+
+
+async def pushes_of(conn: WsClient, op: str, user: str) -> list[dict[str, Any]]:
+    """The ``op`` pushes about ``user`` the socket got: waits for the first, then until quiet."""
+    got = [await next_push_about(conn, op, user, READY)]
+    while True:
+        try:
+            got.append(await next_push_about(conn, op, user, QUIET))
+        except TimeoutError:
+            return got
+
+
+async def each_once(conns: Iterable[WsClient], op: str, user: str) -> list[dict[str, Any]]:
+    """The one ``op`` push about ``user`` each socket got (asserted: exactly one each)."""
+    found = await asyncio.gather(*(pushes_of(conn, op, user) for conn in conns))
+    assert all(len(pushes) == 1 for pushes in found), found
+    return [pushes[0] for pushes in found]
+
+
+async def region_metrics(
+    http: aiohttp.ClientSession, regions: Regions, name: str
+) -> dict[str, float]:
+    """The region metrics of the region's first node, by name after ``moosic_region_``."""
+    async with http.get(f"{regions[name].node.base_url}/metrics") as response:
+        text = await response.text()
+    return {
+        family.name.removeprefix("moosic_region_"): family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("moosic_region_")
+    }
+
+
+async def test_typing_and_read_receipts_cross_both_ways_once(
+    regions: Regions, http: aiohttp.ClientSession
+) -> None:
+    """A typing push and a read receipt made abroad reach the home region's member, those made
+    at home reach the member abroad; every subscriber in both regions gets each once."""
+    alice, bob, dm = await dm_pair(http, regions)
+    home = region_of(min(alice["user_id"], bob["user_id"]))
+    away = "au" if home == "kh" else "kh"
+    at_home, abroad = (alice, bob) if home == "kh" else (bob, alice)
+    near = await connect(http, regions, home, at_home)
+    far = await connect(http, regions, away, abroad)
+    far_peer = await connect(http, regions, away, at_home)  # the home user's device abroad
+    everyone = (near, far, far_peer)
+    for conn in everyone:
+        await conn.result("subscribe", channel=dm)
+
+    assert (await far.result("typing", channel=dm))["sent"] is True
+    for typing in await each_once(everyone, "typing", abroad["user_id"]):
+        assert typing == {"op": "typing", "channel": dm, "user": abroad["user_id"]}
+    assert (await near.result("typing", channel=dm))["sent"] is True
+    for typing in await each_once(everyone, "typing", at_home["user_id"]):
+        assert typing["channel"] == dm
+
+    sent = await near.result("publish", channel=dm, data={"n": 1})
+    assert sent["offset"] == 1
+    for conn in everyone:
+        assert (await conn.next_event(timeout=READY))["offset"] == 1
+    assert (await far.result("read", channel=dm, offset=1))["last_read"] == 1
+    for read in await each_once(everyone, "read", abroad["user_id"]):
+        assert read == {"op": "read", "channel": dm, "user": abroad["user_id"], "offset": 1}
+    # (The home user's own message was read by sending it: they read the answer.)
+    assert (await far.result("publish", channel=dm, data={"n": 2}))["offset"] == 2
+    for conn in everyone:
+        assert (await conn.next_event(timeout=READY))["offset"] == 2
+    assert (await near.result("read", channel=dm, offset=2))["last_read"] == 2
+    for read in await each_once(everyone, "read", at_home["user_id"]):
+        assert (read["channel"], read["offset"]) == (dm, 2)
+    for conn in everyone:
+        await no_more_events(conn)
+    # At least a typing push and a receipt crossed each way (join pushes may have too).
+    for name in (home, away):
+        counts = await region_metrics(http, regions, name)
+        assert counts["pushes_sent"] >= 2, name
+        assert counts["pushes_received"] >= 2, name
+        assert counts["pushes_dropped"] == 0, name
+
+
+async def test_join_and_leave_cross_both_ways_once(
+    regions: Regions, http: aiohttp.ClientSession
+) -> None:
+    alice, bob, dm = await dm_pair(http, regions)
+    home = region_of(min(alice["user_id"], bob["user_id"]))
+    away = "au" if home == "kh" else "kh"
+    at_home, abroad = (alice, bob) if home == "kh" else (bob, alice)
+    near = await connect(http, regions, home, at_home)
+    far = await connect(http, regions, away, abroad)
+    await near.result("subscribe", channel=dm)
+    # Abroad -> home: the user abroad's first subscription in their region, their last one
+    # ending (the node there stops following the DM), and a new first one.
+    await far.result("subscribe", channel=dm)
+    [join] = await each_once([near], "join", abroad["user_id"])
+    assert join == {"op": "join", "channel": dm, "user": abroad["user_id"]}
+    await far.result("unsubscribe", channel=dm)
+    [leave] = await each_once([near], "leave", abroad["user_id"])
+    assert leave == {"op": "leave", "channel": dm, "user": abroad["user_id"]}
+    await far.result("subscribe", channel=dm)
+    [join] = await each_once([near], "join", abroad["user_id"])
+    assert join["channel"] == dm
+    # Home -> abroad: the home user leaves and comes back.
+    await near.result("unsubscribe", channel=dm)
+    [leave] = await each_once([far], "leave", at_home["user_id"])
+    assert leave == {"op": "leave", "channel": dm, "user": at_home["user_id"]}
+    await near.result("subscribe", channel=dm)
+    [join] = await each_once([far], "join", at_home["user_id"])
+    assert join["channel"] == dm
+
+
+async def test_pushes_cross_again_after_a_cut_and_events_stay_exactly_once(
+    regions: Regions, http: aiohttp.ClientSession
+) -> None:
+    """While the link is cut a push made abroad stays in its region (best-effort: dropped, not
+    sent late); once the link is back pushes cross again, and every acknowledged message
+    reaches each socket once, in order."""
+    alice, bob, dm = await dm_pair(http, regions)
+    home = region_of(min(alice["user_id"], bob["user_id"]))
+    away = "au" if home == "kh" else "kh"
+    at_home, abroad = (alice, bob) if home == "kh" else (bob, alice)
+    near = await connect(http, regions, home, at_home)
+    far = await connect(http, regions, away, abroad)
+    far_peer = await connect(http, regions, away, at_home)
+    everyone = (near, far, far_peer)
+    for conn in everyone:
+        await conn.result("subscribe", channel=dm)
+    acked = [await near.result("publish", channel=dm, data={"n": 0}, client_msg_id="h0")]
+    failures = (await region_metrics(http, regions, away))["link_failures"]
+    await regions.cut()
+    async with asyncio.timeout(READY):  # the relay abroad saw the link go (a reconnect failed)
+        while (await region_metrics(http, regions, away))["link_failures"] == failures:
+            await asyncio.sleep(0.1)
+    assert (await far.result("typing", channel=dm))["sent"] is True
+    await each_once([far, far_peer], "typing", abroad["user_id"])  # its region still has it
+    assert (await region_metrics(http, regions, away))["pushes_dropped"] == 1
+    acked.append(await near.result("publish", channel=dm, data={"n": 1}, client_msg_id="h1"))
+    await asyncio.sleep(3)
+    await regions.restore()
+    acked.append(await publish_until_taken(far, dm, {"n": 2}, "f2"))
+    delivered = {conn: await events_until(conn, 3) for conn in everyone}  # the link is back
+    with pytest.raises(TimeoutError):
+        await next_push_about(near, "typing", abroad["user_id"], QUIET)  # never sent late
+    assert (await far_peer.result("typing", channel=dm))["sent"] is True
+    await each_once(everyone, "typing", at_home["user_id"])
+    for conn, events in delivered.items():
+        assert [e["message_id"] for e in events] == [a["message_id"] for a in acked]
+        await no_more_events(conn)
+
+
+async def test_pushes_with_two_nodes_per_region_reach_each_socket_once(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Every node with subscribers follows the channel over its own link: a push from the home
+    is handed to that node's sockets only, so no socket gets it twice, whichever node made it."""
+    async with running_regions(tmp_path, ["kh", "au"], nodes={"kh": 2, "au": 2}) as regions:
+        alice, bob, dm = await dm_pair(http, regions)
+        by_node = []
+        for name in ("kh", "au"):
+            for node in regions[name].nodes:
+                url = node.base_url + "/ws"
+                by_node.append(
+                    [
+                        await WsClient.connect(http, account["access_token"], url=url)
+                        for account in (alice, bob)
+                    ]
+                )
+        everyone = [conn for pair in by_node for conn in pair]
+        for conn in everyone:
+            await conn.result("subscribe", channel=dm)
+        # Alice types from each node in turn (the typing throttle is per node).
+        for alice_ws, _bob_ws in by_node:
+            assert (await alice_ws.result("typing", channel=dm))["sent"] is True
+            for typing in await each_once(everyone, "typing", alice["user_id"]):
+                assert typing["channel"] == dm

@@ -164,3 +164,34 @@ async def test_live_held_and_fetched_events_are_each_observed_once_in_the_lag() 
     await broker.publish("room:a", b"e4", 4, "e1")  # no store time (an older node's): skipped
     assert lag.count == 3
     await hub.close()
+
+
+class Tap:
+    def __init__(self) -> None:
+        self.pushes: list[tuple[bytes, str]] = []
+
+    def push(self, payload: bytes, origin: str) -> None:
+        self.pushes.append((payload, origin))
+
+
+async def test_a_tap_gets_the_ephemeral_pushes_with_their_origin_and_not_stored_events() -> None:
+    """A region link's home side taps a channel: pushes made here have origin "", those a
+    region link brought carry its region; a push handed over by a relay reaches only this
+    node's subscribers (the broker never sees it)."""
+    hub, broker, _metrics = await started_hub()
+    inbox, tap = Inbox(), Tap()
+    await hub.subscribe("dm:a:b", inbox)
+    hub.tap("dm:a:b", tap)
+    await hub.publish("dm:a:b", b"stored", 1, "e1")
+    await hub.publish("dm:a:b", b"typing-here")
+    await hub.publish("dm:a:b", b"typing-abroad", 0, "au")
+    sent: list[bytes] = []
+    broker.publish = lambda *args, **kwargs: sent.append(args[1])  # type: ignore[method-assign,assignment,return-value]
+    hub.deliver_push("dm:a:b", b"relayed", "kh")
+    assert sent == []
+    assert inbox.payloads() == [b"stored", b"typing-here", b"typing-abroad", b"relayed"]
+    assert tap.pushes == [(b"typing-here", ""), (b"typing-abroad", "au"), (b"relayed", "kh")]
+    hub.untap("dm:a:b", tap)
+    hub.deliver_push("dm:a:b", b"after", "kh")
+    assert len(tap.pushes) == 3
+    await hub.close()
