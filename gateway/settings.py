@@ -18,6 +18,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import Any
 
 from gateway.guard.ratelimit import SPECIAL_RULES, RateLimits
@@ -1282,14 +1283,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             problems.append(
                 f"{PREFIX}JWT_SECRET: required (or set {PREFIX}DEV=1 for a generated one)"
             )
-    defaults = Settings()
-
-    def setting(name: str) -> Any:
-        """The value loaded for a setting, else its default."""
-        if name in values:
-            return values[name]
-        return getattr(getattr(defaults, SECTION_OF[name]), name)
-
+    setting = partial(_loaded, values)
     ws_frame = setting("ws_max_frame_bytes")
     ws_close = setting("ws_close_frame_bytes")
     if ws_close < ws_frame:
@@ -1356,22 +1350,30 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     api_port = values.get("server_api_port")
     if api_port is not None and api_port == setting("port"):
         problems.append(f"{PREFIX}SERVER_API_PORT: must differ from {PREFIX}PORT")
-    problems.extend(_region_problems(values, environ, defaults))
+    problems.extend(_region_problems(values, environ))
     if problems:
         raise SettingsError(problems)
     return Settings.of(**values)
 
 
-def _region_problems(
-    values: dict[str, Any], environ: Mapping[str, str], defaults: Settings
-) -> list[str]:
+_DEFAULTS = Settings()
+
+
+def _loaded(values: Mapping[str, Any], name: str) -> Any:
+    """The value loaded for a setting (by its flat name), else its default."""
+    if name in values:
+        return values[name]
+    return getattr(getattr(_DEFAULTS, SECTION_OF[name]), name)
+
+
+def _region_problems(values: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
     """What a region map needs: this region in it, a link key, the SQLite store (for now)."""
     regions = values.get("regions")
     if not regions:
         return []
     names = [name for name, _url in regions]
     problems = []
-    region = values.get("region", defaults.server.region)
+    region = _loaded(values, "region")
     if region not in names:
         problems.append(f"{PREFIX}REGION: must be one of {PREFIX}REGIONS ({', '.join(names)})")
     if not values.get("region_link_key") and PREFIX + "REGION_LINK_KEY" not in environ:
@@ -1379,7 +1381,7 @@ def _region_problems(
     rooms = values.get("region_rooms")
     if rooms is not None and rooms not in names:
         problems.append(f"{PREFIX}REGION_ROOMS: must be one of {PREFIX}REGIONS")
-    if values.get("store", defaults.storage.store) != "sqlite":
+    if _loaded(values, "store") != "sqlite":
         problems.append(
             f"{PREFIX}REGIONS: needs {PREFIX}STORE=sqlite for now (the relay's replica writes "
             "are built on SQLite only; docs/regions.md)"
