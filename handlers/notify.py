@@ -45,8 +45,9 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 
@@ -337,9 +338,11 @@ class OfflineNotifier:
         for user in reachable:
             wants = preferences[user]
             key = key_of(user)
-            if not wanted(wants, key, now) and kind_of(key) == MENTION:
+            wants_it = wanted(wants, key, now)
+            if not wants_it and kind_of(key) == MENTION:
                 key = key.removeprefix(f"{MENTION}:")  # mentions off: the message notifies
-            if not wanted(wants, key, now):
+                wants_it = wanted(wants, key, now)
+            if not wants_it:
                 self.stats.suppressed += 1
                 continue
             due = now + self._delay_ms
@@ -368,35 +371,15 @@ class OfflineNotifier:
         return written
 
     async def _preferences_of(self, users: list[str]) -> dict[str, PushPreferences]:
-        known: dict[str, PushPreferences] = {}
-        unknown: list[str] = []
-        for user in users:
-            found, preferences = self._preferences.lookup(user)
-            if found and preferences is not None:
-                known[user] = preferences
-            else:
-                unknown.append(user)
-        read = await asyncio.gather(*(self._store.get_push_preferences(u) for u in unknown))
-        for user, preferences in zip(unknown, read, strict=True):
-            known[user] = preferences
-            self._preferences.put(user, preferences)
-        return known
+        return await _cached(self._preferences, users, self._store.get_push_preferences)
 
     async def _with_devices(self, users: list[str]) -> list[str]:
         """The users who have a device (no outbox write for those who cannot be reached)."""
-        known: dict[str, bool] = {}
-        unknown: list[str] = []
-        for user in users:
-            found, has = self._has_device.lookup(user)
-            if found:
-                known[user] = bool(has)
-            else:
-                unknown.append(user)
-        listed = await asyncio.gather(*(self._store.list_devices(user) for user in unknown))
-        for user, devices in zip(unknown, listed, strict=True):
-            known[user] = bool(devices)
-            self._has_device.put(user, bool(devices))
+        known = await _cached(self._has_device, users, self._has_devices)
         return [user for user in users if known[user]]
+
+    async def _has_devices(self, user: str) -> bool:
+        return bool(await self._store.list_devices(user))
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until every queued event is decided; False after ``timeout``."""
@@ -417,3 +400,26 @@ class OfflineNotifier:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+_V = TypeVar("_V")
+
+
+async def _cached(
+    cache: TtlCache[str, _V], users: list[str], load: Callable[[str], Awaitable[_V]]
+) -> dict[str, _V]:
+    """Each user's value from the node's short cache, else loaded (all misses at once) and
+    remembered."""
+    known: dict[str, _V] = {}
+    unknown: list[str] = []
+    for user in users:
+        found, value = cache.lookup(user)
+        if found and value is not None:
+            known[user] = value
+        else:
+            unknown.append(user)
+    loaded = await asyncio.gather(*(load(user) for user in unknown))
+    for user, value in zip(unknown, loaded, strict=True):
+        known[user] = value
+        cache.put(user, value)
+    return known

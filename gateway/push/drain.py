@@ -218,15 +218,9 @@ class Drainer:
             self.stats.errors += 1
             log.exception("push notification for a user failed; retried after its lease")
 
-    async def _handle(
-        self,
-        n: Notification,
-        online: bool = False,
-        preferences: PushPreferences | None = None,
-    ) -> None:
+    async def _handle(self, n: Notification, online: bool, preferences: PushPreferences) -> None:
         store = self._store
         now = self._now()
-        preferences = preferences or PushPreferences()
         since = n.first_at
         if preferences.quiet is not None:
             # Held through quiet hours: it ages from their end, not from its first event.
