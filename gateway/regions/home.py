@@ -273,7 +273,7 @@ class HomeLink:
                 if epoch and found.epoch and found.epoch != epoch:
                     since, epoch = 0, found.epoch  # the channel's history was reset: resend it
                     continue
-                events = [(offset, payload) for offset, payload in found.events if offset > since]
+                events = found.events  # all after since (Replay.catch_up's contract)
                 if events or first:
                     first = False
                     payloads = [payload for _offset, payload in events]

@@ -45,6 +45,7 @@ import msgspec
 import orjson
 
 from gateway.fanout.broker import Broker, Deliver, Recent
+from gateway.fanout.hub import INTERNAL_PREFIXES
 from gateway.regions.home import ANSWERS, HEARTBEAT, MAX_COMMAND_BYTES, Events, Push, push_frame
 from gateway.regions.pushes import PushQueue, PushStats
 from handlers.channels import parse_channel
@@ -157,6 +158,8 @@ class Relay:
 
     def home_of(self, channel: str) -> str | None:
         """The channel's home when it is another region; None for local and internal ones."""
+        if channel.startswith(INTERNAL_PREFIXES):
+            return None  # the gateway's own channels (presence, control): regional, no parse
         try:
             parsed = parse_channel(channel)
         except OpError:
