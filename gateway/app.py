@@ -9,7 +9,6 @@ WebSocket is told to reconnect elsewhere (close code 4000) before the hub and th
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -122,7 +121,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.guard.trusted_proxies,
         allow_local=settings.server.dev,
     )
-    metrics.gauges["gc_frozen_objects"] = gc.get_freeze_count  # start-up objects (server.py)
+    metrics.gauges["gc_frozen_objects"] = lambda: 0.0  # set when the node listens (server.py)
     clickstream = clickstream_service.setup(app, settings, metrics)  # drained after the sockets
     mail_service.setup(app, settings, metrics)  # queued mail drained after the services stop
     track = track_operation(clickstream.intake, _country_of)
