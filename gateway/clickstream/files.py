@@ -15,7 +15,9 @@ import asyncio
 import os
 import re
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import BinaryIO
 
@@ -87,12 +89,20 @@ class JsonLines:
             self._file = None
 
     def write(self, lines: Sequence[bytes]) -> None:
-        for line in lines:
-            if self._due(line):
+        # Whole runs of lines go in one write each: a loop of Python per line would hold the
+        # GIL for the batch (milliseconds for a few thousand lines), and the event loop, which
+        # takes the GIL back after each of its system calls, would wait for it every time.
+        start, count = 0, len(lines)
+        while start < count:
+            if self._due(lines[start]):
                 self._rotate()
             assert self._file is not None
-            self._file.write(line)
-            self._size += len(line)
+            room = self.max_bytes - self._size
+            sizes = list(accumulate(map(len, lines[start:])))
+            end = start + max(1, bisect_right(sizes, room))  # the first line always goes in
+            self._file.write(b"".join(lines[start:end]))
+            self._size += sizes[end - start - 1]
+            start = end
         if self._file is not None:
             self._file.flush()
 

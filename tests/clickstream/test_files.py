@@ -55,6 +55,26 @@ def test_files_rotate_by_size_and_keep_every_line(tmp_path: Path) -> None:
     assert all(path.name.startswith("events-n-") for path in writer.files)
 
 
+def test_one_batch_is_split_where_each_file_is_full(tmp_path: Path) -> None:
+    """A batch written at once splits into files exactly as line by line would: a file ends
+    before the line that would take it past the size, a longer line gets a file of its own."""
+    lines = [record("u", n, pad=(n * 37) % 90).data for n in range(400)]
+    lines.insert(150, b'{"big":"' + b"y" * 1500 + b'"}\n')
+    writer = JsonLines(tmp_path, "events-n", max_bytes=1000, max_seconds=3600)
+    writer.write(lines)
+    writer.close()
+    expected: list[list[bytes]] = []
+    size = 0
+    for line in lines:  # the rule, one line at a time
+        if not expected or (size and size + len(line) > 1000):
+            expected.append([])
+            size = 0
+        expected[-1].append(line)
+        size += len(line)
+    assert [path.read_bytes() for path in writer.files] == [b"".join(f) for f in expected]
+    assert len(expected) > 20
+
+
 def test_files_rotate_by_age(tmp_path: Path) -> None:
     now = [NOW]
     writer = JsonLines(
